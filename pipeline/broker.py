@@ -1,0 +1,149 @@
+"""The worker's side of the state machine: claim, extend, report, complete, fail.
+
+Every method is one Lua script call (one round trip); ``complete`` can claim the next job
+in the same call, so a busy worker pays one round trip per job.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import socket
+import traceback
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+
+from pipeline.errors import PermanentError
+from pipeline.jobs import ClaimedJob
+from pipeline.keys import Keys
+from pipeline.model import Dag
+from pipeline.registry import REGISTRY, Registry
+from pipeline.scripts import Scripts
+from pipeline.submission import encode_nodes
+
+log = logging.getLogger("mediapipe.broker")
+
+DEFAULT_LEASE = 30.0
+
+
+def new_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Broker:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        namespace: str = "mp",
+        worker_id: str | None = None,
+        lease: float = DEFAULT_LEASE,
+        registry: Registry = REGISTRY,
+    ) -> None:
+        self.redis = client
+        self.keys = Keys(namespace)
+        self.scripts = Scripts(client)
+        self.worker_id = worker_id or new_worker_id()
+        self.lease_ms = int(lease * 1000)
+        self.registry = registry
+        self._tokens = itertools.count(1)
+
+    def _token(self) -> str:
+        return f"{self.worker_id}#{next(self._tokens)}"
+
+    def _run(self, name: str, *args: Any) -> Any:
+        return self.scripts.run(name, self.keys.prefix, *args)
+
+    # -- claiming -------------------------------------------------------------
+    def claim(self, queues: Sequence[str]) -> tuple[ClaimedJob | None, float]:
+        """The next job, or None and how many seconds until one may fall due (-1: unknown)."""
+        reply = self._run("claim", self.worker_id, self._token(), self.lease_ms, *queues)
+        return self._parse_claim(reply)
+
+    @staticmethod
+    def _parse_claim(reply: Any) -> tuple[ClaimedJob | None, float]:
+        if not reply or not reply[0]:
+            wake = int(reply[1]) if reply and len(reply) > 1 else -1
+            return None, (wake / 1000 if wake >= 0 else -1.0)
+        return ClaimedJob.from_reply(reply), 0.0
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
+        """Block on the queues' markers until work may be there (no polling)."""
+        if timeout <= 0:
+            return True
+        markers = [self.keys.marker(q) for q in queues]
+        return self.redis.blpop(markers, timeout=max(timeout, 0.01)) is not None
+
+    # -- while running --------------------------------------------------------
+    def extend(self, jobs: Mapping[str, str]) -> dict[str, int]:
+        """Extend leases of {job id: token}. Codes: 1 ok, 2 cancelled, 0 lost."""
+        if not jobs:
+            return {}
+        args: list[Any] = [self.lease_ms]
+        for jid, token in jobs.items():
+            args += [jid, token]
+        codes = self._run("extend_lease", *args)
+        return {jid: int(c) for jid, c in zip(jobs, codes, strict=True)}
+
+    def progress(self, job: ClaimedJob, percent: float, message: str = "",
+                 **fields: Any) -> bool:
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v if isinstance(v, str | int | float) else json.dumps(v)]
+        return bool(self._run("report_progress", job.id, job.token, round(percent, 2),
+                              message, *flat))
+
+    def add_children(self, job: ClaimedJob, sub: Dag) -> int:
+        """Fan out from a running job; its parents then wait for the new jobs too."""
+        if sub.id != job.dag_id:
+            raise ValueError("children must be built with ctx.new_children()")
+        payload = encode_nodes(sub, self.registry)
+        return int(self._run("add_children", job.id, job.token, payload))
+
+    # -- finishing ------------------------------------------------------------
+    def complete(
+        self, job: ClaimedJob, result: Any, *, next_from: Sequence[str] = ()
+    ) -> tuple[bool, ClaimedJob | None]:
+        """Record the result; returns (accepted, next job when ``next_from`` is given)."""
+        body = json.dumps(result, separators=(",", ":"), allow_nan=False)
+        if next_from:
+            args: list[Any] = [self.worker_id, self._token(), self.lease_ms, *next_from]
+        else:
+            args = ["", "", 0]
+        status, nxt = self._run("complete", job.id, job.token, body, *args)
+        if not status:
+            log.warning("discarded completion of %s: its lease was lost (reclaimed elsewhere)",
+                        job.id)
+        nxt_job = None
+        if nxt:
+            nxt_job, _ = self._parse_claim(nxt)
+        return bool(status), nxt_job
+
+    def fail(self, job: ClaimedJob, exc: BaseException, *, tb: str | None = None) -> str:
+        """Record a failure: 'retry', 'dead', 'cancelled' or 'discarded'."""
+        permanent = isinstance(exc, PermanentError)
+        delay = 0.0 if permanent else job.backoff.delay(job.attempt)
+        err = error_json(exc, tb=tb, worker=self.worker_id, attempt=job.attempt)
+        outcome = self._run("fail", job.id, job.token, err, int(delay * 1000),
+                            "1" if permanent else "0")
+        return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
+    # -- housekeeping ---------------------------------------------------------
+    def reclaim_stalled(self, queues: Sequence[str], limit: int = 100) -> list[str]:
+        ids = self._run("reclaim_stalled", limit, *queues)
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+def error_json(exc: BaseException, *, tb: str | None = None, **extra: Any) -> str:
+    return json.dumps({
+        "type": type(exc).__name__,
+        "message": str(exc) or type(exc).__name__,
+        "permanent": isinstance(exc, PermanentError),
+        "traceback": tb if tb is not None else "".join(traceback.format_exception(exc)),
+        **extra,
+    })

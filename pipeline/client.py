@@ -1,0 +1,188 @@
+"""The submitting side: submit DAGs, read their state, cancel, retry, pause.
+
+    from pipeline.client import Client
+    from pipeline.model import Dag
+
+    dag = Dag()
+    dag.add("probe", "probe", {"path": "in.mp4"})
+    dag.add("manifest", "manifest", after=["probe"])
+    Client.connect().submit(dag)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from pipeline.connection import connect
+from pipeline.errors import SubmissionError
+from pipeline.events import Event, read_events
+from pipeline.keys import Keys
+from pipeline.model import Dag
+from pipeline.registry import REGISTRY, Registry
+from pipeline.retention import Retention
+from pipeline.scripts import Scripts
+from pipeline.submission import encode_meta, encode_nodes
+
+TERMINAL_DAG_STATES = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Submitted:
+    dag_id: str
+    created: bool  # False: the idempotency key matched an existing DAG
+
+
+def _decode(h: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in h.items()}
+
+
+class Client:
+    def __init__(self, client: redis.Redis, *, namespace: str = "mp",
+                 registry: Registry = REGISTRY) -> None:
+        self.redis = client
+        self.keys = Keys(namespace)
+        self.scripts = Scripts(client)
+        self.registry = registry
+
+    @classmethod
+    def connect(cls, url: str | None = None, **kwargs: Any) -> Client:
+        return cls(connect(url), **kwargs)
+
+    def _run(self, name: str, *args: Any) -> Any:
+        return self.scripts.run(name, self.keys.prefix, *args)
+
+    # -- submitting -----------------------------------------------------------
+    def submit(self, dag: Dag) -> Submitted:
+        """Validate and write the whole DAG in one atomic step; nothing is written on error."""
+        payload = encode_nodes(dag, self.registry)
+        meta = encode_meta(dag.meta)
+        try:
+            dag_id, created = self._run("submit_dag", dag.id, dag.idempotency_key or "", meta,
+                                        payload)
+        except redis.ResponseError as exc:
+            raise SubmissionError(str(exc)) from None
+        return Submitted(dag_id.decode(), bool(created))
+
+    # -- reading --------------------------------------------------------------
+    def dag(self, dag_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(self.keys.dag(dag_id))
+        if not raw:
+            return None
+        d: dict[str, Any] = _decode(raw)
+        for k in ("total", "completed", "dead", "upstream", "cancelled", "roots", "roots_done"):
+            d[k] = int(d.get(k) or 0)
+        d["meta"] = json.loads(d.get("meta") or "{}")
+        total = d["total"] or 1
+        d["percent"] = round(float(d.get("pct_sum") or 0) / total, 2)
+        return d
+
+    def dag_state(self, dag_id: str) -> str | None:
+        v = self.redis.hget(self.keys.dag(dag_id), "state")
+        return v.decode() if v else None
+
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(self.keys.job(job_id))
+        if not raw:
+            return None
+        j: dict[str, Any] = _decode(raw)
+        for k in ("result", "error", "params"):
+            if j.get(k):
+                j[k] = json.loads(j[k])
+        for k in ("attempts", "max_attempts", "stalls", "pending", "prio"):
+            if k in j:
+                j[k] = int(j[k])
+        j["progress"] = _decode(self.redis.hgetall(self.keys.job_progress(job_id)))
+        return j
+
+    def jobs(self, dag_id: str) -> dict[str, dict[str, Any]]:
+        """Every job of the DAG by name."""
+        ids = sorted(m.decode() for m in self.redis.smembers(self.keys.dag_jobs(dag_id)))
+        out: dict[str, dict[str, Any]] = {}
+        for jid in ids:
+            j = self.job(jid)
+            if j is not None:
+                out[j["name"]] = j
+        return out
+
+    def queue_counts(self, queue: str) -> dict[str, int]:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.keys.wait(queue))
+        pipe.zcard(self.keys.active(queue))
+        pipe.zcard(self.keys.delayed(queue))
+        pipe.hget(self.keys.meta(queue), "paused")
+        waiting, active, delayed, paused = pipe.execute()
+        return {"waiting": waiting, "active": active, "delayed": delayed,
+                "paused": int(paused == b"1")}
+
+    def queues(self) -> list[str]:
+        return sorted(q.decode() for q in self.redis.smembers(self.keys.queues))
+
+    def events(self, dag_id: str, *, after: str = "0", block: float | None = None,
+               follow: bool = False) -> Iterator[Event]:
+        """The DAG's events from the start (or after an id); ``follow`` waits for new ones
+        until the DAG finishes."""
+        return read_events(self.redis, self.keys, dag_id, after=after, block=block,
+                           follow=follow)
+
+    # -- acting ---------------------------------------------------------------
+    def cancel(self, dag_id: str) -> tuple[int, int]:
+        """Cancel pending jobs; returns (cancelled, running and told to stop)."""
+        try:
+            cancelled, running = self._run("cancel_dag", dag_id)
+        except redis.ResponseError as exc:
+            raise SubmissionError(str(exc)) from None
+        return int(cancelled), int(running)
+
+    def dead(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The dead-letter queue, oldest first, each job with its full context."""
+        ids = self.redis.zrange(self.keys.dead, 0, limit - 1)
+        return [j for j in (self.job(i.decode()) for i in ids) if j is not None]
+
+    def retry_dead(self, job_id: str) -> None:
+        try:
+            self._run("retry_dead", job_id)
+        except redis.ResponseError as exc:
+            raise SubmissionError(str(exc)) from None
+
+    def retry_all_dead(self) -> int:
+        n = 0
+        while ids := self.redis.zrange(self.keys.dead, 0, 99):
+            for i in ids:
+                try:
+                    self.retry_dead(i.decode())
+                    n += 1
+                except SubmissionError:
+                    self.redis.zrem(self.keys.dead, i)  # its DAG was cancelled
+        return n
+
+    def purge_dead(self) -> int:
+        return int(self.redis.delete(self.keys.dead))
+
+    def pause(self, queue: str) -> None:
+        self._run("pause_queue", queue)
+
+    def resume(self, queue: str) -> None:
+        self._run("resume_queue", queue)
+
+    def set_rate_limit(self, queue: str, max_jobs: int | None, per_seconds: float = 1.0) -> None:
+        """At most ``max_jobs`` started per ``per_seconds`` across the fleet (None: no limit)."""
+        if max_jobs is None:
+            self.redis.hdel(self.keys.meta(queue), "rate_max", "rate_ms")
+        else:
+            self.redis.hset(self.keys.meta(queue),
+                            mapping={"rate_max": max_jobs, "rate_ms": int(per_seconds * 1000)})
+
+    def prune(self, retention: Retention | None = None) -> int:
+        """Apply retention until nothing more is due; returns jobs deleted."""
+        r = retention or Retention()
+        total = 0
+        while True:
+            n = int(self._run("prune", *r.script_args()))
+            total += n
+            if n == 0:
+                return total

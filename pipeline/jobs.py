@@ -1,0 +1,55 @@
+"""What a worker holds while it runs a job."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.model import Backoff
+
+
+@dataclass
+class ClaimedJob:
+    id: str
+    queue: str
+    token: str
+    stage: str
+    params: dict[str, Any]
+    dag_id: str
+    name: str
+    attempt: int
+    max_attempts: int
+    timeout: float
+    cost: int
+    backoff: Backoff
+    inputs: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_reply(cls, reply: list[Any]) -> ClaimedJob:
+        (jid, queue, token, stage, params, dag, name, attempt, max_attempts, timeout_ms,
+         cost, backoff, results) = reply
+        inputs: dict[str, Any] = {}
+        failures: dict[str, Any] = {}
+        for i in range(0, len(results), 2):
+            key, value = _s(results[i]), json.loads(results[i + 1])
+            if key.startswith("!"):
+                failures[_child_name(key[1:])] = value
+            else:
+                inputs[_child_name(key)] = value
+        return cls(
+            id=_s(jid), queue=_s(queue), token=_s(token), stage=_s(stage),
+            params=json.loads(params), dag_id=_s(dag), name=_s(name), attempt=int(attempt),
+            max_attempts=int(max_attempts), timeout=int(timeout_ms) / 1000, cost=int(cost),
+            backoff=Backoff.from_json(json.loads(backoff) if backoff else None),
+            inputs=inputs, failures=failures,
+        )
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _child_name(job_id: str) -> str:
+    return job_id.rsplit("/", 1)[-1]

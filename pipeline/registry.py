@@ -1,0 +1,81 @@
+"""Stages register here by name, with the defaults their jobs get.
+
+A stage is a plain function ``fn(ctx, params, inputs) -> result``: ``params`` is the job's
+JSON params, ``inputs`` maps each completed child's job name to its result, and the result
+must be JSON. ``ctx`` (see ``pipeline.context``) reports progress and may fan out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import SubmissionError
+from pipeline.model import Backoff
+
+StageFn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str
+    fn: StageFn
+    queue: str = "default"
+    cost: int = 1
+    timeout: float = 3600.0
+    attempts: int = 3
+    backoff: Backoff = field(default_factory=Backoff)
+    tags: tuple[str, ...] = ()
+    max_stalls: int = 1
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._stages: dict[str, StageSpec] = {}
+
+    def add(self, spec: StageSpec) -> StageSpec:
+        self._stages[spec.name] = spec
+        return spec
+
+    def get(self, name: str) -> StageSpec:
+        try:
+            return self._stages[name]
+        except KeyError:
+            raise SubmissionError(f"unknown stage {name!r}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._stages
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._stages)
+
+    def names(self) -> list[str]:
+        return sorted(self._stages)
+
+
+REGISTRY = Registry()
+
+
+def stage(
+    name: str,
+    *,
+    queue: str = "default",
+    cost: int = 1,
+    timeout: float = 3600.0,
+    attempts: int = 3,
+    backoff: Backoff | None = None,
+    tags: tuple[str, ...] = (),
+    max_stalls: int = 1,
+    registry: Registry | None = None,
+) -> Callable[[StageFn], StageFn]:
+    """Register ``fn`` as stage ``name`` (decorator)."""
+
+    def register(fn: StageFn) -> StageFn:
+        (registry or REGISTRY).add(
+            StageSpec(name, fn, queue, cost, timeout, attempts, backoff or Backoff(), tags,
+                      max_stalls)
+        )
+        return fn
+
+    return register

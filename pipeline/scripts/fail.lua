@@ -1,0 +1,34 @@
+-- fail: a job raised. Retry it after the given delay while attempts remain, or move it to
+-- the dead-letter queue (at once when the error is permanent).
+-- KEYS[1] namespace prefix
+-- ARGV[1] job id, ARGV[2] lease token, ARGV[3] error (JSON: type, message, traceback,
+-- worker), ARGV[4] retry delay ms, ARGV[5] '1' if permanent
+-- Returns 'retry', 'dead', 'cancelled' (its DAG was cancelled) or 'discarded' (the
+-- token no longer owns the job).
+--@include common.lua
+--@include settle.lua
+local id, token, err = ARGV[1], ARGV[2], ARGV[3]
+local now = now_ms()
+local f = redis.call('HMGET', k_job(id), 'owner', 'dag', 'queue', 'attempts',
+  'max_attempts', 'state', 'cancel')
+if f[1] ~= token or f[6] ~= 'active' then return 'discarded' end
+local dag, q = f[2], f[3]
+redis.call('ZREM', k_active(q), id)
+if f[7] == '1' then
+  -- Its DAG was cancelled while it ran: no retry, no dead-letter entry.
+  redis.call('HSET', k_job(id), 'state', 'cancelled', 'finished', now, 'owner', '',
+    'error', err)
+  redis.call('HINCRBY', k_dag(dag), 'cancelled', 1)
+  settle_dag(dag, now)
+  return 'cancelled'
+end
+if ARGV[5] == '1' or tonumber(f[4]) >= tonumber(f[5]) then
+  kill_job(id, dag, err, now)
+  return 'dead'
+end
+local delay = tonumber(ARGV[4])
+redis.call('HSET', k_job(id), 'owner', '', 'error', err, 'run_at', now + delay)
+emit(dag, 'failed', id, 'error', err, 'attempt', f[4])
+emit(dag, 'retried', id, 'delay_ms', delay, 'attempt', f[4])
+enqueue(id, now)
+return 'retry'

@@ -1,0 +1,97 @@
+-- Shared by every script. KEYS[1] is the namespace prefix itself, e.g. "{mp}:"; it
+-- carries the hash tag, so Redis Cluster routes the script to the slot holding every
+-- key of the namespace. Key names mirror pipeline/keys.py.
+local P = KEYS[1]
+local EVENTS_PER_DAG = 100000
+local EVENTS_GLOBAL = 100000
+-- Wait-set score: priority band first (higher priority -> lower score), then FIFO sequence.
+local PRIO_SPAN = 1099511627776 -- 2^40 sequence numbers per priority band
+
+local function k_job(id) return P .. 'job:' .. id end
+local function k_progress(id) return P .. 'job:' .. id .. ':progress' end
+local function k_parents(id) return P .. 'job:' .. id .. ':parents' end
+local function k_deps(id) return P .. 'job:' .. id .. ':deps' end
+local function k_results(id) return P .. 'job:' .. id .. ':results' end
+local function k_dag(id) return P .. 'dag:' .. id end
+local function k_dag_jobs(id) return P .. 'dag:' .. id .. ':jobs' end
+local function k_dag_events(id) return P .. 'dag:' .. id .. ':events' end
+local function k_wait(q) return P .. 'q:' .. q .. ':wait' end
+local function k_delayed(q) return P .. 'q:' .. q .. ':delayed' end
+local function k_active(q) return P .. 'q:' .. q .. ':active' end
+local function k_meta(q) return P .. 'q:' .. q .. ':meta' end
+local function k_marker(q) return P .. 'q:' .. q .. ':marker' end
+local function k_rate(q) return P .. 'q:' .. q .. ':rate' end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- An event on the DAG's own stream (a late watcher replays it) ...
+local function emit(dag, ev, job, ...)
+  redis.call('XADD', k_dag_events(dag), 'MAXLEN', '~', EVENTS_PER_DAG, '*',
+    'ev', ev, 'job', job, ...)
+end
+
+-- ... and, for what a fleet operator follows, on the namespace-wide stream too.
+local function emit_global(dag, ev, job, ...)
+  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_GLOBAL, '*',
+    'ev', ev, 'dag', dag, 'job', job, ...)
+end
+
+-- Wake one idle worker blocked on the queue's marker. The marker list never holds more
+-- than one item: a worker that claims and still sees work re-arms it (claim_next).
+local function wake(q)
+  if redis.call('LLEN', k_marker(q)) == 0 then
+    redis.call('LPUSH', k_marker(q), '1')
+  end
+end
+
+-- Put a job whose dependencies are satisfied into its queue (or the delayed set).
+local function enqueue(id, now)
+  local f = redis.call('HMGET', k_job(id), 'queue', 'prio', 'run_at')
+  local q, prio, run_at = f[1], tonumber(f[2]), tonumber(f[3] or '0') or 0
+  if run_at > now then
+    redis.call('HSET', k_job(id), 'state', 'delayed')
+    redis.call('ZADD', k_delayed(q), run_at, id)
+  else
+    local seq = redis.call('INCR', P .. 'seq') % PRIO_SPAN
+    redis.call('HSET', k_job(id), 'state', 'waiting')
+    redis.call('ZADD', k_wait(q), (1000 - prio) * PRIO_SPAN + seq, id)
+    wake(q)
+  end
+end
+
+-- Close the DAG once every job is terminal. It is completed when all its roots (jobs
+-- nobody depends on) completed, failed otherwise; a cancelled DAG stays cancelled.
+-- Idempotent: retry_dead reopens a finished DAG and a later call closes it again.
+local function settle_dag(dag, now)
+  local d = redis.call('HMGET', k_dag(dag), 'state', 'total', 'completed', 'dead',
+    'upstream', 'cancelled', 'roots', 'roots_done', 'finished')
+  local total = tonumber(d[2])
+  if not total then return end
+  local terminal = tonumber(d[3]) + tonumber(d[4]) + tonumber(d[5]) + tonumber(d[6])
+  if terminal < total or (d[9] and d[9] ~= '') then return end
+  local state = d[1]
+  if state == 'running' then
+    if tonumber(d[8]) >= tonumber(d[7]) then state = 'completed' else state = 'failed' end
+  end
+  redis.call('HSET', k_dag(dag), 'state', state, 'finished', now)
+  if state == 'completed' then
+    redis.call('ZADD', P .. 'dags:done', now, dag)
+  else
+    redis.call('ZADD', P .. 'dags:failed', now, dag)
+  end
+  emit(dag, 'dag_' .. state, '')
+  emit_global(dag, 'dag_' .. state, '')
+end
+
+-- Reopen a finished DAG (a dead job is being retried).
+local function reopen_dag(dag)
+  local d = redis.call('HMGET', k_dag(dag), 'state', 'finished')
+  if d[1] == 'failed' or (d[2] and d[2] ~= '') then
+    redis.call('HSET', k_dag(dag), 'state', 'running', 'finished', '')
+    redis.call('ZREM', P .. 'dags:failed', dag)
+    redis.call('ZREM', P .. 'dags:done', dag)
+  end
+end

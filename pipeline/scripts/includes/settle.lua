@@ -1,0 +1,93 @@
+-- Propagation along child -> parent edges (needs common.lua).
+--
+-- Each parent keeps a `deps` hash: child id -> pending | done | dead | failed.
+-- `pending` on the parent counts children still pending; `failed_deps` counts children
+-- that died across a "fail" edge. A parent runs when pending reaches 0 while it is in
+-- state waiting_children; it is upstream_failed while failed_deps > 0.
+
+-- A child completed: hand its result to each parent still waiting for it.
+local function release_parents(id, result, now)
+  local parents = redis.call('HKEYS', k_parents(id))
+  for _, p in ipairs(parents) do
+    if redis.call('HGET', k_deps(p), id) == 'pending' then
+      redis.call('HSET', k_deps(p), id, 'done')
+      redis.call('HSET', k_results(p), id, result)
+      local left = redis.call('HINCRBY', k_job(p), 'pending', -1)
+      if left <= 0 and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
+        enqueue(p, now)
+      end
+    end
+  end
+end
+
+-- A job ended without a result (dead, or upstream_failed): apply each edge's policy.
+-- Iterative, so a long chain of parents cannot overflow the Lua stack.
+local function fail_parents(id, dag, err, now)
+  local stack = {id}
+  while #stack > 0 do
+    local child = table.remove(stack)
+    local edges = redis.call('HGETALL', k_parents(child))
+    for i = 1, #edges, 2 do
+      local p, policy = edges[i], edges[i + 1]
+      if redis.call('HGET', k_deps(p), child) == 'pending' then
+        if policy == 'fail' then
+          redis.call('HSET', k_deps(p), child, 'dead')
+          local n = redis.call('HINCRBY', k_job(p), 'failed_deps', 1)
+          if n == 1 and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
+            redis.call('HSET', k_job(p), 'state', 'upstream_failed', 'finished', now,
+              'error', cjson.encode({type = 'UpstreamFailed',
+                message = 'dependency ' .. child .. ' failed'}))
+            redis.call('HINCRBY', k_dag(dag), 'upstream', 1)
+            emit(dag, 'upstream_failed', p, 'cause', child)
+            table.insert(stack, p)
+          end
+        else
+          redis.call('HSET', k_deps(p), child, 'failed')
+          if policy == 'continue' then
+            redis.call('HSET', k_results(p), '!' .. child, err)
+          end
+          local left = redis.call('HINCRBY', k_job(p), 'pending', -1)
+          if left <= 0 and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
+            enqueue(p, now)
+          end
+        end
+      end
+    end
+  end
+end
+
+-- A dead job is being retried: undo what fail_parents did, where the parent has not run.
+local function restore_parents(id, dag)
+  local stack = {id}
+  while #stack > 0 do
+    local child = table.remove(stack)
+    local parents = redis.call('HKEYS', k_parents(child))
+    for _, p in ipairs(parents) do
+      local st = redis.call('HGET', k_deps(p), child)
+      if st == 'dead' then
+        redis.call('HSET', k_deps(p), child, 'pending')
+        local n = redis.call('HINCRBY', k_job(p), 'failed_deps', -1)
+        if n == 0 and redis.call('HGET', k_job(p), 'state') == 'upstream_failed' then
+          redis.call('HSET', k_job(p), 'state', 'waiting_children', 'finished', '', 'error', '')
+          redis.call('HINCRBY', k_dag(dag), 'upstream', -1)
+          table.insert(stack, p)
+        end
+      elseif st == 'failed' and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
+        redis.call('HSET', k_deps(p), child, 'pending')
+        redis.call('HDEL', k_results(p), '!' .. child)
+        redis.call('HINCRBY', k_job(p), 'pending', 1)
+      end
+    end
+  end
+end
+
+-- Move a job to the dead-letter queue and tell its parents.
+local function kill_job(id, dag, err, now)
+  redis.call('HSET', k_job(id), 'state', 'dead', 'finished', now, 'error', err, 'owner', '')
+  redis.call('ZADD', P .. 'dead', now, id)
+  redis.call('HINCRBY', k_dag(dag), 'dead', 1)
+  emit(dag, 'dead', id, 'error', err)
+  emit_global(dag, 'dead', id)
+  fail_parents(id, dag, err, now)
+  settle_dag(dag, now)
+end

@@ -1,0 +1,24 @@
+-- retry_dead: bring a job back from the dead-letter queue with fresh attempts, and
+-- restore the parents it had failed so the DAG can still complete.
+-- KEYS[1] namespace prefix
+-- ARGV[1] job id
+-- Returns 1, or an error when the job is not in the dead-letter queue.
+--@include common.lua
+--@include settle.lua
+local id = ARGV[1]
+if not redis.call('ZSCORE', P .. 'dead', id) then
+  return redis.error_reply('job ' .. id .. ' is not in the dead-letter queue')
+end
+local dag = redis.call('HGET', k_job(id), 'dag')
+if redis.call('HGET', k_dag(dag), 'state') == 'cancelled' then
+  return redis.error_reply('DAG ' .. dag .. ' was cancelled; submit it again')
+end
+local now = now_ms()
+redis.call('ZREM', P .. 'dead', id)
+redis.call('HINCRBY', k_dag(dag), 'dead', -1)
+reopen_dag(dag)
+redis.call('HSET', k_job(id), 'attempts', 0, 'stalls', 0, 'finished', '', 'run_at', 0)
+restore_parents(id, dag)
+emit(dag, 'retried', id, 'from', 'dead')
+enqueue(id, now)
+return 1

@@ -1,0 +1,65 @@
+"""Turn validated DAG nodes into the JSON the ``submit_dag`` and ``add_children`` scripts read."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pipeline.errors import SubmissionError
+from pipeline.model import Dag, Node, check_json
+from pipeline.registry import Registry
+
+
+def encode_nodes(dag: Dag, registry: Registry, *, extra_names: Iterable[str] = ()) -> str:
+    """Validate ``dag`` and encode its jobs, children before parents.
+
+    ``extra_names`` are jobs that already exist in the DAG in Redis (for run-time fan-out)
+    and so may not be reused.
+    """
+    order = dag.validate(registry)
+    taken = set(extra_names)
+    jobs: list[dict[str, Any]] = []
+    for name in order:
+        if name in taken:
+            raise SubmissionError(f"job name {name!r} is already used in DAG {dag.id}")
+        jobs.append(encode_node(dag, dag.nodes[name], registry))
+    return json.dumps(jobs, separators=(",", ":"))
+
+
+def encode_node(dag: Dag, node: Node, registry: Registry) -> dict[str, Any]:
+    spec = registry.get(node.stage)
+    o = node.options
+    backoff = o.backoff or spec.backoff
+    attempts = o.attempts if o.attempts is not None else spec.attempts
+    if attempts < 1:
+        raise SubmissionError(f"job {node.name!r}: attempts must be at least 1")
+    timeout = o.timeout if o.timeout is not None else spec.timeout
+    cost = o.cost if o.cost is not None else spec.cost
+    if cost < 1:
+        raise SubmissionError(f"job {node.name!r}: cost must be at least 1")
+    if o.delay < 0:
+        raise SubmissionError(f"job {node.name!r}: delay must not be negative")
+    tags = o.tags if o.tags is not None else spec.tags
+    return {
+        "id": dag.job_id(node.name),
+        "name": node.name,
+        "stage": node.stage,
+        "queue": o.queue or spec.queue,
+        "params": check_json(node.params, f"job {node.name!r} params"),
+        "prio": o.priority,
+        "max_attempts": attempts,
+        "backoff": json.dumps(backoff.to_json(), separators=(",", ":")),
+        "timeout_ms": int(timeout * 1000),
+        "cost": cost,
+        "tags": ",".join(tags),
+        "max_stalls": spec.max_stalls,
+        "run_at": int(o.run_at * 1000) if o.run_at else 0,
+        "delay_ms": int(o.delay * 1000),
+        "children": [[dag.job_id(c), str(p)] for c, p in node.children.items()],
+    }
+
+
+def encode_meta(meta: Mapping[str, Any]) -> str:
+    return check_json({"submitted_at": time.time(), **meta}, "DAG meta")

@@ -1,0 +1,1 @@
+"""Media stages: probe, image renditions, video ladder, thumbnails, audio, HLS, manifest."""

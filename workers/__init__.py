@@ -1,0 +1,1 @@
+"""The processes that run jobs: the worker node and its pool of child processes."""
