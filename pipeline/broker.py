@@ -60,17 +60,17 @@ class Broker:
         return self.scripts.run(name, self.keys.prefix, *args)
 
     # -- claiming -------------------------------------------------------------
-    def claim(self, queues: Sequence[str]) -> tuple[ClaimedJob | None, float]:
-        """The next job, or None and how many seconds until one may fall due (-1: unknown)."""
-        reply = self._run("claim", self.worker_id, self._token(), self.lease_ms, *queues)
+    def claim(self, queues: Sequence[str], count: int = 1) -> tuple[list[ClaimedJob], float]:
+        """Up to ``count`` jobs, and when there are none, how many seconds until one may
+        fall due (a delayed job or a rate-limit window; -1: nothing scheduled)."""
+        reply = self._run("claim", self.worker_id, self._token(), self.lease_ms, count, *queues)
         return self._parse_claim(reply)
 
     @staticmethod
-    def _parse_claim(reply: Any) -> tuple[ClaimedJob | None, float]:
-        if not reply or not reply[0]:
-            wake = int(reply[1]) if reply and len(reply) > 1 else -1
-            return None, (wake / 1000 if wake >= 0 else -1.0)
-        return ClaimedJob.from_reply(reply), 0.0
+    def _parse_claim(reply: Any) -> tuple[list[ClaimedJob], float]:
+        jobs = [ClaimedJob.from_reply(j) for j in reply[1:]]
+        wake = int(reply[0])
+        return jobs, (wake / 1000 if wake >= 0 and not jobs else -1.0)
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Block on the queues' markers until work may be there (no polling)."""
@@ -107,22 +107,34 @@ class Broker:
 
     # -- finishing ------------------------------------------------------------
     def complete(
-        self, job: ClaimedJob, result: Any, *, next_from: Sequence[str] = ()
-    ) -> tuple[bool, ClaimedJob | None]:
-        """Record the result; returns (accepted, next job when ``next_from`` is given)."""
-        body = json.dumps(result, separators=(",", ":"), allow_nan=False)
+        self, job: ClaimedJob, result: Any, *, next_from: Sequence[str] = (), count: int = 1
+    ) -> tuple[bool, list[ClaimedJob]]:
+        """Record one result; returns (accepted, next jobs when ``next_from`` is given)."""
+        statuses, nxt = self.complete_many([(job, result)], next_from=next_from, count=count)
+        return statuses[0], nxt
+
+    def complete_many(
+        self, done: Sequence[tuple[ClaimedJob, Any]], *, next_from: Sequence[str] = (),
+        count: int = 1,
+    ) -> tuple[list[bool], list[ClaimedJob]]:
+        """Record several results in one round trip and optionally claim up to ``count``
+        next jobs. A result is discarded (False) when its lease was lost."""
+        args: list[Any] = [len(done)]
+        for job, result in done:
+            args += [job.id, job.token,
+                     json.dumps(result, separators=(",", ":"), allow_nan=False)]
         if next_from:
-            args: list[Any] = [self.worker_id, self._token(), self.lease_ms, *next_from]
+            args += [self.worker_id, self._token(), self.lease_ms, count, *next_from]
         else:
-            args = ["", "", 0]
-        status, nxt = self._run("complete", job.id, job.token, body, *args)
-        if not status:
-            log.warning("discarded completion of %s: its lease was lost (reclaimed elsewhere)",
-                        job.id)
-        nxt_job = None
-        if nxt:
-            nxt_job, _ = self._parse_claim(nxt)
-        return bool(status), nxt_job
+            args += ["", "", 0, 0]
+        statuses, nxt = self._run("complete", *args)
+        accepted = [bool(s) for s in statuses]
+        for (job, _), ok in zip(done, accepted, strict=True):
+            if not ok:
+                log.warning("discarded completion of %s: its lease was lost (reclaimed "
+                            "elsewhere)", job.id)
+        jobs = self._parse_claim(nxt)[0] if nxt else []
+        return accepted, jobs
 
     def fail(self, job: ClaimedJob, exc: BaseException, *, tb: str | None = None) -> str:
         """Record a failure: 'retry', 'dead', 'cancelled' or 'discarded'."""
@@ -132,6 +144,15 @@ class Broker:
         outcome = self._run("fail", job.id, job.token, err, int(delay * 1000),
                             "1" if permanent else "0")
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+
+    def release(self, jobs: Sequence[ClaimedJob]) -> int:
+        """Hand claimed jobs back to their queues now, without spending an attempt."""
+        if not jobs:
+            return 0
+        args: list[Any] = []
+        for job in jobs:
+            args += [job.id, job.token]
+        return int(self._run("release_jobs", *args))
 
     # -- housekeeping ---------------------------------------------------------
     def reclaim_stalled(self, queues: Sequence[str], limit: int = 100) -> list[str]:

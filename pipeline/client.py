@@ -68,6 +68,21 @@ class Client:
             raise SubmissionError(str(exc)) from None
         return Submitted(dag_id.decode(), bool(created))
 
+    def submit_many(self, dags: list[Dag], *, chunk: int = 500) -> list[Submitted]:
+        """Submit many DAGs with pipelined round trips; each DAG is still atomic on its own."""
+        encoded = [(d, encode_nodes(d, self.registry), encode_meta(d.meta)) for d in dags]
+        out: list[Submitted] = []
+        for i in range(0, len(encoded), chunk):
+            pipe = self.redis.pipeline(transaction=False)
+            for d, payload, meta in encoded[i : i + chunk]:
+                self.scripts.run("submit_dag", self.keys.prefix, d.id, d.idempotency_key or "",
+                                 meta, payload, client=pipe)
+            for reply in pipe.execute(raise_on_error=False):
+                if isinstance(reply, Exception):
+                    raise SubmissionError(str(reply))
+                out.append(Submitted(reply[0].decode(), bool(reply[1])))
+        return out
+
     # -- reading --------------------------------------------------------------
     def dag(self, dag_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(self.keys.dag(dag_id))
@@ -78,7 +93,8 @@ class Client:
             d[k] = int(d.get(k) or 0)
         d["meta"] = json.loads(d.get("meta") or "{}")
         total = d["total"] or 1
-        d["percent"] = round(float(d.get("pct_sum") or 0) / total, 2)
+        partial = float(d.get("pct_sum") or 0)
+        d["percent"] = round((d["completed"] * 100 + partial) / total, 2)
         return d
 
     def dag_state(self, dag_id: str) -> str | None:

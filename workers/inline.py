@@ -1,8 +1,13 @@
-"""The minimal runner: one process, one job at a time (claim -> run -> complete/fail).
+"""The minimal runner: one process runs jobs one after another (claim -> run -> complete).
 
-It exercises the whole state machine without the pool, for tests, for debugging a stage
-in a single process, and as the reference the worker node must behave like. A background
-thread keeps the current job's lease alive, so a long job is not reclaimed as stalled.
+It exercises the whole state machine without the pool: for tests, for debugging a stage
+in one process, and as the reference the worker node must behave like.
+
+With ``prefetch > 1`` it claims several jobs per round trip and reports finished ones
+together (at the next claim, or after ``flush_interval``): tiny jobs then cost a fraction
+of a round trip each. A background thread keeps the leases of every held job alive, so a
+long job is not reclaimed as stalled while this process lives. Prefetched jobs that were
+never started are handed back when the runner stops.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import logging
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,29 +30,41 @@ from pipeline.registry import Registry
 log = logging.getLogger("mediapipe.inline")
 
 
-class _LeaseKeeper(threading.Thread):
-    """Extends the current job's lease every third of the lease, until told to stop."""
+class LeaseKeeper(threading.Thread):
+    """Extends the leases of the held jobs every third of the lease, until stopped."""
 
     def __init__(self, broker: Broker, interval: float) -> None:
         super().__init__(daemon=True, name="lease-keeper")
         self.broker = broker
         self.interval = interval
-        self.current: ClaimedJob | None = None
-        self.cancelled = threading.Event()
+        self.held: dict[str, str] = {}  # job id -> token
+        self.stop_requested: set[str] = set()  # cancelled or lost: stop and discard
+        self._lock = threading.Lock()
         self._stop_event = threading.Event()
+
+    def hold(self, jobs: Sequence[ClaimedJob]) -> None:
+        with self._lock:
+            for j in jobs:
+                self.held[j.id] = j.token
+
+    def drop(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self.held.pop(job.id, None)
+            self.stop_requested.discard(job.id)
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
-            job = self.current
-            if job is None:
+            with self._lock:
+                held = dict(self.held)
+            if not held:
                 continue
             try:
-                codes = self.broker.extend({job.id: job.token})
-            except Exception:  # a Redis blip must not kill the keeper
+                codes = self.broker.extend(held)
+            except Exception:  # a Redis blip must not kill the keeper; the next tick retries
                 log.warning("lease extension failed", exc_info=True)
                 continue
-            if codes.get(job.id) in (0, 2):
-                self.cancelled.set()
+            with self._lock:
+                self.stop_requested.update(j for j, c in codes.items() if c in (0, 2))
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -54,56 +72,85 @@ class _LeaseKeeper(threading.Thread):
 
 class InlineRunner:
     def __init__(self, broker: Broker, queues: Sequence[str] = ("default",), *,
-                 registry: Registry | None = None, idle_wait: float = 1.0,
+                 registry: Registry | None = None, prefetch: int = 1,
+                 flush_interval: float = 0.05, idle_wait: float = 1.0,
                  stall_check: float | None = None) -> None:
         self.broker = broker
         self.queues = list(queues)
         self.registry = registry or broker.registry
+        self.prefetch = max(1, prefetch)
+        self.flush_interval = flush_interval
         self.idle_wait = idle_wait
         lease = broker.lease_ms / 1000
         self.stall_check = stall_check if stall_check is not None else lease / 2
-        self._keeper = _LeaseKeeper(broker, max(0.05, lease / 3))
+        self.keeper = LeaseKeeper(broker, max(0.05, lease / 3))
         self.processed = 0
+        self._held: deque[ClaimedJob] = deque()
+        self._done: list[tuple[ClaimedJob, Any]] = []
+        self._first_done = 0.0
 
     def run(self, stop: Callable[[], bool], *, max_jobs: int | None = None) -> int:
         """Run until ``stop()`` is true (checked between jobs) or ``max_jobs`` ran."""
-        self._keeper.start()
+        self.keeper.start()
         next_stall_check = 0.0
-        job: ClaimedJob | None = None
         try:
             while not stop() and (max_jobs is None or self.processed < max_jobs):
                 now = time.monotonic()
                 if now >= next_stall_check:
                     self.broker.reclaim_stalled(self.queues)
                     next_stall_check = now + self.stall_check
-                if job is None:
-                    job, wake = self.broker.claim(self.queues)
-                    if job is None:
-                        wait = self.idle_wait if wake < 0 else min(wake, self.idle_wait)
-                        self.broker.wait_for_work(self.queues, min(wait, self.stall_check))
-                        continue
-                job = self._process(job, fetch_next=not stop())
+                if not self._held and not self._refill(now, next_stall_check):
+                    continue
+                job = self._held.popleft()
+                self._run_one(job)
+                if self._done and time.monotonic() - self._first_done >= self.flush_interval:
+                    self._flush(fetch=False)
         finally:
-            self._keeper.stop()
+            self._flush(fetch=False)
+            if self._held:
+                self.broker.release(list(self._held))
+                self._held.clear()
+            self.keeper.stop()
         return self.processed
 
-    def _process(self, job: ClaimedJob, *, fetch_next: bool) -> ClaimedJob | None:
-        self._keeper.cancelled.clear()
-        self._keeper.current = job
+    def _refill(self, now: float, next_stall_check: float) -> bool:
+        if self._done:
+            self._flush(fetch=True)
+        else:
+            jobs, wake = self.broker.claim(self.queues, self.prefetch)
+            self._take(jobs)
+            if not jobs:
+                wait = self.idle_wait if wake < 0 else min(wake, self.idle_wait)
+                self.broker.wait_for_work(self.queues, min(wait, max(0.01, next_stall_check - now)))
+        return bool(self._held)
+
+    def _take(self, jobs: list[ClaimedJob]) -> None:
+        self.keeper.hold(jobs)
+        self._held.extend(jobs)
+
+    def _flush(self, *, fetch: bool) -> None:
+        if not self._done and not fetch:
+            return
+        done, self._done = self._done, []
+        _, nxt = self.broker.complete_many(
+            done, next_from=self.queues if fetch else (), count=self.prefetch)
+        for job, _ in done:
+            self.keeper.drop(job)
+        self._take(nxt)
+
+    def _run_one(self, job: ClaimedJob) -> None:
         try:
             result = self.execute(job)
-        except BaseException as exc:
-            self._keeper.current = None
-            if not isinstance(exc, Exception):
-                raise
+        except Exception as exc:
             self.processed += 1
+            self.keeper.drop(job)
             outcome = self.broker.fail(job, exc, tb=traceback.format_exc())
             log.info("job %s failed (%s): %s", job.id, outcome, exc)
-            return None
-        self._keeper.current = None
+            return
         self.processed += 1
-        _, nxt = self.broker.complete(job, result, next_from=self.queues if fetch_next else ())
-        return nxt
+        if not self._done:
+            self._first_done = time.monotonic()
+        self._done.append((job, result))
 
     def execute(self, job: ClaimedJob) -> Any:
         spec = self.registry.get(job.stage)

@@ -1,9 +1,10 @@
--- claim: hand the next job to a worker and start its lease.
+-- claim: hand up to `count` jobs to a worker and start their leases.
 -- KEYS[1] namespace prefix
--- ARGV[1] worker id, ARGV[2] lease token, ARGV[3] lease ms, ARGV[4..] queues in order
--- Returns the job (see claim_next.lua) or {false, wake_in_ms}.
+-- ARGV[1] worker id, ARGV[2] lease token base, ARGV[3] lease ms, ARGV[4] count,
+-- ARGV[5..] queues in order
+-- Returns {wake_in_ms, job, ...} (see claim_next.lua).
 --@include common.lua
 --@include claim_next.lua
 local queues = {}
-for i = 4, #ARGV do queues[#queues + 1] = ARGV[i] end
-return claim_next(queues, ARGV[1], ARGV[2], tonumber(ARGV[3]), now_ms())
+for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
+return claim_next(queues, ARGV[1], ARGV[2], tonumber(ARGV[3]), now_ms(), tonumber(ARGV[4]))

@@ -14,6 +14,7 @@ local f = redis.call('HMGET', k_job(id), 'owner', 'dag', 'queue', 'attempts',
 if f[1] ~= token or f[6] ~= 'active' then return 'discarded' end
 local dag, q = f[2], f[3]
 redis.call('ZREM', k_active(q), id)
+reset_pct(id, dag)
 if f[7] == '1' then
   -- Its DAG was cancelled while it ran: no retry, no dead-letter entry.
   redis.call('HSET', k_job(id), 'state', 'cancelled', 'finished', now, 'owner', '',

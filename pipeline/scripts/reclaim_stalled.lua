@@ -19,6 +19,7 @@ for i = 2, #ARGV do
     if f[4] == 'active' then
       local stalls = redis.call('HINCRBY', k_job(id), 'stalls', 1)
       redis.call('HSET', k_job(id), 'owner', '')
+      reset_pct(id, dag)
       emit(dag, 'stalled', id, 'worker', f[2] or '', 'stalls', stalls)
       emit_global(dag, 'stalled', id)
       out[#out + 1] = id

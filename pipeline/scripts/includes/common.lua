@@ -1,7 +1,7 @@
 -- Shared by every script. KEYS[1] is the namespace prefix itself, e.g. "{mp}:"; it
 -- carries the hash tag, so Redis Cluster routes the script to the slot holding every
 -- key of the namespace. Key names mirror pipeline/keys.py.
-local P = KEYS[1]
+local P -- set from KEYS[1] at the start of every call
 local EVENTS_PER_DAG = 100000
 local EVENTS_GLOBAL = 100000
 -- Wait-set score: priority band first (higher priority -> lower score), then FIFO sequence.
@@ -44,6 +44,15 @@ end
 local function wake(q)
   if redis.call('LLEN', k_marker(q)) == 0 then
     redis.call('LPUSH', k_marker(q), '1')
+  end
+end
+
+-- Drop a job's partial progress from its DAG's roll-up (it failed or stalled).
+local function reset_pct(id, dag)
+  local old = tonumber(redis.call('HGET', k_job(id), 'pct') or '0') or 0
+  if old > 0 then
+    redis.call('HINCRBYFLOAT', k_dag(dag), 'pct_sum', -old)
+    redis.call('HSET', k_job(id), 'pct', 0)
   end
 end
 
