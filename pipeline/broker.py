@@ -90,13 +90,13 @@ class Broker:
         codes = self._run("extend_lease", *args)
         return {jid: int(c) for jid, c in zip(jobs, codes, strict=True)}
 
-    def progress(self, job: ClaimedJob, percent: float, message: str = "",
-                 **fields: Any) -> bool:
+    def progress(self, job: ClaimedJob, percent: float, message: str = "", **fields: Any) -> bool:
         flat: list[Any] = []
         for k, v in fields.items():
             flat += [k, v if isinstance(v, str | int | float) else json.dumps(v)]
-        return bool(self._run("report_progress", job.id, job.token, round(percent, 2),
-                              message, *flat))
+        return bool(
+            self._run("report_progress", job.id, job.token, round(percent, 2), message, *flat)
+        )
 
     def add_children(self, job: ClaimedJob, sub: Dag) -> int:
         """Fan out from a running job; its parents then wait for the new jobs too."""
@@ -114,15 +114,17 @@ class Broker:
         return statuses[0], nxt
 
     def complete_many(
-        self, done: Sequence[tuple[ClaimedJob, Any]], *, next_from: Sequence[str] = (),
+        self,
+        done: Sequence[tuple[ClaimedJob, Any]],
+        *,
+        next_from: Sequence[str] = (),
         count: int = 1,
     ) -> tuple[list[bool], list[ClaimedJob]]:
         """Record several results in one round trip and optionally claim up to ``count``
         next jobs. A result is discarded (False) when its lease was lost."""
         args: list[Any] = [len(done)]
         for job, result in done:
-            args += [job.id, job.token,
-                     json.dumps(result, separators=(",", ":"), allow_nan=False)]
+            args += [job.id, job.token, json.dumps(result, separators=(",", ":"), allow_nan=False)]
         if next_from:
             args += [self.worker_id, self._token(), self.lease_ms, count, *next_from]
         else:
@@ -131,8 +133,9 @@ class Broker:
         accepted = [bool(s) for s in statuses]
         for (job, _), ok in zip(done, accepted, strict=True):
             if not ok:
-                log.warning("discarded completion of %s: its lease was lost (reclaimed "
-                            "elsewhere)", job.id)
+                log.warning(
+                    "discarded completion of %s: its lease was lost (reclaimed elsewhere)", job.id
+                )
         jobs = self._parse_claim(nxt)[0] if nxt else []
         return accepted, jobs
 
@@ -141,8 +144,9 @@ class Broker:
         permanent = isinstance(exc, PermanentError)
         delay = 0.0 if permanent else job.backoff.delay(job.attempt)
         err = error_json(exc, tb=tb, worker=self.worker_id, attempt=job.attempt)
-        outcome = self._run("fail", job.id, job.token, err, int(delay * 1000),
-                            "1" if permanent else "0")
+        outcome = self._run(
+            "fail", job.id, job.token, err, int(delay * 1000), "1" if permanent else "0"
+        )
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
     def release(self, jobs: Sequence[ClaimedJob]) -> int:
@@ -161,10 +165,12 @@ class Broker:
 
 
 def error_json(exc: BaseException, *, tb: str | None = None, **extra: Any) -> str:
-    return json.dumps({
-        "type": type(exc).__name__,
-        "message": str(exc) or type(exc).__name__,
-        "permanent": isinstance(exc, PermanentError),
-        "traceback": tb if tb is not None else "".join(traceback.format_exception(exc)),
-        **extra,
-    })
+    return json.dumps(
+        {
+            "type": type(exc).__name__,
+            "message": str(exc) or type(exc).__name__,
+            "permanent": isinstance(exc, PermanentError),
+            "traceback": tb if tb is not None else "".join(traceback.format_exception(exc)),
+            **extra,
+        }
+    )

@@ -1,18 +1,18 @@
 """The submitting side: submit DAGs, read their state, cancel, retry, pause.
 
-    from pipeline.client import Client
-    from pipeline.model import Dag
+from pipeline.client import Client
+from pipeline.model import Dag
 
-    dag = Dag()
-    dag.add("probe", "probe", {"path": "in.mp4"})
-    dag.add("manifest", "manifest", after=["probe"])
-    Client.connect().submit(dag)
+dag = Dag()
+dag.add("probe", "probe", {"path": "in.mp4"})
+dag.add("manifest", "manifest", after=["probe"])
+Client.connect().submit(dag)
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,13 +37,18 @@ class Submitted:
     created: bool  # False: the idempotency key matched an existing DAG
 
 
-def _decode(h: dict[bytes, bytes]) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in h.items()}
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _decode(h: Mapping[Any, Any]) -> dict[str, str]:
+    return {_s(k): _s(v) for k, v in h.items()}
 
 
 class Client:
-    def __init__(self, client: redis.Redis, *, namespace: str = "mp",
-                 registry: Registry = REGISTRY) -> None:
+    def __init__(
+        self, client: redis.Redis, *, namespace: str = "mp", registry: Registry = REGISTRY
+    ) -> None:
         self.redis = client
         self.keys = Keys(namespace)
         self.scripts = Scripts(client)
@@ -62,11 +67,12 @@ class Client:
         payload = encode_nodes(dag, self.registry)
         meta = encode_meta(dag.meta)
         try:
-            dag_id, created = self._run("submit_dag", dag.id, dag.idempotency_key or "", meta,
-                                        payload)
+            dag_id, created = self._run(
+                "submit_dag", dag.id, dag.idempotency_key or "", meta, payload
+            )
         except redis.ResponseError as exc:
             raise SubmissionError(str(exc)) from None
-        return Submitted(dag_id.decode(), bool(created))
+        return Submitted(_s(dag_id), bool(created))
 
     def submit_many(self, dags: list[Dag], *, chunk: int = 500) -> list[Submitted]:
         """Submit many DAGs with pipelined round trips; each DAG is still atomic on its own."""
@@ -75,12 +81,19 @@ class Client:
         for i in range(0, len(encoded), chunk):
             pipe = self.redis.pipeline(transaction=False)
             for d, payload, meta in encoded[i : i + chunk]:
-                self.scripts.run("submit_dag", self.keys.prefix, d.id, d.idempotency_key or "",
-                                 meta, payload, client=pipe)
+                self.scripts.run(
+                    "submit_dag",
+                    self.keys.prefix,
+                    d.id,
+                    d.idempotency_key or "",
+                    meta,
+                    payload,
+                    client=pipe,
+                )
             for reply in pipe.execute(raise_on_error=False):
                 if isinstance(reply, Exception):
                     raise SubmissionError(str(reply))
-                out.append(Submitted(reply[0].decode(), bool(reply[1])))
+                out.append(Submitted(_s(reply[0]), bool(reply[1])))
         return out
 
     # -- reading --------------------------------------------------------------
@@ -99,7 +112,7 @@ class Client:
 
     def dag_state(self, dag_id: str) -> str | None:
         v = self.redis.hget(self.keys.dag(dag_id), "state")
-        return v.decode() if v else None
+        return _s(v) if v else None
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
@@ -117,7 +130,7 @@ class Client:
 
     def jobs(self, dag_id: str) -> dict[str, dict[str, Any]]:
         """Every job of the DAG by name."""
-        ids = sorted(m.decode() for m in self.redis.smembers(self.keys.dag_jobs(dag_id)))
+        ids = sorted(_s(m) for m in self.redis.smembers(self.keys.dag_jobs(dag_id)))
         out: dict[str, dict[str, Any]] = {}
         for jid in ids:
             j = self.job(jid)
@@ -132,18 +145,22 @@ class Client:
         pipe.zcard(self.keys.delayed(queue))
         pipe.hget(self.keys.meta(queue), "paused")
         waiting, active, delayed, paused = pipe.execute()
-        return {"waiting": waiting, "active": active, "delayed": delayed,
-                "paused": int(paused == b"1")}
+        return {
+            "waiting": waiting,
+            "active": active,
+            "delayed": delayed,
+            "paused": int(paused == b"1"),
+        }
 
     def queues(self) -> list[str]:
-        return sorted(q.decode() for q in self.redis.smembers(self.keys.queues))
+        return sorted(_s(q) for q in self.redis.smembers(self.keys.queues))
 
-    def events(self, dag_id: str, *, after: str = "0", block: float | None = None,
-               follow: bool = False) -> Iterator[Event]:
+    def events(
+        self, dag_id: str, *, after: str = "0", block: float | None = None, follow: bool = False
+    ) -> Iterator[Event]:
         """The DAG's events from the start (or after an id); ``follow`` waits for new ones
         until the DAG finishes."""
-        return read_events(self.redis, self.keys, dag_id, after=after, block=block,
-                           follow=follow)
+        return read_events(self.redis, self.keys, dag_id, after=after, block=block, follow=follow)
 
     # -- acting ---------------------------------------------------------------
     def cancel(self, dag_id: str) -> tuple[int, int]:
@@ -157,7 +174,7 @@ class Client:
     def dead(self, limit: int = 100) -> list[dict[str, Any]]:
         """The dead-letter queue, oldest first, each job with its full context."""
         ids = self.redis.zrange(self.keys.dead, 0, limit - 1)
-        return [j for j in (self.job(i.decode()) for i in ids) if j is not None]
+        return [j for j in (self.job(_s(i)) for i in ids) if j is not None]
 
     def retry_dead(self, job_id: str) -> None:
         try:
@@ -167,10 +184,10 @@ class Client:
 
     def retry_all_dead(self) -> int:
         n = 0
-        while ids := self.redis.zrange(self.keys.dead, 0, 99):
+        while ids := [_s(i) for i in self.redis.zrange(self.keys.dead, 0, 99)]:
             for i in ids:
                 try:
-                    self.retry_dead(i.decode())
+                    self.retry_dead(i)
                     n += 1
                 except SubmissionError:
                     self.redis.zrem(self.keys.dead, i)  # its DAG was cancelled
@@ -190,8 +207,10 @@ class Client:
         if max_jobs is None:
             self.redis.hdel(self.keys.meta(queue), "rate_max", "rate_ms")
         else:
-            self.redis.hset(self.keys.meta(queue),
-                            mapping={"rate_max": max_jobs, "rate_ms": int(per_seconds * 1000)})
+            self.redis.hset(
+                self.keys.meta(queue),
+                mapping={"rate_max": max_jobs, "rate_ms": int(per_seconds * 1000)},
+            )
 
     def prune(self, retention: Retention | None = None) -> int:
         """Apply retention until nothing more is due; returns jobs deleted."""

@@ -29,14 +29,16 @@ def resolve_url(url: str | None = None, *, start_embedded: bool = True) -> str:
 def connect(url: str | None = None, *, check: bool = True, **kwargs: object) -> redis.Redis:
     """A client for the configured Redis; raises RedisUnavailableError when unreachable."""
     resolved = resolve_url(url)
-    options: dict[str, object] = {"health_check_interval": 30, "socket_keepalive": True}
+    options: dict[str, object] = {"health_check_interval": 30}
     options.update(kwargs)
-    client = redis.Redis.from_url(resolved, **options)  # type: ignore[arg-type]
+    client = redis.Redis.from_url(resolved, **options)
     if check:
         try:
             client.ping()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            raise RedisUnavailableError(f"Redis unreachable at {redacted(resolved)}: {exc}") from exc
+            raise RedisUnavailableError(
+                f"Redis unreachable at {redacted(resolved)}: {exc}"
+            ) from exc
     return client
 
 

@@ -14,8 +14,9 @@ from pipeline.model import Dag
 
 
 class Reporter(Protocol):
-    def progress(self, job: ClaimedJob, percent: float, message: str = "",
-                 **fields: Any) -> Any: ...
+    def progress(
+        self, job: ClaimedJob, percent: float, message: str = "", **fields: Any
+    ) -> Any: ...
 
     def add_children(self, job: ClaimedJob, sub: Dag) -> int: ...
 
@@ -38,8 +39,9 @@ class JobContext:
     def attempt(self) -> int:
         return self.job.attempt
 
-    def progress(self, percent: float, message: str = "", *, force: bool = False,
-                 **fields: Any) -> None:
+    def progress(
+        self, percent: float, message: str = "", *, force: bool = False, **fields: Any
+    ) -> None:
         now = time.monotonic()
         if not force and percent < 100 and now - self._last_progress < self.PROGRESS_INTERVAL:
             return

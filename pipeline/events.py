@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 
@@ -25,14 +26,21 @@ class Event:
         return int(self.id.split("-", 1)[0])
 
 
-def read_events(client: redis.Redis, keys: Keys, dag_id: str, *, after: str = "0",
-                block: float | None = None, follow: bool = False,
-                batch: int = 500) -> Iterator[Event]:
+def read_events(
+    client: redis.Redis,
+    keys: Keys,
+    dag_id: str,
+    *,
+    after: str = "0",
+    block: float | None = None,
+    follow: bool = False,
+    batch: int = 500,
+) -> Iterator[Event]:
     stream = keys.dag_events(dag_id)
     last = after
     while True:
         block_ms = int((block if block is not None else 1.0) * 1000) if follow else None
-        reply = client.xread({stream: last}, count=batch, block=block_ms)
+        reply: Any = client.xread({stream: last}, count=batch, block=block_ms)
         if not reply:
             if not follow:
                 return

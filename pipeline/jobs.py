@@ -28,8 +28,21 @@ class ClaimedJob:
 
     @classmethod
     def from_reply(cls, reply: list[Any]) -> ClaimedJob:
-        (jid, queue, token, stage, params, dag, name, attempt, max_attempts, timeout_ms,
-         cost, backoff, results) = reply
+        (
+            jid,
+            queue,
+            token,
+            stage,
+            params,
+            dag,
+            name,
+            attempt,
+            max_attempts,
+            timeout_ms,
+            cost,
+            backoff,
+            results,
+        ) = reply
         inputs: dict[str, Any] = {}
         failures: dict[str, Any] = {}
         for i in range(0, len(results), 2):
@@ -39,11 +52,20 @@ class ClaimedJob:
             else:
                 inputs[_child_name(key)] = value
         return cls(
-            id=_s(jid), queue=_s(queue), token=_s(token), stage=_s(stage),
-            params=json.loads(params), dag_id=_s(dag), name=_s(name), attempt=int(attempt),
-            max_attempts=int(max_attempts), timeout=int(timeout_ms) / 1000, cost=int(cost),
+            id=_s(jid),
+            queue=_s(queue),
+            token=_s(token),
+            stage=_s(stage),
+            params=json.loads(params),
+            dag_id=_s(dag),
+            name=_s(name),
+            attempt=int(attempt),
+            max_attempts=int(max_attempts),
+            timeout=int(timeout_ms) / 1000,
+            cost=int(cost),
             backoff=Backoff.from_json(json.loads(backoff) if backoff else None),
-            inputs=inputs, failures=failures,
+            inputs=inputs,
+            failures=failures,
         )
 
 

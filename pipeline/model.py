@@ -49,11 +49,8 @@ class Backoff:
     jitter: float = 0.1
 
     def delay(self, retry: int, rng: random.Random | None = None) -> float:
-        if self.kind is BackoffKind.FIXED:
-            raw = self.base
-        else:
-            raw = self.base * (2 ** max(0, retry - 1))
-        raw = min(raw, self.cap)
+        fixed = self.kind is BackoffKind.FIXED
+        raw = min(self.base if fixed else self.base * 2 ** max(0, retry - 1), self.cap)
         if self.jitter > 0:
             r = (rng or random).uniform(1 - self.jitter, 1 + self.jitter)
             raw = min(raw * r, self.cap)
@@ -112,8 +109,13 @@ class Dag:
     A node may have several parents, so shared work (a probe) runs once.
     """
 
-    def __init__(self, dag_id: str | None = None, *, idempotency_key: str | None = None,
-                 meta: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        dag_id: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
         self.id = dag_id or new_id()
         self.idempotency_key = idempotency_key
         self.meta: dict[str, Any] = dict(meta or {})

@@ -73,8 +73,9 @@ def stage(
 
     def register(fn: StageFn) -> StageFn:
         (registry or REGISTRY).add(
-            StageSpec(name, fn, queue, cost, timeout, attempts, backoff or Backoff(), tags,
-                      max_stalls)
+            StageSpec(
+                name, fn, queue, cost, timeout, attempts, backoff or Backoff(), tags, max_stalls
+            )
         )
         return fn
 

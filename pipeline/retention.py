@@ -14,5 +14,10 @@ class Retention:
     budget: int = 1_000  # jobs deleted per script call, so Redis never blocks long
 
     def script_args(self) -> list[int]:
-        return [self.completed_count, int(self.completed_age * 1000), self.failed_count,
-                int(self.failed_age * 1000), self.budget]
+        return [
+            self.completed_count,
+            int(self.completed_age * 1000),
+            self.failed_count,
+            int(self.failed_age * 1000),
+            self.budget,
+        ]

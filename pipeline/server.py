@@ -15,6 +15,7 @@ used, with mediapipe's own configuration:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -26,6 +27,8 @@ from pathlib import Path
 
 import redis
 from filelock import FileLock
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from platformdirs import user_data_dir
 
 from pipeline.errors import RedisUnavailableError
@@ -115,43 +118,58 @@ class EmbeddedServer:
         sock.unlink(missing_ok=True)
         args = [
             server_binary(),
-            "--port", "0",
-            "--unixsocket", str(sock),
-            "--unixsocketperm", "700",
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--appendfsync", "everysec",
-            "--save", "",
-            "--daemonize", "no",
-            "--pidfile", str(self.pid_file),
-            "--logfile", str(self.log_file),
+            "--port",
+            "0",
+            "--unixsocket",
+            str(sock),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--daemonize",
+            "no",
+            "--pidfile",
+            str(self.pid_file),
+            "--logfile",
+            str(self.log_file),
             # Redis-as-a-queue must never evict keys to make room.
-            "--maxmemory-policy", "noeviction",
+            "--maxmemory-policy",
+            "noeviction",
         ]
         # A new session: the server must survive Ctrl-C in the command that started it.
         subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.is_running():
                 return
             time.sleep(0.02)
-        tail = ""
+        last = ""
         if self.log_file.exists():
-            tail = self.log_file.read_text(errors="replace").strip().splitlines()[-1:][0:1]
-            tail = f": {tail[0]}" if tail else ""
-        raise RedisUnavailableError(f"embedded server did not start in {timeout:.0f}s{tail}")
+            lines = self.log_file.read_text(errors="replace").strip().splitlines()
+            last = f": {lines[-1]}" if lines else ""
+        raise RedisUnavailableError(f"embedded server did not start in {timeout:.0f}s{last}")
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Shut the server down cleanly (AOF flushed). Returns False when it was not running."""
         if not self.is_running():
             return False
-        try:
-            self.client(socket_timeout=timeout).shutdown(nosave=False)
-        except (redis.ConnectionError, OSError):
-            pass  # the connection drops as the server exits: that is success
+        # The connection drops as the server exits: that is success.
+        # No retries: redis-py would otherwise reconnect to a server that is going away.
+        with contextlib.suppress(redis.ConnectionError, OSError):
+            self.client(socket_timeout=timeout, retry=Retry(NoBackoff(), 0)).shutdown()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.is_running():
             time.sleep(0.02)

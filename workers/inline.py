@@ -71,10 +71,17 @@ class LeaseKeeper(threading.Thread):
 
 
 class InlineRunner:
-    def __init__(self, broker: Broker, queues: Sequence[str] = ("default",), *,
-                 registry: Registry | None = None, prefetch: int = 1,
-                 flush_interval: float = 0.05, idle_wait: float = 1.0,
-                 stall_check: float | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        queues: Sequence[str] = ("default",),
+        *,
+        registry: Registry | None = None,
+        prefetch: int = 1,
+        flush_interval: float = 0.05,
+        idle_wait: float = 1.0,
+        stall_check: float | None = None,
+    ) -> None:
         self.broker = broker
         self.queues = list(queues)
         self.registry = registry or broker.registry
@@ -133,7 +140,8 @@ class InlineRunner:
             return
         done, self._done = self._done, []
         _, nxt = self.broker.complete_many(
-            done, next_from=self.queues if fetch else (), count=self.prefetch)
+            done, next_from=self.queues if fetch else (), count=self.prefetch
+        )
         for job, _ in done:
             self.keeper.drop(job)
         self._take(nxt)

@@ -105,7 +105,7 @@ class Scripts:
 
     def _load_library(self) -> bool:
         try:
-            self._client.execute_command("FUNCTION", "LOAD", self._lib)
+            self._client.function_load(self._lib)
         except redis.ResponseError as exc:
             msg = str(exc).lower()
             if "already exists" in msg:

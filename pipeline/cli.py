@@ -1,0 +1,228 @@
+"""The ``mediapipe`` command.
+
+Exit codes: 0 success, 1 a DAG failed, 2 input or usage rejected, 3 Redis unreachable.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import click
+
+from pipeline.client import Client
+from pipeline.connection import redacted, resolve_url
+from pipeline.errors import RedisUnavailableError, SubmissionError
+from pipeline.server import EmbeddedServer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_FAILED, EXIT_REJECTED, EXIT_REDIS = 1, 2, 3
+
+
+def friendly_errors(fn: F) -> F:
+    """One clear line on stderr and the right exit code instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RedisUnavailableError as exc:
+            click.echo(f"mediapipe: {exc}", err=True)
+            sys.exit(EXIT_REDIS)
+        except SubmissionError as exc:
+            click.echo(f"mediapipe: {exc}", err=True)
+            sys.exit(EXIT_REJECTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="MEDIAPIPE_REDIS_URL",
+    default=None,
+    help="Redis URL (redis://, rediss://, unix://). Default: the embedded server.",
+)
+@click.option("--namespace", default="mp", show_default=True, help="Key namespace in Redis.")
+@click.pass_context
+def main(ctx: click.Context, redis_url: str | None, namespace: str) -> None:
+    """mediapipe: media renditions and transcodes as Redis-coordinated DAGs.
+
+    \b
+    Example:
+      mediapipe server start
+      export MEDIAPIPE_REDIS_URL=unix://...   (printed by the line above)
+      mediapipe status
+    """
+    ctx.obj = {"url": redis_url, "namespace": namespace}
+
+
+def _client(ctx: click.Context) -> Client:
+    return Client.connect(ctx.obj["url"], namespace=ctx.obj["namespace"])
+
+
+@main.group()
+def server() -> None:
+    """Run the embedded Redis-protocol server as a background service.
+
+    \b
+    Example:
+      mediapipe server start && export MEDIAPIPE_REDIS_URL=$(mediapipe server url)
+    """
+
+
+@server.command("start")
+@friendly_errors
+def server_start() -> None:
+    """Start the embedded server (no-op if it already runs) and print its URL."""
+    s = EmbeddedServer.default()
+    started = s.ensure_running()
+    click.echo(f"{'started' if started else 'already running'}: export MEDIAPIPE_REDIS_URL={s.url}")
+
+
+@server.command("stop")
+def server_stop() -> None:
+    """Shut the embedded server down cleanly (its data stays on disk)."""
+    stopped = EmbeddedServer.default().stop()
+    click.echo("stopped" if stopped else "not running")
+
+
+@server.command("status")
+def server_status() -> None:
+    """Say whether the embedded server runs, and where."""
+    s = EmbeddedServer.default()
+    running = s.is_running()
+    click.echo(f"{'running' if running else 'stopped'}: {s.url} (data: {s.data_dir})")
+    sys.exit(0 if running else 1)
+
+
+@server.command("url")
+def server_url() -> None:
+    """Print the embedded server's URL (for MEDIAPIPE_REDIS_URL)."""
+    click.echo(EmbeddedServer.default().url)
+
+
+@main.command()
+@click.argument("dag_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@friendly_errors
+def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
+    """One DAG in detail, or an overview of the queues.
+
+    \b
+    Example:
+      mediapipe status            # queues with waiting/active/delayed counts
+      mediapipe status 6d0ea5aa51af494f --json
+    """
+    c = _client(ctx)
+    if dag_id:
+        dag = c.dag(dag_id)
+        if dag is None:
+            raise SubmissionError(f"unknown DAG {dag_id}")
+        jobs = c.jobs(dag_id)
+        if as_json:
+            click.echo(json.dumps({"dag": dag, "jobs": jobs}, default=str))
+            return
+        click.echo(
+            f"DAG {dag_id}: {dag['state']} {dag['percent']:.0f}% "
+            f"({dag['completed']}/{dag['total']} done, {dag['dead']} dead)"
+        )
+        for name, j in jobs.items():
+            err = j.get("error") or {}
+            line = f"  {name:24} {j['state']:16} attempt {j['attempts']}/{j['max_attempts']}"
+            if isinstance(err, dict) and err.get("message"):
+                line += f"  {err['type']}: {err['message']}"
+            click.echo(line)
+        return
+    overview = {q: c.queue_counts(q) for q in c.queues()}
+    overview_dead = c.redis.zcard(c.keys.dead)
+    if as_json:
+        click.echo(json.dumps({"queues": overview, "dead": overview_dead}))
+        return
+    click.echo(f"Redis: {redacted(resolve_url(ctx.obj['url'], start_embedded=False))}")
+    for q, counts in overview.items():
+        paused = " (paused)" if counts["paused"] else ""
+        click.echo(
+            f"  {q:16} waiting {counts['waiting']:6}  active {counts['active']:4}  "
+            f"delayed {counts['delayed']:5}{paused}"
+        )
+    click.echo(f"  dead-letter queue: {overview_dead}")
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: jobs that failed for good, with their error and input.
+
+    \b
+    Example:
+      mediapipe dlq list
+      mediapipe dlq retry ALL
+    """
+
+
+@dlq.command("list")
+@click.pass_context
+@friendly_errors
+def dlq_list(ctx: click.Context) -> None:
+    """List dead jobs with their error."""
+    for j in _client(ctx.find_root()).dead(limit=1000):
+        err = j.get("error") or {}
+        click.echo(f"{j['id']}  {j['stage']}  {err.get('type')}: {err.get('message')}")
+
+
+@dlq.command("retry")
+@click.argument("job_id")
+@click.pass_context
+@friendly_errors
+def dlq_retry(ctx: click.Context, job_id: str) -> None:
+    """Retry one dead job (or ALL) with fresh attempts."""
+    c = _client(ctx.find_root())
+    if job_id == "ALL":
+        click.echo(f"retried {c.retry_all_dead()} jobs")
+    else:
+        c.retry_dead(job_id)
+        click.echo(f"retried {job_id}")
+
+
+@dlq.command("purge")
+@click.pass_context
+@friendly_errors
+def dlq_purge(ctx: click.Context) -> None:
+    """Forget every dead job."""
+    click.echo(f"purged {_client(ctx.find_root()).purge_dead()}")
+
+
+@main.command()
+@click.argument("dag_id")
+@click.pass_context
+@friendly_errors
+def cancel(ctx: click.Context, dag_id: str) -> None:
+    """Cancel a DAG: pending jobs stop, running ones are told to stop."""
+    cancelled, running = _client(ctx).cancel(dag_id)
+    click.echo(f"cancelled {cancelled} pending jobs; {running} running jobs told to stop")
+
+
+@main.command()
+@click.argument("queue")
+@click.pass_context
+@friendly_errors
+def pause(ctx: click.Context, queue: str) -> None:
+    """Stop handing out jobs from QUEUE (running jobs finish)."""
+    _client(ctx).pause(queue)
+    click.echo(f"paused {queue}")
+
+
+@main.command()
+@click.argument("queue")
+@click.pass_context
+@friendly_errors
+def resume(ctx: click.Context, queue: str) -> None:
+    """Hand out jobs from QUEUE again."""
+    _client(ctx).resume(queue)
+    click.echo(f"resumed {queue}")
