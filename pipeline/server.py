@@ -27,9 +27,9 @@ from pathlib import Path
 
 import redis
 from filelock import FileLock
+from platformdirs import user_data_dir
 from redis.backoff import NoBackoff
 from redis.retry import Retry
-from platformdirs import user_data_dir
 
 from pipeline.errors import RedisUnavailableError
 
