@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from pipeline.errors import PermanentError
-from pipeline.jobs import ClaimedJob
+from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
@@ -124,7 +124,12 @@ class Broker:
         next jobs. A result is discarded (False) when its lease was lost."""
         args: list[Any] = [len(done)]
         for job, result in done:
-            args += [job.id, job.token, json.dumps(result, separators=(",", ":"), allow_nan=False)]
+            body = (
+                result
+                if isinstance(result, RawJSON)
+                else json.dumps(result, separators=(",", ":"), allow_nan=False)
+            )
+            args += [job.id, job.token, body]
         if next_from:
             args += [self.worker_id, self._token(), self.lease_ms, count, *next_from]
         else:
@@ -141,9 +146,29 @@ class Broker:
 
     def fail(self, job: ClaimedJob, exc: BaseException, *, tb: str | None = None) -> str:
         """Record a failure: 'retry', 'dead', 'cancelled' or 'discarded'."""
-        permanent = isinstance(exc, PermanentError)
+        return self.fail_with(
+            job,
+            type(exc).__name__,
+            str(exc) or type(exc).__name__,
+            permanent=isinstance(exc, PermanentError),
+            tb=tb if tb is not None else "".join(traceback.format_exception(exc)),
+        )
+
+    def fail_with(
+        self, job: ClaimedJob, error_type: str, message: str, *, permanent: bool, tb: str = ""
+    ) -> str:
+        """``fail`` for an error that happened elsewhere (a pool child) and arrives as data."""
         delay = 0.0 if permanent else job.backoff.delay(job.attempt)
-        err = error_json(exc, tb=tb, worker=self.worker_id, attempt=job.attempt)
+        err = json.dumps(
+            {
+                "type": error_type,
+                "message": message,
+                "permanent": permanent,
+                "traceback": tb,
+                "worker": self.worker_id,
+                "attempt": job.attempt,
+            }
+        )
         outcome = self._run(
             "fail", job.id, job.token, err, int(delay * 1000), "1" if permanent else "0"
         )
@@ -159,18 +184,13 @@ class Broker:
         return int(self._run("release_jobs", *args))
 
     # -- housekeeping ---------------------------------------------------------
+    def heartbeat(self, ttl: float, fields: Mapping[str, Any]) -> int:
+        """Register (or refresh) this worker in the fleet registry; ttl 0 deregisters."""
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat += [k, v if isinstance(v, str | int | float) else json.dumps(v)]
+        return int(self._run("worker_heartbeat", self.worker_id, int(ttl * 1000), *flat))
+
     def reclaim_stalled(self, queues: Sequence[str], limit: int = 100) -> list[str]:
         ids = self._run("reclaim_stalled", limit, *queues)
         return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
-
-
-def error_json(exc: BaseException, *, tb: str | None = None, **extra: Any) -> str:
-    return json.dumps(
-        {
-            "type": type(exc).__name__,
-            "message": str(exc) or type(exc).__name__,
-            "permanent": isinstance(exc, PermanentError),
-            "traceback": tb if tb is not None else "".join(traceback.format_exception(exc)),
-            **extra,
-        }
-    )

@@ -226,3 +226,92 @@ def resume(ctx: click.Context, queue: str) -> None:
     """Hand out jobs from QUEUE again."""
     _client(ctx).resume(queue)
     click.echo(f"resumed {queue}")
+
+
+def _split(values: tuple[str, ...]) -> list[str]:
+    return [v for value in values for v in value.split(",") if v]
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    default="auto",
+    show_default=True,
+    help="Initial capacity in slots: a number, or auto for the CPU cores.",
+)
+@click.option("--min", "min_", type=int, default=1, show_default=True, help="Lowest capacity.")
+@click.option("--max", "max_", type=int, default=None, help="Highest capacity (default: initial).")
+@click.option(
+    "--queues",
+    multiple=True,
+    default=("default",),
+    show_default=True,
+    help="Queues to take jobs from, in order (repeat or comma-separate).",
+)
+@click.option("--tags", multiple=True, help="Capabilities of this box, e.g. gpu,nvenc.")
+@click.option(
+    "--grace",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Seconds running jobs get to finish after SIGTERM.",
+)
+@click.option(
+    "--lease",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="Lease length in seconds; renewed while a job runs.",
+)
+@click.option("--import", "imports", multiple=True, help="Extra module(s) that register stages.")
+@click.option("--no-adaptive", is_flag=True, help="Keep the capacity fixed.")
+@click.option("--log-level", default="INFO", show_default=True)
+@click.pass_context
+@friendly_errors
+def worker(
+    ctx: click.Context,
+    concurrency: str,
+    min_: int,
+    max_: int | None,
+    queues: tuple[str, ...],
+    tags: tuple[str, ...],
+    grace: float,
+    lease: float,
+    imports: tuple[str, ...],
+    no_adaptive: bool,
+    log_level: str,
+) -> None:
+    """Run a worker node: a pool of processes sized to the cores.
+
+    \b
+    Example:
+      MEDIAPIPE_REDIS_URL=redis://queue-host:6379 mediapipe worker --tags gpu
+    """
+    import importlib
+    import logging
+
+    from workers.node import NodeConfig, WorkerNode
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for module in imports:
+        importlib.import_module(module)
+    if concurrency != "auto" and not concurrency.isdigit():
+        raise SubmissionError(f"--concurrency must be auto or a number, not {concurrency!r}")
+    config = NodeConfig(
+        queues=_split(queues),
+        tags=tuple(_split(tags)),
+        concurrency=None if concurrency == "auto" else int(concurrency),
+        min=min_,
+        max=max_,
+        adaptive=not no_adaptive,
+        grace=grace,
+        lease=lease,
+        preload=tuple(imports),
+        namespace=ctx.obj["namespace"],
+    )
+    node = WorkerNode(ctx.obj["url"], config=config)
+    sys.exit(node.run())

@@ -9,6 +9,10 @@ from typing import Any
 from pipeline.model import Backoff
 
 
+class RawJSON(str):
+    """A result already serialised as JSON (by the pool child that produced it)."""
+
+
 @dataclass
 class ClaimedJob:
     id: str

@@ -44,6 +44,13 @@ class Keys:
     def dags_failed(self) -> str:
         return self.prefix + "dags:failed"
 
+    @property
+    def workers(self) -> str:
+        return self.prefix + "workers"
+
+    def worker(self, worker_id: str) -> str:
+        return self.prefix + "worker:" + worker_id
+
     def idempotency(self, key: str) -> str:
         return self.prefix + "idem:" + key
 

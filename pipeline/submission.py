@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.errors import SubmissionError
-from pipeline.model import Dag, Node, check_json
+from pipeline.model import Dag, Node, check_json, routed_queue
 from pipeline.registry import Registry
 
 
@@ -46,7 +46,7 @@ def encode_node(dag: Dag, node: Node, registry: Registry) -> dict[str, Any]:
         "id": dag.job_id(node.name),
         "name": node.name,
         "stage": node.stage,
-        "queue": o.queue or spec.queue,
+        "queue": routed_queue(o.queue or spec.queue, tags),
         "params": check_json(node.params, f"job {node.name!r} params"),
         "prio": o.priority,
         "max_attempts": attempts,

@@ -39,6 +39,7 @@ TRANSITIONS = (
     "add_children",
     "prune",
     "release_jobs",
+    "worker_heartbeat",
 )
 
 _INCLUDE = re.compile(r"^--@include (\S+)\n?", re.MULTILINE)

@@ -1,0 +1,87 @@
+"""The code that runs inside a pool child process.
+
+A child owns no Redis connection: it receives a job over its pipe, runs the stage
+function, and sends back progress, fan-out requests and the outcome. It can therefore be
+killed at any moment (timeout, shutdown) without leaving anything half-done in Redis.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import signal
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pipeline.context import JobContext
+from pipeline.errors import PermanentError
+from pipeline.jobs import ClaimedJob
+from pipeline.model import Dag
+
+_functions: dict[str, Any] = {}
+
+
+def resolve(ref: str) -> Any:
+    """A stage function from its ``module:qualname`` reference (imported once per child)."""
+    fn = _functions.get(ref)
+    if fn is None:
+        module, _, qualname = ref.partition(":")
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+        fn = _functions[ref] = obj
+    return fn
+
+
+class PipeReporter:
+    """The child's side of JobContext: forwards to the parent process over the pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def progress(self, job: ClaimedJob, percent: float, message: str = "", **fields: Any) -> None:
+        self.conn.send(("progress", job.id, percent, message, fields))
+
+    def add_children(self, job: ClaimedJob, sub: Dag) -> int:
+        self.conn.send(("add_children", job.id, sub))
+        reply = self.conn.recv()
+        if reply[0] == "error":
+            raise PermanentError(reply[1])
+        return int(reply[1])
+
+
+def child_main(conn: Connection, preload: list[str]) -> None:
+    # The parent decides when a job stops: Ctrl-C in a terminal reaches the whole process
+    # group, and a child must not die on it before the parent hands its job back.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for module in preload:
+        importlib.import_module(module)
+    reporter = PipeReporter(conn)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        ref, job = msg
+        try:
+            fn = resolve(ref)
+            result = fn(JobContext(job, reporter), job.params, job.inputs)
+        except BaseException as exc:  # the parent decides retry vs dead from the class
+            _send_error(conn, job, exc, traceback.format_exc())
+            continue
+        try:
+            body = json.dumps(result, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            bad = PermanentError(f"stage {job.stage!r} returned a non-JSON result: {exc}")
+            _send_error(conn, job, bad, "")
+            continue
+        conn.send(("done", job.id, body))
+
+
+def _send_error(conn: Connection, job: ClaimedJob, exc: BaseException, tb: str) -> None:
+    conn.send(("error", job.id, type(exc).__name__, str(exc), isinstance(exc, PermanentError), tb))

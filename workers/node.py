@@ -1,0 +1,542 @@
+"""The worker node: the long-running process behind ``mediapipe worker``.
+
+The parent process owns the Redis connection. It claims jobs while the slots in use fit
+its capacity, hands each to an idle pool child, keeps every lease alive while the child
+computes, publishes progress, and completes or fails the job when the child reports back.
+Children run stage functions only.
+
+Failure handling lives here:
+- a child that crashes or runs past its timeout is killed with everything it started, its
+  job fails as retryable, and a fresh child takes its place;
+- when Redis goes away the node keeps its children running, buffers their results, and
+  reconnects with backoff; leases are extended and results reported first on return;
+- SIGTERM/SIGINT stop claiming, let running jobs finish within the grace period, then stop
+  them and hand their jobs straight back to the queue; a second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import signal
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from pipeline.broker import Broker, new_worker_id
+from pipeline.connection import resolve_url
+from pipeline.errors import JobTimeoutError
+from pipeline.jobs import ClaimedJob, RawJSON
+from pipeline.keys import Keys
+from pipeline.model import routed_queue
+from pipeline.registry import REGISTRY, Registry
+from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
+from workers.pool import Child, Pool
+from workers.waker import Waker
+
+log = logging.getLogger("mediapipe.worker")
+
+T = TypeVar("T")
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+class WorkerCrashedError(Exception):
+    """The pool child running the job died (segfault, os._exit, OOM kill)."""
+
+
+@dataclass
+class NodeConfig:
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    tags: tuple[str, ...] = ()
+    concurrency: int | None = None  # initial capacity in slots; None: the CPU cores
+    min: int = 1
+    max: int | None = None  # None: the initial capacity
+    adaptive: bool = True
+    adapt_interval: float = 2.0
+    grace: float = 30.0
+    lease: float = 30.0
+    heartbeat: float = 2.0
+    start_method: str = "forkserver"
+    preload: tuple[str, ...] = ()
+    namespace: str = "mp"
+    stall_check: float | None = None  # default: half the lease
+
+
+def listen_queues(queues: Iterable[str], tags: Iterable[str]) -> list[str]:
+    """Every queue this node serves: for each base queue, the routed queues of every
+    combination of its tags (most specific first, so a GPU box prefers GPU work), then
+    the plain queue."""
+    tag_list = sorted(set(tags))
+    subsets: list[tuple[str, ...]] = []
+    for n in range(min(len(tag_list), 4), 0, -1):
+        subsets.extend(itertools.combinations(tag_list, n))
+    out: list[str] = []
+    for q in queues:
+        out.extend(routed_queue(q, s) for s in subsets)
+        out.append(q)
+    return out
+
+
+class WorkerNode:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        config: NodeConfig | None = None,
+        registry: Registry = REGISTRY,
+        load_source: LoadSource | None = None,
+    ) -> None:
+        self.config = cfg = config or NodeConfig()
+        self.url = resolve_url(url)
+        self.registry = registry
+        self.keys = Keys(cfg.namespace)
+        self.queues = listen_queues(cfg.queues, cfg.tags)
+        initial = cfg.concurrency or os.cpu_count() or 1
+        self.limits = Limits(min=max(1, cfg.min), max=max(cfg.max or initial, initial))
+        self.pool: Pool | None = None
+        self.adaptive = AdaptiveConcurrency(
+            load_source or PsutilLoad(lambda: self.pool.pids() if self.pool else []),
+            self.limits,
+            initial,
+        )
+        self.broker = Broker(
+            self._connect(),
+            namespace=cfg.namespace,
+            lease=cfg.lease,
+            registry=registry,
+            worker_id=new_worker_id(),
+        )
+        self.held: deque[ClaimedJob] = deque()
+        self.outbox: list[tuple[ClaimedJob, Any]] = []
+        self.failbox: list[tuple[ClaimedJob, str, str, bool, str]] = []
+        self.in_use = 0
+        self.done = 0
+        self.failed = 0
+        self.stopping = False
+        self.hard_stop = False
+        self.drain_deadline = float("inf")
+        self.redis_ok = True
+        self._reconnect_at = 0.0
+        self._reconnect_delay = 0.1
+        self._need_claim = True
+        self._next_claim = 0.0
+        self._timers: dict[str, float] = {}
+        self._sig_r, self._sig_w = os.pipe()
+        os.set_blocking(self._sig_r, False)
+        os.set_blocking(self._sig_w, False)
+        self.waker = Waker(self._connect, [self.keys.marker(q) for q in self.queues])
+
+    @property
+    def worker_id(self) -> str:
+        return self.broker.worker_id
+
+    @property
+    def capacity(self) -> int:
+        return self.adaptive.capacity
+
+    def _connect(self) -> redis.Redis:
+        # One quick retry covers a connection that went stale while idle (server
+        # restarted); longer outages are the main loop's business, not redis-py's.
+        return redis.Redis.from_url(
+            self.url,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=30,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------
+    def request_stop(self) -> None:
+        """What SIGTERM does (callable from tests and embedding code; thread-safe)."""
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._sig_w, b"T")
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, frame: Any) -> None:
+            self.request_stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, handler)
+
+    def run(self, *, install_signals: bool = True) -> int:
+        """Run until stopped; returns the process exit code (0 after a clean drain)."""
+        if install_signals:
+            self._install_signals()
+        self.pool = Pool(
+            self.capacity, start_method=self.config.start_method, preload=self.config.preload
+        )
+        self.waker.start()
+        log.info(
+            "worker %s: capacity %d, queues %s, tags %s",
+            self.worker_id,
+            self.capacity,
+            ",".join(self.queues),
+            ",".join(self.config.tags) or "-",
+        )
+        try:
+            while not self.hard_stop:
+                now = time.monotonic()
+                self._housekeeping(now)
+                if self.stopping and not self._busy():
+                    break
+                if self.stopping and now >= self.drain_deadline:
+                    log.info("grace period over: stopping %d running jobs", self._running())
+                    break
+                if not self.stopping:
+                    self._fill(now)
+                self._dispatch(now)
+                self._wait(self._wait_timeout(now))
+        finally:
+            self._shutdown()
+        return 0
+
+    def _busy(self) -> bool:
+        return bool(self._running() or self.held or self.outbox or self.failbox)
+
+    def _running(self) -> int:
+        return sum(1 for c in self.pool.children if c.busy) if self.pool else 0
+
+    def _shutdown(self) -> None:
+        assert self.pool is not None
+        give_back = list(self.held)
+        for child in self.pool.children:
+            if child.job is not None:
+                give_back.append(child.job)
+                child.job = None
+        self.held.clear()
+        self.pool.close()  # kills the trees of children still running
+        self.waker.stop()
+        if self.redis_ok or self._try_reconnect(force=True):
+            self._flush()
+            if give_back:
+                n = self._call(self.broker.release, give_back)
+                log.info("handed %s jobs back to the queue", n)
+            self._call(self.broker.heartbeat, 0, {})
+        for fd in (self._sig_r, self._sig_w):
+            os.close(fd)
+
+    def _on_signal(self) -> None:
+        if self.stopping:
+            log.info("second signal: stopping now")
+            self.hard_stop = True
+            return
+        self.stopping = True
+        self.drain_deadline = time.monotonic() + self.config.grace
+        log.info(
+            "stopping: finishing %d running jobs (grace %.0fs)", self._running(), self.config.grace
+        )
+        if self.held:
+            jobs = list(self.held)
+            self.held.clear()
+            self._call(self.broker.release, jobs)
+
+    # -- Redis calls that survive outages -------------------------------------------
+    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        if not self.redis_ok:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except _REDIS_DOWN as exc:
+            self.redis_ok = False
+            self._reconnect_at = time.monotonic() + self._reconnect_delay
+            log.warning("Redis unreachable (%s): keeping jobs running, retrying", exc)
+            return None
+
+    def _try_reconnect(self, *, force: bool = False) -> bool:
+        now = time.monotonic()
+        if not force and now < self._reconnect_at:
+            return False
+        try:
+            self.broker.redis.ping()
+        except _REDIS_DOWN:
+            self._reconnect_delay = min(5.0, self._reconnect_delay * 2)
+            self._reconnect_at = now + self._reconnect_delay
+            return False
+        log.info("Redis is back: resuming")
+        self.redis_ok = True
+        self._reconnect_delay = 0.1
+        self._timers.clear()  # extend leases and report results first
+        self._need_claim = True
+        return True
+
+    # -- periodic work ------------------------------------------------------------
+    def _due(self, name: str, every: float, now: float) -> bool:
+        if now >= self._timers.get(name, 0.0):
+            self._timers[name] = now + every
+            return True
+        return False
+
+    def _housekeeping(self, now: float) -> None:
+        if not self.redis_ok and not self._try_reconnect():
+            self._check_timeouts(now)
+            return
+        lease = self.config.lease
+        if self._due("extend", max(0.05, lease / 3), now):
+            self._extend_leases()
+        self._flush()
+        self._check_timeouts(now)
+        if self._due("heartbeat", self.config.heartbeat, now):
+            self._heartbeat()
+        if self._due("stalls", self.config.stall_check or lease / 2, now):
+            self._call(self.broker.reclaim_stalled, self.queues)
+        if self.config.adaptive and self._due("adapt", self.config.adapt_interval, now):
+            self._adapt()
+
+    def _extend_leases(self) -> None:
+        assert self.pool is not None
+        owned = {c.job.id: c.job.token for c in self.pool.children if c.job is not None}
+        owned.update({j.id: j.token for j in self.held})
+        codes = self._call(self.broker.extend, owned) if owned else {}
+        for job_id, code in (codes or {}).items():
+            if code in (0, 2):
+                self._stop_job(job_id, cancelled=code == 2)
+
+    def _stop_job(self, job_id: str, *, cancelled: bool) -> None:
+        """Its DAG was cancelled (2) or its lease was lost to another worker (0)."""
+        assert self.pool is not None
+        for job in list(self.held):
+            if job.id == job_id:
+                self.held.remove(job)
+                if cancelled:
+                    self._fail(job, "Cancelled", "the DAG was cancelled", True, "")
+                return
+        for child in self.pool.children:
+            if child.job is not None and child.job.id == job_id:
+                job = child.job
+                self._free(child)
+                self.pool.replace(child)
+                if cancelled:
+                    self._fail(job, "Cancelled", "the DAG was cancelled", True, "")
+                else:
+                    log.warning("job %s: lease lost to another worker; stopped here", job_id)
+                return
+
+    def _check_timeouts(self, now: float) -> None:
+        assert self.pool is not None
+        for child in list(self.pool.children):
+            if child.job is not None and now > child.deadline:
+                job = child.job
+                self._free(child)
+                self.pool.replace(child)
+                msg = f"job {job.id} ran past its timeout of {job.timeout:g}s and was stopped"
+                log.warning(msg)
+                self._fail(job, JobTimeoutError.__name__, msg, False, "")
+
+    def _heartbeat(self) -> None:
+        r = self.adaptive.last_reading
+        self._call(
+            self.broker.heartbeat,
+            max(10.0, 5 * self.config.heartbeat),
+            {
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "tags": ",".join(self.config.tags),
+                "queues": ",".join(self.queues),
+                "capacity": self.capacity,
+                "in_use": self.in_use,
+                "jobs_done": self.done,
+                "jobs_failed": self.failed,
+                "capacity_reason": self.adaptive.reason,
+                "cpu_percent": r.cpu_percent if r else "",
+                "state": "stopping" if self.stopping else "running",
+            },
+        )
+
+    def _adapt(self) -> None:
+        assert self.pool is not None
+        backlog = bool(self.held) or self._queues_have_work()
+        change = self.adaptive.tick(backlog=backlog)
+        if change:
+            capacity, reason = change
+            log.info("capacity -> %d: %s", capacity, reason)
+            if capacity > len(self.pool.children):
+                self.pool.resize(capacity)
+            self._heartbeat()
+
+    def _queues_have_work(self) -> bool:
+        pipe = self.broker.redis.pipeline(transaction=False)
+        for q in self.queues:
+            pipe.zcard(self.keys.wait(q))
+        counts = self._call(pipe.execute)
+        return bool(counts and any(counts))
+
+    # -- claiming and dispatching ----------------------------------------------------
+    def _free_slots(self) -> int:
+        return self.capacity - self.in_use
+
+    def _fill(self, now: float) -> None:
+        if not self.redis_ok or self.held:
+            return
+        free = self._free_slots()
+        if free <= 0:
+            return
+        if self.outbox:
+            self._flush(claim=free)
+            return
+        if not self._need_claim and now < self._next_claim:
+            return
+        reply = self._call(self.broker.claim, self.queues, free)
+        if reply is None:
+            return
+        jobs, wake_in = reply
+        self.held.extend(jobs)
+        self._need_claim = bool(jobs)
+        if not jobs:
+            self._next_claim = now + (min(wake_in, 1.0) if wake_in >= 0 else 1.0)
+            self.waker.arm()
+
+    def _dispatch(self, now: float) -> None:
+        assert self.pool is not None
+        while self.held:
+            job = self.held[0]
+            cost = max(1, min(job.cost, self.capacity))
+            if self.in_use + cost > self.capacity:
+                return
+            child = self.pool.idle()
+            if child is None:
+                if len(self.pool.children) < self.capacity:
+                    self.pool.resize(self.capacity)
+                    continue
+                return
+            self.held.popleft()
+            try:
+                spec = self.registry.get(job.stage)
+            except Exception:
+                self._fail(
+                    job,
+                    "UnknownStage",
+                    f"stage {job.stage!r} is not installed on worker {self.worker_id}",
+                    False,
+                    "",
+                )
+                continue
+            ref = f"{spec.fn.__module__}:{spec.fn.__qualname__}"
+            self.pool.start(child, ref, job, cost, now)
+            self.in_use += cost
+
+    def _free(self, child: Child) -> None:
+        self.in_use -= child.cost
+        child.job, child.cost = None, 0
+        self._need_claim = True
+
+    def _flush(self, claim: int = 0) -> None:
+        if self.failbox and self.redis_ok:
+            pending, self.failbox = self.failbox, []
+            for job, etype, msg, permanent, tb in pending:
+                self._fail(job, etype, msg, permanent, tb)
+        if not self.outbox or not self.redis_ok:
+            return
+        done, self.outbox = self.outbox, []
+        next_from = self.queues if claim > 0 and not self.stopping else ()
+        reply = self._call(self.broker.complete_many, done, next_from=next_from, count=claim)
+        if reply is None:
+            self.outbox = done + self.outbox  # report them when Redis is back
+            return
+        _, jobs = reply
+        self.held.extend(jobs)
+        if next_from and not jobs:
+            self._need_claim = False
+            self._next_claim = time.monotonic() + 1.0
+            self.waker.arm()
+
+    def _fail(self, job: ClaimedJob, etype: str, msg: str, permanent: bool, tb: str) -> None:
+        self.failed += 1
+        outcome = self._call(self.broker.fail_with, job, etype, msg, permanent=permanent, tb=tb)
+        if outcome is None:
+            self.failbox.append((job, etype, msg, permanent, tb))
+        else:
+            log.info("job %s failed (%s): %s: %s", job.id, outcome, etype, msg)
+
+    # -- waiting for children -----------------------------------------------------
+    def _wait_timeout(self, now: float) -> float:
+        if self.outbox or self.failbox:
+            return 0.0 if self.redis_ok else 0.1
+        nearest = min([*self._timers.values(), now + 1.0])
+        if not self.stopping and self._free_slots() > 0 and not self.held:
+            nearest = min(nearest, self._next_claim if not self._need_claim else now)
+        assert self.pool is not None
+        for c in self.pool.children:
+            if c.job is not None:
+                nearest = min(nearest, c.deadline)
+        return max(0.0, min(nearest - now, 1.0))
+
+    def _wait(self, timeout: float) -> None:
+        assert self.pool is not None
+        by_conn: dict[Any, Child] = {c.conn: c for c in self.pool.children}
+        sources: list[Any] = [*by_conn, self._sig_r, self.waker.read_fd]
+        for ready in wait(sources, timeout):
+            if ready == self._sig_r:
+                self._drain_fd(self._sig_r)
+                self._on_signal()
+            elif ready == self.waker.read_fd:
+                self.waker.drain()
+                self._need_claim = True
+            else:
+                child = by_conn[ready]
+                if child in self.pool.children:
+                    self._on_child(child)
+
+    @staticmethod
+    def _drain_fd(fd: int) -> None:
+        try:
+            while os.read(fd, 64):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _on_child(self, child: Child) -> None:
+        conn: Connection = child.conn
+        try:
+            while conn.poll():
+                self._on_message(child, conn.recv())
+        except (EOFError, OSError):
+            self._on_crash(child)
+
+    def _on_crash(self, child: Child) -> None:
+        assert self.pool is not None
+        child.process.join(1)
+        code = child.process.exitcode
+        job = child.job
+        if job is not None:
+            self._free(child)
+        self.pool.replace(child)
+        if job is not None:
+            how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+            msg = f"the process running job {job.id} died ({how})"
+            log.warning(msg)
+            self._fail(job, WorkerCrashedError.__name__, msg, False, "")
+
+    def _on_message(self, child: Child, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        job = child.job
+        if kind == "ready":
+            child.ready = True
+        elif job is None or msg[1] != job.id:
+            return  # a late message from a job already stopped
+        elif kind == "progress":
+            _, _, pct, message, fields = msg
+            self._call(self.broker.progress, job, pct, message, **fields)
+        elif kind == "add_children":
+            try:
+                n = self.broker.add_children(job, msg[2])
+                child.conn.send(("ok", n))
+            except Exception as exc:  # includes Redis errors: the stage decides
+                child.conn.send(("error", str(exc)))
+        elif kind == "done":
+            self._free(child)
+            self.done += 1
+            self.outbox.append((job, RawJSON(msg[2])))
+        elif kind == "error":
+            _, _, etype, message, permanent, tb = msg
+            self._free(child)
+            self._fail(job, etype, message, permanent, tb)
