@@ -103,7 +103,7 @@ def _counter_record() -> Callable[[], None]:
     return rec
 
 
-def worker() -> dict[str, Any]:
+def worker(prefetch: int = 1) -> dict[str, Any]:
     stopping = threading.Event()
     # A flag, not an exception: the runner checks it between jobs, so the job in hand is
     # completed and nothing is left claimed. SIGINT too, for a manual run in a terminal.
@@ -111,7 +111,7 @@ def worker() -> dict[str, Any]:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     reg = noop_registry(_counter_record())
     broker = Broker(connect(os.environ["PEERBENCH_REDIS_URL"]), registry=reg)
-    runner = InlineRunner(broker, [QUEUE], registry=reg)
+    runner = InlineRunner(broker, [QUEUE], registry=reg, prefetch=prefetch)
     processed = runner.run(stopping.is_set)
     return {"pid": os.getpid(), "processed": processed}
 
@@ -144,7 +144,7 @@ def main(argv: list[str]) -> None:
     if cmd == "enqueue" and len(argv) == 3:
         out = enqueue(argv[1], int(argv[2]))
     elif cmd == "worker":
-        out = worker()
+        out = worker(int(argv[1]) if len(argv) > 1 else 1)
     elif cmd == "check":
         out = check()
     else:

@@ -55,18 +55,33 @@ MP_PROC = HERE / "mediapipe_proc.py"
 
 MP_SUBMIT = "mediapipe-submit"
 MP_BULK = "mediapipe-submit_many-w2"
+MP_PREFETCH = "mediapipe-w2-prefetch32"
 MP_WORKERS = 2
-# name: (enqueue mode, processed?, note)
-MP_CASES: dict[str, tuple[str, bool, str]] = {
-    MP_SUBMIT: ("single", False, "Client.submit, one DAG of 1 no-op job per call (enqueue only)"),
+# name: (enqueue mode, processed?, note, jobs each worker claims per round trip)
+MP_CASES: dict[str, tuple[str, bool, str, int]] = {
+    MP_SUBMIT: (
+        "single",
+        False,
+        "Client.submit, one DAG of 1 no-op job per call (enqueue only)",
+        1,
+    ),
     MP_BULK: (
         "bulk",
         True,
-        f"Client.submit_many (1000 DAGs per call); {MP_WORKERS} x InlineRunner process",
+        f"Client.submit_many (1000 DAGs per call); {MP_WORKERS} x InlineRunner process, "
+        "one job per round trip",
+        1,
+    ),
+    MP_PREFETCH: (
+        "bulk",
+        True,
+        f"as above, {MP_WORKERS} x InlineRunner claiming up to 32 jobs per round trip "
+        "(completions batched)",
+        32,
     ),
 }
 FLOOR_CASE = "floor-brpop-2c"  # the harness's reference for every ratio
-QUICK_CASES = [FLOOR_CASE, "huey-process-w2", "dramatiq-p2-t8", MP_SUBMIT, MP_BULK]
+QUICK_CASES = [FLOOR_CASE, "huey-process-w2", "dramatiq-p2-t8", MP_SUBMIT, MP_BULK, MP_PREFETCH]
 QUICK_SCALE = 0.5  # floor 25000, huey 10000, dramatiq 5000 jobs
 QUICK_N = 10000
 DEFAULT_N = 20000
@@ -173,23 +188,30 @@ class RedisServer:
 
 
 # -- processes -----------------------------------------------------------------------
-def stop_group(p: subprocess.Popen[Any], grace: float = STOP_GRACE_S) -> int | None:
-    """SIGTERM the process group p leads, wait, then SIGKILL whatever is left of it.
+def stop_groups(
+    procs: list[subprocess.Popen[Any]], grace: float = STOP_GRACE_S
+) -> list[int | None]:
+    """SIGTERM the process groups these lead, wait, then SIGKILL whatever is left of them.
 
-    Returns p's exit code after SIGTERM (0: it stopped cleanly), or None if it had to be
-    killed.
+    All are signalled before any is waited for, so idle workers that each take a moment to
+    notice (a blocking wait for work) stop together. Returns each leader's exit code after
+    SIGTERM (0: it stopped cleanly), or None where it had to be killed.
     """
-    if p.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in procs:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            p.wait(grace)
-    rc = p.poll()
-    with contextlib.suppress(ProcessLookupError):  # the group's members that outlived p
-        os.killpg(p.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        p.wait(5)
-    return rc
+            p.wait(max(0.0, deadline - time.monotonic()))
+    rcs = [p.poll() for p in procs]
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError):  # group members that outlived p
+            os.killpg(p.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            p.wait(5)
+    return rcs
 
 
 def run_json(cmd: list[str], env: dict[str, str], timeout: float) -> dict[str, Any]:
@@ -255,6 +277,7 @@ def _imports(py: str, module: str, cache: dict[tuple[str, str], str | None]) -> 
 
 def load_peers(peers_dir: Path, peer_py: str, arq_py: str) -> Peers:
     if not (peers_dir / "run_peers.py").exists():
+        sys.path.insert(0, str(HERE))
         import mmcounter
 
         log(f"peer harness not found in {peers_dir}: floor and peers skipped")
@@ -351,7 +374,7 @@ def redis_work(stats: dict[str, Any], cmdstats: dict[str, Any], done: int) -> di
 def run_mediapipe(
     srv: RedisServer, name: str, n: int, workdir: Path, peers: Peers, timeout: float, stall_s: float
 ) -> dict[str, Any]:
-    mode, process, _note = MP_CASES[name]
+    mode, process, _note, prefetch = MP_CASES[name]
     out: dict[str, Any] = {"case": name, "n": n}
     count_dir = tempfile.mkdtemp(prefix="cnt-", dir=workdir)
     env = mp_env(srv.url, count_dir, peers)
@@ -379,7 +402,7 @@ def run_mediapipe(
             handles.append(open(path, "w"))  # noqa: SIM115 - closed in the finally
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, str(MP_PROC), "worker"],
+                    [sys.executable, str(MP_PROC), "worker", str(prefetch)],
                     cwd=REPO,
                     env=env,
                     stdin=subprocess.DEVNULL,
@@ -387,7 +410,7 @@ def run_mediapipe(
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            )  # its own group, so stop_group reaches all of it
+            )  # a session (and group) of its own, so stop_groups reaches all of it
         error = wait_for_count(
             peers.counter, count_dir, n, procs, logs, time.monotonic() + timeout, stall_s
         )
@@ -396,7 +419,7 @@ def run_mediapipe(
         try:
             stats, cmdstats = srv.r.info("stats"), srv.r.info("commandstats")
         finally:
-            out["worker_exit_codes"] = [stop_group(p) for p in procs]
+            out["worker_exit_codes"] = stop_groups(procs)
             for h in handles:
                 h.close()
     if error:
@@ -616,7 +639,9 @@ def _version(dist: str) -> str | None:
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Unwind through the finally blocks: they stop the workers and the server.
+    # Unwind through the finally blocks: they stop the workers and the server. Only once:
+    # a second SIGTERM must not cut that cleanup short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"signal {signum}")
 
 
@@ -678,6 +703,42 @@ def select_cases(a: argparse.Namespace, peers: Peers) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def run_all(
+    a: argparse.Namespace, srv: RedisServer, peers: Peers, names: list[str], workdir: Path
+) -> list[dict[str, Any]]:
+    """Every case, repetitions interleaved: one noisy moment hits one rep of each case."""
+    runs: list[dict[str, Any]] = []
+    for rep in range(a.reps):
+        for name in names:
+            if name in peers.missing:
+                continue
+            t0 = time.monotonic()
+            try:
+                if name in MP_CASES:
+                    r = run_mediapipe(srv, name, a.n, workdir, peers, a.timeout, a.stall)
+                else:
+                    assert peers.run_peers is not None
+                    case = peers.cases[name]
+                    n = max(100, int(case[1] * a.scale))
+                    r = peers.run_peers.run_once(srv, name, case, n, str(workdir), a.timeout)
+            except Exception as exc:  # one broken case must not cost the others' figures
+                r = {"case": name, "n": 0, "error": f"{type(exc).__name__}: {exc}"}
+            r["rep"] = rep
+            runs.append(r)
+            log(
+                "rep {} {:<26} n={:<6} enq {:>8}/s  proc {:>8}/s  {}  ({:.1f}s)".format(
+                    rep,
+                    name,
+                    r["n"],
+                    _f(r.get("enqueue_rate"), "%.0f"),
+                    _f(r.get("process_rate"), "%.0f"),
+                    r.get("error", ""),
+                    time.monotonic() - t0,
+                )
+            )
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -689,39 +750,20 @@ def main(argv: list[str] | None = None) -> int:
             log(f"skip {c}: {why}")
 
     workdir = Path(tempfile.mkdtemp(prefix="queue-bench-"))
-    srv = RedisServer(a.redis_server, workdir)
+    try:
+        srv = RedisServer(a.redis_server, workdir)
+    except BenchError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
+        log(f"error: {exc}")
+        return 2
     log(f"{srv.version} ({srv.exe}) on {srv.url}; workdir {workdir}")
-    runs: list[dict[str, Any]] = []
     t_all = time.monotonic()
     try:
-        for rep in range(a.reps):
-            for name in names:
-                if name in peers.missing:
-                    continue
-                t0 = time.monotonic()
-                try:
-                    if name in MP_CASES:
-                        r = run_mediapipe(srv, name, a.n, workdir, peers, a.timeout, a.stall)
-                    else:
-                        assert peers.run_peers is not None
-                        case = peers.cases[name]
-                        n = max(100, int(case[1] * a.scale))
-                        r = peers.run_peers.run_once(srv, name, case, n, str(workdir), a.timeout)
-                except (BenchError, redis.RedisError, OSError) as exc:
-                    r = {"case": name, "n": 0, "error": f"{type(exc).__name__}: {exc}"}
-                r["rep"] = rep
-                runs.append(r)
-                log(
-                    "rep {} {:<26} n={:<6} enq {:>8}/s  proc {:>8}/s  {}  ({:.1f}s)".format(
-                        rep,
-                        name,
-                        r["n"],
-                        _f(r.get("enqueue_rate"), "%.0f"),
-                        _f(r.get("process_rate"), "%.0f"),
-                        r.get("error", ""),
-                        time.monotonic() - t0,
-                    )
-                )
+        runs = run_all(a, srv, peers, names, workdir)
+    except KeyboardInterrupt:
+        # The cases' own finally blocks have stopped their workers; the server stops below.
+        log(f"interrupted; logs kept in {workdir}")
+        return 130
     finally:
         srv.stop()
     log(f"all cases: {time.monotonic() - t_all:.0f}s")
@@ -752,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         "redis_py": _version("redis"),
         "git": _git_describe(),
         "peers_dir": str(a.peers_dir.resolve()) if peers.run_peers else None,
-        "peer_python": peers.python or None,
+        "floor_python": peers.python or None,
         "arq_python": peers.arq_python or None,
     }
     if peers.run_peers is not None and os.path.exists(a.peer_python):
@@ -765,11 +807,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     if a.json:
-        print(
-            json.dumps(
-                {"meta": meta, "mediapipe": comparison, "cases": summary, "runs": runs}, indent=1
-            )
-        )
+        out = {"meta": meta, "mediapipe": comparison, "cases": summary, "runs": runs}
+        print(json.dumps(out, indent=1))
     else:
         print(markdown(meta, summary, comparison))
     return 1 if failed else 0
