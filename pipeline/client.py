@@ -102,8 +102,9 @@ class Client:
         if not raw:
             return None
         d: dict[str, Any] = _decode(raw)
-        for k in ("total", "completed", "dead", "upstream", "cancelled", "roots", "roots_done"):
+        for k in ("total", "open", "dead", "upstream", "cancelled", "roots", "roots_failed"):
             d[k] = int(d.get(k) or 0)
+        d["completed"] = d["total"] - d["open"] - d["dead"] - d["upstream"] - d["cancelled"]
         d["meta"] = json.loads(d.get("meta") or "{}")
         total = d["total"] or 1
         partial = float(d.get("pct_sum") or 0)

@@ -31,6 +31,7 @@ for _, r in ipairs(roots) do
   end
 end
 redis.call('HINCRBY', k_dag(dag), 'total', #jobs)
+redis.call('HINCRBY', k_dag(dag), 'open', #jobs)
 if #edges == 0 then
   -- The running job is a root, so the new roots are roots of the DAG as well.
   redis.call('HINCRBY', k_dag(dag), 'roots', #roots)

@@ -25,14 +25,9 @@ for i = 0, n - 1 do
     -- pct_sum holds partial progress of unfinished jobs only; completed ones count 100.
     local old = tonumber(f[4]) or 0
     if old > 0 then redis.call('HINCRBYFLOAT', k_dag(dag), 'pct_sum', -old) end
-    redis.call('HINCRBY', k_dag(dag), 'completed', 1)
     emit(dag, 'completed', id)
-    if f[5] == '1' then
-      redis.call('HINCRBY', k_dag(dag), 'roots_done', 1)
-    else
-      release_parents(id, result, now)
-    end
-    settle_dag(dag, now)
+    if f[5] ~= '1' then release_parents(id, result, now) end
+    if redis.call('HINCRBY', k_dag(dag), 'open', -1) <= 0 then settle_dag(dag, now) end
   end
   statuses[#statuses + 1] = status
 end

@@ -19,8 +19,7 @@ if f[7] == '1' then
   -- Its DAG was cancelled while it ran: no retry, no dead-letter entry.
   redis.call('HSET', k_job(id), 'state', 'cancelled', 'finished', now, 'owner', '',
     'error', err)
-  redis.call('HINCRBY', k_dag(dag), 'cancelled', 1)
-  settle_dag(dag, now)
+  job_ended(dag, id, 'cancelled', now)
   return 'cancelled'
 end
 if ARGV[5] == '1' or tonumber(f[4]) >= tonumber(f[5]) then

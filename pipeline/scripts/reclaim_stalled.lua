@@ -25,8 +25,7 @@ for i = 2, #ARGV do
       out[#out + 1] = id
       if f[5] == '1' then
         redis.call('HSET', k_job(id), 'state', 'cancelled', 'finished', now)
-        redis.call('HINCRBY', k_dag(dag), 'cancelled', 1)
-        settle_dag(dag, now)
+        job_ended(dag, id, 'cancelled', now)
       elseif stalls > tonumber(f[3] or '1') then
         kill_job(id, dag, cjson.encode({type = 'StalledError',
           message = 'lease expired ' .. stalls .. ' times (worker ' .. (f[2] or '?') .. ')'}), now)

@@ -15,8 +15,7 @@ if redis.call('HGET', k_dag(dag), 'state') == 'cancelled' then
 end
 local now = now_ms()
 redis.call('ZREM', P .. 'dead', id)
-redis.call('HINCRBY', k_dag(dag), 'dead', -1)
-reopen_dag(dag)
+job_reopened(dag, id, 'dead')
 redis.call('HSET', k_job(id), 'attempts', 0, 'stalls', 0, 'finished', '', 'run_at', 0)
 restore_parents(id, dag)
 emit(dag, 'retried', id, 'from', 'dead')

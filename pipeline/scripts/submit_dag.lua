@@ -16,7 +16,7 @@ end
 local now = now_ms()
 local jobs = cjson.decode(ARGV[4])
 redis.call('HSET', k_dag(dag), 'id', dag, 'state', 'running', 'total', #jobs,
-  'completed', 0, 'dead', 0, 'upstream', 0, 'cancelled', 0, 'roots', 0, 'roots_done', 0,
+  'open', #jobs, 'dead', 0, 'upstream', 0, 'cancelled', 0, 'roots', 0, 'roots_failed', 0,
   'pct_sum', 0, 'created', now, 'finished', '', 'meta', meta, 'idem', idem)
 if idem ~= '' then redis.call('SET', P .. 'idem:' .. idem, dag) end
 local roots = create_jobs(dag, jobs, now)

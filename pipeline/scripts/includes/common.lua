@@ -71,19 +71,18 @@ local function enqueue(id, now)
   end
 end
 
--- Close the DAG once every job is terminal. It is completed when all its roots (jobs
--- nobody depends on) completed, failed otherwise; a cancelled DAG stays cancelled.
--- Idempotent: retry_dead reopens a finished DAG and a later call closes it again.
+-- The DAG counts its jobs still open (not completed, dead, upstream_failed or
+-- cancelled), so "is it finished?" is one HINCRBY on the hot path, not a read of every
+-- counter; `completed` is derived (total - open - dead - upstream - cancelled).
+-- Close the DAG once no job is open. It is completed when none of its roots (jobs nobody
+-- depends on) failed, failed otherwise; a cancelled DAG stays cancelled. retry_dead
+-- reopens a finished DAG and a later call closes it again.
 local function settle_dag(dag, now)
-  local d = redis.call('HMGET', k_dag(dag), 'state', 'total', 'completed', 'dead',
-    'upstream', 'cancelled', 'roots', 'roots_done', 'finished')
-  local total = tonumber(d[2])
-  if not total then return end
-  local terminal = tonumber(d[3]) + tonumber(d[4]) + tonumber(d[5]) + tonumber(d[6])
-  if terminal < total or (d[9] and d[9] ~= '') then return end
+  local d = redis.call('HMGET', k_dag(dag), 'state', 'open', 'roots_failed', 'finished')
+  if not d[2] or tonumber(d[2]) > 0 or (d[4] and d[4] ~= '') then return end
   local state = d[1]
   if state == 'running' then
-    if tonumber(d[8]) >= tonumber(d[7]) then state = 'completed' else state = 'failed' end
+    if tonumber(d[3]) > 0 then state = 'failed' else state = 'completed' end
   end
   redis.call('HSET', k_dag(dag), 'state', state, 'finished', now)
   if state == 'completed' then
@@ -95,11 +94,30 @@ local function settle_dag(dag, now)
   emit_global(dag, 'dag_' .. state, '')
 end
 
--- Reopen a finished DAG (a dead job is being retried).
-local function reopen_dag(dag)
+-- A job reached a terminal state other than completed; `as` names the DAG counter it now
+-- counts in: dead, upstream or cancelled.
+local function job_ended(dag, id, as, now)
+  redis.call('HINCRBY', k_dag(dag), as, 1)
+  if redis.call('HGET', k_job(id), 'root') == '1' then
+    redis.call('HINCRBY', k_dag(dag), 'roots_failed', 1)
+  end
+  if redis.call('HINCRBY', k_dag(dag), 'open', -1) <= 0 then settle_dag(dag, now) end
+end
+
+-- Undo job_ended: the job is live again (retried from the dead-letter queue, or its
+-- failed dependency was). Reopens a finished DAG.
+local function job_reopened(dag, id, from)
+  redis.call('HINCRBY', k_dag(dag), from, -1)
+  if redis.call('HGET', k_job(id), 'root') == '1' then
+    redis.call('HINCRBY', k_dag(dag), 'roots_failed', -1)
+  end
+  redis.call('HINCRBY', k_dag(dag), 'open', 1)
   local d = redis.call('HMGET', k_dag(dag), 'state', 'finished')
-  if d[1] == 'failed' or (d[2] and d[2] ~= '') then
-    redis.call('HSET', k_dag(dag), 'state', 'running', 'finished', '')
+  if d[2] and d[2] ~= '' then
+    if d[1] == 'failed' or d[1] == 'completed' then
+      redis.call('HSET', k_dag(dag), 'state', 'running')
+    end
+    redis.call('HSET', k_dag(dag), 'finished', '')
     redis.call('ZREM', P .. 'dags:failed', dag)
     redis.call('ZREM', P .. 'dags:done', dag)
   end

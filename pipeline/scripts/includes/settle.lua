@@ -37,8 +37,8 @@ local function fail_parents(id, dag, err, now)
             redis.call('HSET', k_job(p), 'state', 'upstream_failed', 'finished', now,
               'error', cjson.encode({type = 'UpstreamFailed',
                 message = 'dependency ' .. child .. ' failed'}))
-            redis.call('HINCRBY', k_dag(dag), 'upstream', 1)
             emit(dag, 'upstream_failed', p, 'cause', child)
+            job_ended(dag, p, 'upstream', now)
             table.insert(stack, p)
           end
         else
@@ -69,7 +69,7 @@ local function restore_parents(id, dag)
         local n = redis.call('HINCRBY', k_job(p), 'failed_deps', -1)
         if n == 0 and redis.call('HGET', k_job(p), 'state') == 'upstream_failed' then
           redis.call('HSET', k_job(p), 'state', 'waiting_children', 'finished', '', 'error', '')
-          redis.call('HINCRBY', k_dag(dag), 'upstream', -1)
+          job_reopened(dag, p, 'upstream')
           table.insert(stack, p)
         end
       elseif st == 'failed' and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
@@ -85,9 +85,8 @@ end
 local function kill_job(id, dag, err, now)
   redis.call('HSET', k_job(id), 'state', 'dead', 'finished', now, 'error', err, 'owner', '')
   redis.call('ZADD', P .. 'dead', now, id)
-  redis.call('HINCRBY', k_dag(dag), 'dead', 1)
   emit(dag, 'dead', id, 'error', err)
   emit_global(dag, 'dead', id)
   fail_parents(id, dag, err, now)
-  settle_dag(dag, now)
+  job_ended(dag, id, 'dead', now)
 end
