@@ -525,6 +525,7 @@ def compare(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     single = summary.get(MP_SUBMIT, {})
     bulk = summary.get(MP_BULK, {})
+    pre = summary.get(MP_PREFETCH, {})
     return {
         "enqueue_single": figure(
             single.get("enqueue_rate_median"),
@@ -545,6 +546,16 @@ def compare(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         # figures are counter-timed only.
         "process_redis_side": figure(
             bulk.get("process_rate_redis_median"),
+            rates("process_rate_median"),
+            floor.get("process_rate_median"),
+        ),
+        "process_prefetch32": figure(
+            pre.get("process_rate_median"),
+            rates("process_rate_median"),
+            floor.get("process_rate_median"),
+        ),
+        "process_prefetch32_redis_side": figure(
+            pre.get("process_rate_redis_median"),
             rates("process_rate_median"),
             floor.get("process_rate_median"),
         ),
@@ -590,8 +601,10 @@ def markdown(
     labels = {
         "enqueue_single": "enqueue, Client.submit (vs one-at-a-time peer enqueues)",
         "enqueue_bulk": "enqueue, Client.submit_many (vs every peer enqueue)",
-        "process": f"process, {MP_WORKERS} InlineRunner processes",
+        "process": f"process, {MP_WORKERS} InlineRunner processes, 1 job per round trip",
         "process_redis_side": "process, same runs timed by Redis (dags:done first..last)",
+        "process_prefetch32": f"process, {MP_WORKERS} InlineRunner processes, prefetch 32",
+        "process_prefetch32_redis_side": "process, prefetch 32, timed by Redis",
     }
     out += [
         "",
