@@ -315,3 +315,7 @@ def worker(
     )
     node = WorkerNode(ctx.obj["url"], config=config)
     sys.exit(node.run())
+
+
+if __name__ == "__main__":
+    main()

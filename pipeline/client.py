@@ -12,6 +12,7 @@ Client.connect().submit(dag)
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -155,6 +156,31 @@ class Client:
 
     def queues(self) -> list[str]:
         return sorted(_s(q) for q in self.redis.smembers(self.keys.queues))
+
+    def workers(self) -> list[dict[str, str]]:
+        """Live worker nodes (those whose heartbeat has not expired)."""
+        now_ms = int(time.time() * 1000)
+        out = []
+        for wid in self.redis.zrangebyscore(self.keys.workers, f"({now_ms}", "+inf"):
+            h = _decode(self.redis.hgetall(self.keys.worker(_s(wid))))
+            if h:
+                out.append({"id": _s(wid), **h})
+        return out
+
+    def capability_gaps(self) -> dict[str, int]:
+        """Queues with waiting jobs that no live worker listens to: {queue: waiting}.
+
+        A job that needs a capability nobody has (``default@gpu`` with no GPU worker up)
+        is reported here instead of looking silently stuck.
+        """
+        served = {q for w in self.workers() for q in w.get("queues", "").split(",") if q}
+        gaps = {}
+        for q in self.queues():
+            if q not in served:
+                waiting = int(self.redis.zcard(self.keys.wait(q)))
+                if waiting:
+                    gaps[q] = waiting
+        return gaps
 
     def events(
         self, dag_id: str, *, after: str = "0", block: float | None = None, follow: bool = False
