@@ -63,6 +63,7 @@ class NodeConfig:
     max: int | None = None  # None: the initial capacity
     adaptive: bool = True
     adapt_interval: float = 2.0
+    adapt_cooldown: float = 10.0  # seconds without growing after a shrink
     grace: float = 30.0
     lease: float = 30.0
     heartbeat: float = 2.0
@@ -102,7 +103,9 @@ class WorkerNode:
         self.keys = Keys(cfg.namespace)
         self.queues = listen_queues(cfg.queues, cfg.tags)
         initial = cfg.concurrency or os.cpu_count() or 1
-        self.limits = Limits(min=max(1, cfg.min), max=max(cfg.max or initial, initial))
+        self.limits = Limits(
+            min=max(1, cfg.min), max=max(cfg.max or initial, initial), cooldown=cfg.adapt_cooldown
+        )
         self.pool: Pool | None = None
         self.adaptive = AdaptiveConcurrency(
             load_source or PsutilLoad(lambda: self.pool.pids() if self.pool else []),
