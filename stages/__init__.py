@@ -1,1 +1,9 @@
-"""Media stages: probe, image renditions, video ladder, thumbnails, audio, HLS, manifest."""
+"""Media stages: probe, image renditions, video ladder, thumbnails, audio, HLS, manifest.
+
+Importing this package registers every stage. Stages are plain functions of
+(ctx, params, inputs) and know nothing of Redis.
+"""
+
+from stages import audio, hls, manifest, probe, thumbnails, video
+
+__all__ = ["audio", "hls", "manifest", "probe", "thumbnails", "video"]

@@ -195,13 +195,15 @@ class WorkerNode:
                 if self.stopping and now >= self.drain_deadline:
                     log.info("grace period over: stopping %d running jobs", self._running())
                     break
-                if not self.stopping:
+                if self.stopping:
+                    self._flush()
+                else:
                     self._fill(now)
                 self._dispatch(now)
                 self._wait(self._wait_timeout(now))
         finally:
-            self._shutdown()
-        return 0
+            reported = self._shutdown()
+        return 0 if reported else 1
 
     def _busy(self) -> bool:
         return bool(self._running() or self.held or self.outbox or self.failbox)
@@ -209,7 +211,8 @@ class WorkerNode:
     def _running(self) -> int:
         return sum(1 for c in self.pool.children if c.busy) if self.pool else 0
 
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> bool:
+        """Stop everything; True when every result and hand-back reached Redis."""
         assert self.pool is not None
         give_back = list(self.held)
         for child in self.pool.children:
@@ -221,12 +224,20 @@ class WorkerNode:
         self.waker.stop()
         if self.redis_ok or self._try_reconnect(force=True):
             self._flush()
-            if give_back:
-                n = self._call(self.broker.release, give_back)
-                log.info("handed %s jobs back to the queue", n)
+            if give_back and self._call(self.broker.release, give_back) is not None:
+                log.info("handed %d jobs back to the queue", len(give_back))
+                give_back = []
             self._call(self.broker.heartbeat, 0, {})
         for fd in (self._sig_r, self._sig_w):
             os.close(fd)
+        unreported = len(self.outbox) + len(self.failbox) + len(give_back)
+        if unreported:
+            log.error(
+                "Redis unreachable at shutdown: %d results or jobs not reported; "
+                "their leases will expire and other workers will run them",
+                unreported,
+            )
+        return unreported == 0
 
     def _on_signal(self) -> None:
         if self.stopping:
@@ -286,7 +297,6 @@ class WorkerNode:
         lease = self.config.lease
         if self._due("extend", max(0.05, lease / 3), now):
             self._extend_leases()
-        self._flush()
         self._check_timeouts(now)
         if self._due("heartbeat", self.config.heartbeat, now):
             self._heartbeat()
@@ -294,6 +304,8 @@ class WorkerNode:
             self._call(self.broker.reclaim_stalled, self.queues)
         if self.config.adaptive and self._due("adapt", self.config.adapt_interval, now):
             self._adapt()
+        if self.failbox:
+            self._flush()
 
     def _extend_leases(self) -> None:
         assert self.pool is not None
@@ -378,10 +390,13 @@ class WorkerNode:
         return self.capacity - self.in_use
 
     def _fill(self, now: float) -> None:
-        if not self.redis_ok or self.held:
+        """Report finished jobs and claim work for the free slots, in one round trip when
+        both are due (complete hands back the next jobs)."""
+        if not self.redis_ok:
             return
         free = self._free_slots()
-        if free <= 0:
+        if self.held or free <= 0:
+            self._flush()
             return
         if self.outbox:
             self._flush(claim=free)

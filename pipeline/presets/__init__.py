@@ -1,0 +1,101 @@
+"""Presets: what to make of an input, as data (TOML), turned into a DAG.
+
+A preset names its kind (image or video) and has one table per stage with that stage's
+params; a stage whose table is absent is not run. ``auto`` picks the image or the video
+preset from the probe's kind. How stages depend on each other is fixed here, so a preset
+cannot build a DAG that waits for something that never comes.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import SubmissionError
+from pipeline.model import Dag, EdgePolicy
+
+BUILTIN = ("image", "video")
+
+# stage -> the stages it needs (their results arrive as inputs)
+NEEDS: dict[str, tuple[str, ...]] = {
+    "image_renditions": ("probe",),
+    "video_ladder": ("probe",),
+    "video_poster": ("probe",),
+    "video_sprite": ("probe",),
+    "audio_extract": ("probe",),
+    "hls_package": ("video_ladder",),
+}
+# Without these the DAG has failed; the others are extras the manifest reports as failed.
+ESSENTIAL = frozenset({"probe", "image_renditions", "video_ladder"})
+STAGES_BY_KIND = {
+    "image": ("image_renditions",),
+    "video": ("video_ladder", "hls_package", "video_poster", "video_sprite", "audio_extract"),
+}
+
+
+def load(preset: str, kind: str | None = None) -> dict[str, Any]:
+    """A preset by name (image, video, auto) or TOML file path."""
+    if preset == "auto":
+        if kind not in BUILTIN:
+            raise SubmissionError(f"preset auto: no preset for media of kind {kind!r}")
+        preset = str(kind)
+    if preset in BUILTIN:
+        text = resources.files(__package__).joinpath(f"{preset}.toml").read_text()
+        source = preset
+    else:
+        path = Path(preset)
+        if not path.is_file():
+            raise SubmissionError(
+                f"preset {preset!r}: not a built-in preset ({', '.join(BUILTIN)}, auto) nor a file"
+            )
+        text, source = path.read_text(), str(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SubmissionError(f"preset {source}: invalid TOML ({exc})") from None
+    if data.get("kind") not in STAGES_BY_KIND:
+        raise SubmissionError(f"preset {source}: kind must be image or video")
+    unknown = set(data) - {"name", "kind", *NEEDS}
+    if unknown:
+        raise SubmissionError(f"preset {source}: unknown table(s) {', '.join(sorted(unknown))}")
+    data.setdefault("name", Path(source).stem)
+    return data
+
+
+def build_dag(
+    input_path: str,
+    out_dir: str,
+    preset: dict[str, Any],
+    *,
+    name: str | None = None,
+    priority: int = 0,
+    idempotency_key: str | None = None,
+) -> Dag:
+    """probe -> the preset's stages -> manifest, for one input."""
+    kind = preset["kind"]
+    stem = name or Path(input_path).stem
+    dag = Dag(
+        idempotency_key=idempotency_key,
+        meta={"input": input_path, "out_dir": out_dir, "preset": preset["name"]},
+    )
+    common = {"input": input_path, "out_dir": out_dir, "name": stem}
+    dag.add("probe", "probe", {"input": input_path}, priority=priority)
+    wanted = [s for s in STAGES_BY_KIND[kind] if s in preset]
+    if not any(s in ESSENTIAL for s in wanted):
+        raise SubmissionError(
+            f"preset {preset['name']}: needs a "
+            f"{'image_renditions' if kind == 'image' else 'video_ladder'} "
+            "table"
+        )
+    for s in wanted:
+        needs = [n for n in NEEDS[s] if n == "probe" or n in wanted]
+        dag.add(s, s, {**common, **preset[s]}, after=needs, priority=priority)
+    edges = {
+        s: EdgePolicy.FAIL if s in ESSENTIAL else EdgePolicy.CONTINUE for s in ["probe", *wanted]
+    }
+    dag.add(
+        "manifest", "manifest", {**common, "preset": preset["name"]}, after=edges, priority=priority
+    )
+    return dag

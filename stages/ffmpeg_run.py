@@ -1,0 +1,124 @@
+"""Running ffmpeg: which binary, safe input options, live progress, clear failures.
+
+Commands are built with ffmpeg-python (a graph compiled to an argument list, never a
+shell string), so the exact command can be logged and rerun by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from pipeline.errors import BadInputError, RetryableError
+from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS
+
+log = logging.getLogger("mediapipe.ffmpeg")
+
+ProgressFn = Callable[..., None]
+
+
+@cache
+def ffmpeg_exe() -> str:
+    """``$MEDIAPIPE_FFMPEG``, else the static ffmpeg from the imageio-ffmpeg wheel."""
+    explicit = os.environ.get("MEDIAPIPE_FFMPEG")
+    if explicit:
+        return explicit
+    import imageio_ffmpeg
+
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def safe_input(path: str, **kwargs: Any) -> Any:
+    """An ffmpeg-python input that can only read the file itself: the ``file`` protocol and
+    media demuxers only, so a crafted playlist or concat script cannot pull in other files
+    or reach the network."""
+    import ffmpeg
+
+    return ffmpeg.input(
+        path, protocol_whitelist=SAFE_PROTOCOLS, format_whitelist=SAFE_DEMUXERS, **kwargs
+    )
+
+
+def compile_cmd(stream: Any) -> list[str]:
+    import ffmpeg
+
+    args: list[str] = ffmpeg.compile(stream, cmd=ffmpeg_exe(), overwrite_output=True)
+    # -nostdin: never wait for a keypress; the banner and per-frame stats are noise.
+    return [args[0], "-hide_banner", "-nostdin", "-loglevel", "error", *args[1:]]
+
+
+def run(
+    cmd: list[str],
+    *,
+    source: str,
+    duration: float | None = None,
+    progress: ProgressFn | None = None,
+    label: str = "ffmpeg",
+) -> None:
+    """Run ffmpeg to completion, turning its ``-progress`` output into progress reports.
+
+    A non-zero exit raises BadInputError when ffmpeg says the input is broken (retrying
+    cannot help) and RetryableError otherwise, with ffmpeg's last error line.
+    """
+    full = [*cmd[:1], "-progress", "pipe:1", "-nostats", *cmd[1:]]
+    log.info("running: %s", shlex.join(full))
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(full, stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL)
+        assert proc.stdout is not None
+        state: dict[str, str] = {}
+        started = time.monotonic()
+        for raw in proc.stdout:
+            key, _, value = raw.decode(errors="replace").strip().partition("=")
+            state[key] = value
+            if key == "progress" and progress is not None:
+                _report(state, duration, started, progress, label)
+        code = proc.wait()
+        err.seek(0)
+        tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
+    if code != 0:
+        reason = tail[-1] if tail else f"exit code {code}"
+        if any(marker in line for line in tail for marker in _BAD_INPUT):
+            raise BadInputError(f"{source}: ffmpeg cannot decode it ({reason})")
+        raise RetryableError(f"{source}: ffmpeg failed with exit code {code} ({reason})")
+
+
+_BAD_INPUT = (
+    "Invalid data found",
+    "moov atom not found",
+    "corrupt",
+    "Invalid argument",
+    "does not contain any stream",
+    "Error while decoding",
+)
+
+
+def _report(
+    state: dict[str, str], duration: float | None, started: float, progress: ProgressFn, label: str
+) -> None:
+    try:
+        done = int(state.get("out_time_us") or state.get("out_time_ms") or 0) / 1e6
+    except ValueError:
+        done = 0.0
+    fields: dict[str, Any] = {}
+    fps = state.get("fps", "")
+    if fps and fps != "N/A":
+        fields["fps"] = round(float(fps), 1)
+    speed = state.get("speed", "").rstrip("x").strip()
+    if speed and speed != "N/A":
+        fields["speed"] = float(speed)
+    percent = 0.0
+    if duration:
+        percent = max(0.0, min(100.0, 100.0 * done / duration))
+        rate = done / max(time.monotonic() - started, 1e-6)
+        if rate > 0:
+            fields["eta"] = round(max(0.0, (duration - done) / rate), 1)
+    if state.get("progress") == "end":
+        percent = 100.0
+    progress(percent, label, **fields)

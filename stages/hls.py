@@ -1,0 +1,66 @@
+"""hls_package: the ladder as HLS (fMP4 segments) with a master playlist.
+
+The ladder's MP4s are already H.264/AAC with aligned keyframes, so packaging is a stream
+copy: no second encode. The whole package is written to a temporary directory and
+renamed into place, so a player never sees a master playlist without its segments.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pipeline.registry import stage
+from stages.ffmpeg_run import compile_cmd, run, safe_input
+from stages.output import atomic_dir, file_facts
+from stages.timing import reports_timing
+
+
+@stage("hls_package", queue="default", cost=1, timeout=3600, attempts=3)
+@reports_timing
+def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    renditions = inputs["video_ladder"]["renditions"]
+    src = params["input"]
+    name = params.get("name") or Path(src).stem
+    seconds = float(params.get("segment_seconds", 4))
+    final = Path(params["out_dir"]) / f"{name}_hls"
+    variants = []
+    with atomic_dir(final) as tmp:
+        for i, r in enumerate(renditions):
+            sub = tmp / r["rung"]
+            sub.mkdir()
+            graph = safe_input(r["path"]).output(
+                str(sub / "index.m3u8"),
+                c="copy",
+                f="hls",
+                hls_time=seconds,
+                hls_playlist_type="vod",
+                hls_segment_type="fmp4",
+                hls_fmp4_init_filename="init.mp4",
+                hls_segment_filename=str(sub / "seg_%04d.m4s"),
+            )
+            run(compile_cmd(graph), source=r["path"])
+            ctx.progress(100 * (i + 1) / len(renditions), "packaging HLS")
+            bandwidth = int(r["bytes"] * 8 / max(r["duration"] or 1, 0.001) * 1.1)
+            variants.append((r, bandwidth))
+        lines = ["#EXTM3U", "#EXT-X-VERSION:7", "#EXT-X-INDEPENDENT-SEGMENTS"]
+        for r, bandwidth in variants:
+            codecs = "avc1.640028,mp4a.40.2" if r.get("audio_codec") else "avc1.640028"
+            lines.append(
+                f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},"
+                f'RESOLUTION={r["width"]}x{r["height"]},CODECS="{codecs}"'
+            )
+            lines.append(f"{r['rung']}/index.m3u8")
+        (tmp / "master.m3u8").write_text("\n".join(lines) + "\n")
+    master = final / "master.m3u8"
+    return {
+        "hls": file_facts(
+            master,
+            kind="hls",
+            format="m3u8",
+            width=None,
+            height=None,
+            duration=renditions[0]["duration"],
+            variants=[r["rung"] for r, _ in variants],
+        )
+    }

@@ -1,0 +1,200 @@
+"""probe: what an input is, from its header and first frame, before any heavy work.
+
+Images are sniffed by libvips (by content, not by file name); audio and video are opened
+with PyAV restricted to safe demuxers and the ``file`` protocol. Anything else, and
+anything corrupt, fails here as a permanent error naming the file and the reason, so the
+DAG stops before it writes a single output.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import BadInputError
+from pipeline.registry import stage
+from stages.limits import IMAGE_LOADERS, SAFE_DEMUXERS, SAFE_PROTOCOLS, MediaLimits
+from stages.output import sha256_of
+from stages.timing import reports_timing
+
+
+@stage("probe", queue="default", cost=1, timeout=120, attempts=2)
+@reports_timing
+def probe_stage(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    return probe(params["input"], MediaLimits.from_env())
+
+
+def probe(path: str | os.PathLike[str], limits: MediaLimits | None = None) -> dict[str, Any]:
+    limits = limits or MediaLimits()
+    p = Path(path)
+    if not p.exists():
+        raise BadInputError(f"{p}: no such file")
+    if p.is_dir():
+        raise BadInputError(f"{p}: is a directory, not a media file")
+    size = p.stat().st_size
+    if size == 0:
+        raise BadInputError(f"{p}: empty file (0 bytes)")
+    facts: dict[str, Any] = {"path": str(p.resolve()), "bytes": size, "sha256": sha256_of(p)}
+    image = _open_image(p)
+    if image is not None:
+        facts.update(_probe_image(p, image, limits))
+    else:
+        facts.update(_probe_av(p, limits))
+    return facts
+
+
+def _open_image(p: Path) -> Any:
+    """The image's header if libvips recognises the content as an allowed format."""
+    import pyvips
+
+    try:
+        # Header only: libvips reads no pixels until asked.
+        img = pyvips.Image.new_from_file(str(p), access="sequential")
+    except pyvips.Error:
+        return None
+    return img if img.get("vips-loader") in IMAGE_LOADERS else None
+
+
+def _probe_image(p: Path, img: Any, limits: MediaLimits) -> dict[str, Any]:
+    loader = str(img.get("vips-loader"))
+    fields = set(img.get_fields())
+    orientation = int(img.get("orientation")) if "orientation" in fields else 1
+    width, height = img.width, img.height
+    pages = int(img.get("n-pages")) if "n-pages" in fields else 1
+    if pages > 1 and "page-height" in fields:
+        height = int(img.get("page-height"))
+    pixels = width * height
+    if pixels > limits.max_image_pixels:
+        raise BadInputError(
+            f"{p}: image of {width}x{height} = {pixels} pixels exceeds the "
+            f"limit of {limits.max_image_pixels} pixels"
+        )
+    display_w, display_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+    return {
+        "kind": "image",
+        "container": loader.removesuffix("_source").removesuffix("load"),
+        "codec": loader.removesuffix("_source").removesuffix("load"),
+        "width": display_w,
+        "height": display_h,
+        "stored_width": width,
+        "stored_height": height,
+        "rotation": {3: 180, 4: 180, 5: 90, 6: 90, 7: 270, 8: 270}.get(orientation, 0),
+        "orientation": orientation,
+        "pixels": pixels,
+        "pages": pages,
+        "bands": img.bands,
+        "has_alpha": bool(img.hasalpha()),
+        "interpretation": str(img.interpretation),
+        "bit_depth": 16 if str(img.format) in ("ushort", "short") else 8,
+        "has_icc_profile": "icc-profile-data" in fields,
+        "duration": None,
+        "fps": None,
+        "audio": [],
+    }
+
+
+def _probe_av(p: Path, limits: MediaLimits) -> dict[str, Any]:
+    import av
+
+    try:
+        container = av.open(
+            str(p),
+            options={"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": SAFE_PROTOCOLS},
+        )
+    except av.FFmpegError as exc:
+        raise BadInputError(f"{p}: unsupported or corrupt media ({_first_line(exc)})") from None
+    with container:
+        fmt = container.format.name
+        audio = [
+            {
+                "codec": s.codec_context.name,
+                "channels": s.codec_context.channels,
+                "sample_rate": s.codec_context.sample_rate,
+                "index": s.index,
+            }
+            for s in container.streams.audio
+        ]
+        duration = _duration(container)
+        if duration is not None and duration > limits.max_duration:
+            raise BadInputError(
+                f"{p}: duration {duration:.0f}s exceeds the limit of {limits.max_duration:.0f}s"
+            )
+        videos = [
+            s
+            for s in container.streams.video
+            if not s.disposition & av.stream.Disposition.attached_pic
+        ]
+        if not videos:
+            if not audio:
+                raise BadInputError(
+                    f"{p}: unsupported media (container {fmt} has no audio or video stream)"
+                )
+            return {
+                "kind": "audio",
+                "container": fmt,
+                "codec": None,
+                "width": None,
+                "height": None,
+                "rotation": 0,
+                "pixels": 0,
+                "duration": duration,
+                "fps": None,
+                "audio": audio,
+            }
+        v = videos[0]
+        width, height = v.codec_context.width, v.codec_context.height
+        if not width or not height:
+            raise BadInputError(f"{p}: corrupt video (no frame size)")
+        if width * height > limits.max_video_pixels:
+            raise BadInputError(
+                f"{p}: video frame {width}x{height} exceeds the limit of "
+                f"{limits.max_video_pixels} pixels"
+            )
+        rotation = _first_frame_rotation(container, v, p)
+    rate: Fraction | None = v.average_rate or v.guessed_rate
+    display_w, display_h = (height, width) if rotation in (90, 270) else (width, height)
+    return {
+        "kind": "video",
+        "container": fmt,
+        "codec": v.codec_context.name,
+        "width": display_w,
+        "height": display_h,
+        "stored_width": width,
+        "stored_height": height,
+        "rotation": rotation,
+        "pixels": width * height,
+        "duration": duration,
+        "fps": float(rate) if rate else None,
+        "pix_fmt": v.codec_context.pix_fmt,
+        "audio": audio,
+    }
+
+
+def _duration(container: Any) -> float | None:
+    if container.duration:
+        return float(container.duration) / 1_000_000
+    for s in container.streams:
+        if s.duration and s.time_base:
+            return float(s.duration * s.time_base)
+    return None
+
+
+def _first_frame_rotation(container: Any, stream: Any, p: Path) -> int:
+    """Decode the first frame: proves the video decodes, and carries the display rotation."""
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            # PyAV reports the display matrix angle counter-clockwise; players rotate
+            # the picture clockwise by the metadata "rotate" value, so normalise to that.
+            return round(-frame.rotation) % 360 if frame.rotation else 0
+    except av.FFmpegError as exc:
+        raise BadInputError(f"{p}: corrupt video ({_first_line(exc)})") from None
+    raise BadInputError(f"{p}: corrupt video (no decodable frame)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

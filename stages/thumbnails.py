@@ -1,0 +1,116 @@
+"""video_poster and video_sprite: a representative still, and a strip of thumbnails.
+
+The poster skips black or flat frames (a fade-in, a black leader): a few candidate times
+are decoded at a tiny size and the first whose luma is bright and varied enough wins.
+The picture itself is then cut by ffmpeg, which applies the display rotation.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from pipeline.registry import stage
+from stages.ffmpeg_run import compile_cmd, run, safe_input
+from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS
+from stages.media_facts import image_facts
+from stages.output import atomic_output
+from stages.timing import reports_timing
+
+MIN_MEAN_LUMA = 32.0  # out of 255: darker frames count as black
+MIN_LUMA_SPREAD = 8.0  # standard deviation: flatter frames count as blank
+
+
+def pick_poster_time(path: str, duration: float | None, candidates: int = 8) -> float:
+    """The first candidate time whose frame is neither black nor flat (else the brightest)."""
+    import av
+
+    span = duration or 0.0
+    times = [span * (i + 0.5) / candidates for i in range(candidates)] if span else [0.0]
+    best, best_mean = times[0], -1.0
+    with av.open(
+        path, options={"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": SAFE_PROTOCOLS}
+    ) as c:
+        stream = c.streams.video[0]
+        for t in times:
+            c.seek(int(t * 1_000_000), any_frame=False, backward=True)
+            frame = next(
+                (f for f in c.decode(stream) if f.time is None or f.time >= t - 0.05), None
+            )
+            if frame is None:
+                continue
+            small = frame.reformat(width=64, height=36, format="gray")
+            plane = small.planes[0]
+            luma = [
+                b
+                for row in range(36)
+                for b in bytes(plane)[row * plane.line_size : row * plane.line_size + 64]
+            ]
+            mean, spread = statistics.fmean(luma), statistics.pstdev(luma)
+            if mean >= MIN_MEAN_LUMA and spread >= MIN_LUMA_SPREAD:
+                return round(t, 3)
+            if mean > best_mean:
+                best, best_mean = t, mean
+    return round(best, 3)
+
+
+@stage("video_poster", queue="default", cost=1, timeout=600, attempts=3)
+@reports_timing
+def video_poster(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+
+    probe = inputs["probe"]
+    src = params["input"]
+    name = params.get("name") or Path(src).stem
+    width = min(int(params.get("width", 1280)), probe["width"])
+    at = pick_poster_time(src, probe.get("duration"))
+    final = Path(params["out_dir"]) / f"{name}_poster.jpg"
+    with atomic_output(final) as tmp:
+        graph = (
+            safe_input(src, ss=at)
+            .video.filter("scale", width, -2)
+            .output(str(tmp), vframes=1, q=3, f="image2")
+        )
+        run(compile_cmd(graph), source=src)
+    ctx.progress(100, "poster")
+    return {"poster": image_facts(final, "jpeg", at=at)}
+
+
+@stage("video_sprite", queue="default", cost=1, timeout=1800, attempts=3)
+@reports_timing
+def video_sprite(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    probe = inputs["probe"]
+    src = params["input"]
+    name = params.get("name") or Path(src).stem
+    every = float(params.get("every", 2.0))
+    tile_w = int(params.get("width", 160))
+    duration = probe.get("duration") or every
+    count = max(1, math.ceil(duration / every))
+    columns = min(count, int(params.get("columns", 10)))
+    rows = math.ceil(count / columns)
+    final = Path(params["out_dir"]) / f"{name}_sprite.jpg"
+    with atomic_output(final) as tmp:
+        graph = (
+            safe_input(src)
+            .video.filter("fps", f"1/{every}")
+            .filter("scale", tile_w, -2)
+            .filter("tile", f"{columns}x{rows}")
+            .output(str(tmp), vframes=1, q=4, f="image2")
+        )
+        run(
+            compile_cmd(graph), source=src, duration=duration, progress=ctx.progress, label="sprite"
+        )
+    tile_h = probe["height"] * tile_w // probe["width"] // 2 * 2
+    return {
+        "sprite": image_facts(
+            final,
+            "jpeg",
+            every=every,
+            columns=columns,
+            rows=rows,
+            count=count,
+            tile_width=tile_w,
+            tile_height=tile_h,
+        )
+    }
