@@ -142,8 +142,19 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
         return
     overview = {q: c.queue_counts(q) for q in c.queues()}
     overview_dead = c.redis.zcard(c.keys.dead)
+    workers = c.workers()
+    gaps = c.capability_gaps()
     if as_json:
-        click.echo(json.dumps({"queues": overview, "dead": overview_dead}))
+        click.echo(
+            json.dumps(
+                {
+                    "queues": overview,
+                    "dead": overview_dead,
+                    "workers": workers,
+                    "waiting_for_capability": gaps,
+                }
+            )
+        )
         return
     click.echo(f"Redis: {redacted(resolve_url(ctx.obj['url'], start_embedded=False))}")
     for q, counts in overview.items():
@@ -153,6 +164,39 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
             f"delayed {counts['delayed']:5}{paused}"
         )
     click.echo(f"  dead-letter queue: {overview_dead}")
+    for w in workers:
+        click.echo(
+            f"  worker {w['id']}: capacity {w.get('capacity')} in use "
+            f"{w.get('in_use')} done {w.get('jobs_done')} failed "
+            f"{w.get('jobs_failed')} tags {w.get('tags') or '-'} ({w.get('state')})"
+        )
+    for q, n in gaps.items():
+        click.echo(f"  {n} jobs in {q} wait for a capability no live worker has")
+
+
+@main.command()
+@click.argument("dag_id")
+@click.pass_context
+@friendly_errors
+def watch(ctx: click.Context, dag_id: str) -> None:
+    """Follow a DAG submitted elsewhere until it finishes.
+
+    \b
+    Example:
+      mediapipe watch 6d0ea5aa51af494f
+    """
+    from pipeline.progress_view import ProgressView
+
+    c = _client(ctx)
+    dag = c.dag(dag_id)
+    if dag is None:
+        raise SubmissionError(f"unknown DAG {dag_id}")
+    label = str(dag["meta"].get("input", dag_id)).rsplit("/", 1)[-1]
+    with ProgressView(c, {dag_id: label}) as view:
+        view.run_until_done()
+    state = c.dag_state(dag_id)
+    click.echo(f"{dag_id}: {state}")
+    sys.exit(0 if state == "completed" else EXIT_FAILED)
 
 
 @main.group()
@@ -297,7 +341,9 @@ def worker(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    for module in imports:
+    # The media stages always; --import adds a user's own stage modules.
+    modules = ("stages", *imports)
+    for module in modules:
         importlib.import_module(module)
     if concurrency != "auto" and not concurrency.isdigit():
         raise SubmissionError(f"--concurrency must be auto or a number, not {concurrency!r}")
@@ -315,6 +361,151 @@ def worker(
     )
     node = WorkerNode(ctx.obj["url"], config=config)
     sys.exit(node.run())
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option(
+    "--preset", default="auto", show_default=True, help="auto, image, video, or a preset TOML file."
+)
+@click.option(
+    "--out",
+    "out_root",
+    default="mediapipe-out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output folder, one subfolder per input.",
+)
+@click.option(
+    "--priority", type=int, default=0, show_default=True, help="Higher runs first (-1000..1000)."
+)
+@click.option(
+    "--wait/--no-wait",
+    default=None,
+    help="Follow the DAGs until done (default: wait when running locally).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per input on stdout (a list for several).",
+)
+@click.option("--redis", "redis_url", default=None, help="Redis URL: enqueue for a fleet.")
+@click.option(
+    "--idempotency-key",
+    default=None,
+    help="Re-submitting the same input with the same key returns the same DAG.",
+)
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Local pool size in embedded mode (default: the CPU cores).",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks and worker logs.")
+@click.pass_context
+def submit(
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    preset: str,
+    out_root: str,
+    priority: int,
+    wait: bool | None,
+    as_json: bool,
+    redis_url: str | None,
+    idempotency_key: str | None,
+    concurrency: int | None,
+    debug: bool,
+) -> None:
+    """Turn media files into renditions and a manifest.json.
+
+    \b
+    Example:
+      mediapipe submit photo.jpg video.mp4 --out renditions/
+      MEDIAPIPE_REDIS_URL=redis://queue:6379 mediapipe submit big.mov --wait
+    """
+    import logging
+    from pathlib import Path
+
+    from pipeline import submit as sub
+    from pipeline.connection import resolve_url
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    url = redis_url or ctx.obj["url"]
+    embedded = url is None
+    try:
+        planned = sub.plan(
+            list(paths), preset, Path(out_root), priority=priority, idempotency_key=idempotency_key
+        )
+        for p in planned:
+            if p.error:
+                click.echo(f"mediapipe: {_with_path(p.error, p.path)}", err=True)
+        client = Client.connect(url, namespace=ctx.obj["namespace"])
+        sub.submit_all(client, planned)
+        if embedded:
+            finished = sub.run_embedded(
+                client,
+                planned,
+                url=resolve_url(None),
+                namespace=ctx.obj["namespace"],
+                concurrency=concurrency,
+                quiet=as_json,
+            )
+        elif wait:
+            finished = sub.follow(client, planned, quiet=as_json)
+        else:
+            _print_submitted(planned, as_json)
+            sys.exit(sub.EXIT_REJECTED if any(p.dag is None for p in planned) else 0)
+        if not finished:
+            sys.exit(sub.EXIT_INTERRUPTED)
+        sub.collect(client, planned)
+    except RedisUnavailableError as exc:
+        click.echo(f"mediapipe: {exc}", err=True)
+        sys.exit(EXIT_REDIS)
+    except Exception as exc:
+        if debug:
+            raise
+        click.echo(
+            f"mediapipe: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True
+        )
+        sys.exit(EXIT_FAILED)
+    for p in planned:
+        if p.dag is not None and p.status != "completed":
+            click.echo(f"mediapipe: {_with_path(p.error or 'failed', p.path)}", err=True)
+    if as_json:
+        docs = [sub.as_json(p) for p in planned]
+        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs))
+    else:
+        for line in sub.summary_lines(planned):
+            click.echo(line)
+    sys.exit(sub.exit_code(planned))
+
+
+def _with_path(message: str, path: object) -> str:
+    return message if str(path) in message else f"{path}: {message}"
+
+
+def _print_submitted(planned: list[Any], as_json: bool) -> None:
+    if as_json:
+        docs = [
+            {
+                "dag_id": p.dag_id,
+                "status": "submitted" if p.dag_id else "failed",
+                "input": {"path": str(p.path)},
+                "outputs": [],
+                **({"error": p.error} if p.error else {}),
+            }
+            for p in planned
+        ]
+        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs))
+    else:
+        for p in planned:
+            if p.dag_id:
+                click.echo(f"{p.dag_id}  {p.path}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import subprocess
 import tempfile
@@ -81,12 +82,25 @@ def run(
                 _report(state, duration, started, progress, label)
         code = proc.wait()
         err.seek(0)
-        tail = err.read().decode(errors="replace").strip().splitlines()[-5:]
+        tail = err.read().decode(errors="replace").strip().splitlines()[-12:]
     if code != 0:
-        reason = tail[-1] if tail else f"exit code {code}"
+        reason = _reason(tail) or f"exit code {code}"
         if any(marker in line for line in tail for marker in _BAD_INPUT):
             raise BadInputError(f"{source}: ffmpeg cannot decode it ({reason})")
         raise RetryableError(f"{source}: ffmpeg failed with exit code {code} ({reason})")
+
+
+_CONTEXT = re.compile(r"^\[[^\]]+ @ 0x[0-9a-f]+\] ")
+
+
+def _reason(lines: list[str]) -> str:
+    """ffmpeg's most telling error line (its first "Error ..." line, else its last line),
+    without the ``[codec @ 0x...]`` prefix."""
+    cleaned = [_CONTEXT.sub("", line).strip() for line in lines if line.strip()]
+    for line in cleaned:
+        if "error" in line.lower() or "invalid" in line.lower():
+            return line
+    return cleaned[-1] if cleaned else ""
 
 
 _BAD_INPUT = (

@@ -104,7 +104,7 @@ def _probe_av(p: Path, limits: MediaLimits) -> dict[str, Any]:
             options={"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": SAFE_PROTOCOLS},
         )
     except av.FFmpegError as exc:
-        raise BadInputError(f"{p}: unsupported or corrupt media ({_first_line(exc)})") from None
+        raise BadInputError(f"{p}: unsupported or corrupt media ({_av_reason(exc)})") from None
     with container:
         fmt = container.format.name
         audio = [
@@ -191,8 +191,15 @@ def _first_frame_rotation(container: Any, stream: Any, p: Path) -> int:
             # the picture clockwise by the metadata "rotate" value, so normalise to that.
             return round(-frame.rotation) % 360 if frame.rotation else 0
     except av.FFmpegError as exc:
-        raise BadInputError(f"{p}: corrupt video ({_first_line(exc)})") from None
+        raise BadInputError(f"{p}: corrupt video ({_av_reason(exc)})") from None
     raise BadInputError(f"{p}: corrupt video (no decodable frame)")
+
+
+def _av_reason(exc: Any) -> str:
+    """FFmpeg's own words, without PyAV's errno prefix and the repeated file name."""
+    if getattr(exc, "errno", None) == 22:  # EINVAL: the demuxer is not on our allow-list
+        return "not an allowed media format"
+    return str(getattr(exc, "strerror", None) or _first_line(exc))
 
 
 def _first_line(exc: BaseException) -> str:
