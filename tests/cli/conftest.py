@@ -23,14 +23,26 @@ class Cli:
     cwd: Path
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], cwd=self.cwd,
-                              env=self.env, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], cwd=self.cwd,
-                                env=self.env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            cwd=self.cwd,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
 
 @pytest.fixture
@@ -46,6 +58,9 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
 @pytest.fixture
 def fleet_cli(tmp_path: Path, redis_url: str, namespace: str) -> Cli:
     env = dict(os.environ)
-    env.update(MEDIAPIPE_REDIS_URL=redis_url, PYTHONPATH=str(ROOT),
-               MEDIAPIPE_HOME=str(tmp_path / "unused-home"))
+    env.update(
+        MEDIAPIPE_REDIS_URL=redis_url,
+        PYTHONPATH=str(ROOT),
+        MEDIAPIPE_HOME=str(tmp_path / "unused-home"),
+    )
     return Cli(env, tmp_path)

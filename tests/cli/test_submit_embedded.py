@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyvips
 import pytest
+import pyvips
 
 from stages.media_facts import video_facts
 from tests.cli.conftest import FIXTURES, Cli
@@ -14,8 +14,14 @@ from tests.cli.conftest import FIXTURES, Cli
 
 def test_submit_an_image_and_a_video_writes_outputs_and_json(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "renditions"
-    res = cli.run("submit", str(FIXTURES / "large.jpg"), str(FIXTURES / "clip.mp4"),
-                  "--out", str(out), "--json")
+    res = cli.run(
+        "submit",
+        str(FIXTURES / "large.jpg"),
+        str(FIXTURES / "clip.mp4"),
+        "--out",
+        str(out),
+        "--json",
+    )
     assert res.returncode == 0, res.stderr
     assert "Traceback" not in res.stderr
     docs = json.loads(res.stdout)
@@ -25,8 +31,16 @@ def test_submit_an_image_and_a_video_writes_outputs_and_json(cli: Cli, tmp_path:
         assert set(doc) == {"dag_id", "status", "input", "outputs"}
         assert doc["status"] == "completed" and doc["dag_id"]
         for o in doc["outputs"]:
-            assert set(o) == {"path", "kind", "format", "width", "height", "duration", "bytes",
-                              "sha256"}
+            assert set(o) == {
+                "path",
+                "kind",
+                "format",
+                "width",
+                "height",
+                "duration",
+                "bytes",
+                "sha256",
+            }
             assert Path(o["path"]).stat().st_size == o["bytes"]
     assert image["input"]["kind"] == "image" and video["input"]["kind"] == "video"
     for o in image["outputs"]:
@@ -49,13 +63,16 @@ def test_summary_table_without_json(cli: Cli, tmp_path: Path) -> None:
     assert "no_audio.mp4" in res.stdout and "completed" in res.stdout
 
 
-@pytest.mark.parametrize(("name", "reason"), [
-    ("truncated.mp4", "unsupported or corrupt media"),
-    ("empty.mp4", "empty file"),
-    ("not_an_image.jpg", "unsupported or corrupt media"),
-    ("evil.m3u8", "not an allowed media format"),
-    ("missing.mp4", "no such file"),
-])
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("truncated.mp4", "unsupported or corrupt media"),
+        ("empty.mp4", "empty file"),
+        ("not_an_image.jpg", "unsupported or corrupt media"),
+        ("evil.m3u8", "not an allowed media format"),
+        ("missing.mp4", "no such file"),
+    ],
+)
 def test_a_bad_input_is_rejected_with_one_clear_line_and_exit_2(
     cli: Cli, tmp_path: Path, name: str, reason: str
 ) -> None:
@@ -78,10 +95,19 @@ def test_a_directory_is_rejected(cli: Cli, tmp_path: Path) -> None:
 
 def test_a_dag_that_fails_while_processing_exits_1(cli: Cli, tmp_path: Path) -> None:
     preset = tmp_path / "broken.toml"
-    preset.write_text('kind = "video"\n[video_ladder]\nx264_preset = "no-such-preset"\n'
-                      'rungs = [{name = "240p", height = 240}]\n')
-    res = cli.run("submit", str(FIXTURES / "clip.mp4"), "--preset", str(preset), "--out",
-                  str(tmp_path / "o"), "--json")
+    preset.write_text(
+        'kind = "video"\n[video_ladder]\nx264_preset = "no-such-preset"\n'
+        'rungs = [{name = "240p", height = 240}]\n'
+    )
+    res = cli.run(
+        "submit",
+        str(FIXTURES / "clip.mp4"),
+        "--preset",
+        str(preset),
+        "--out",
+        str(tmp_path / "o"),
+        "--json",
+    )
     assert res.returncode == 1, res.stderr
     doc = json.loads(res.stdout)
     assert doc["status"] == "failed" and "ffmpeg" in doc["error"]
