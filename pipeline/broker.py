@@ -174,11 +174,12 @@ class Broker:
         )
         return outcome.decode() if isinstance(outcome, bytes) else str(outcome)
 
-    def release(self, jobs: Sequence[ClaimedJob]) -> int:
-        """Hand claimed jobs back to their queues now, without spending an attempt."""
+    def release(self, jobs: Sequence[ClaimedJob], *, delay: float = 0.0, reason: str = "") -> int:
+        """Hand claimed jobs back without spending an attempt: now, or after ``delay``
+        seconds when they wait for something (``reason``, shown in the DAG)."""
         if not jobs:
             return 0
-        args: list[Any] = []
+        args: list[Any] = [int(delay * 1000), reason]
         for job in jobs:
             args += [job.id, job.token]
         return int(self._run("release_jobs", *args))

@@ -32,6 +32,18 @@ class SubmissionError(BadInputError):
     """A DAG was rejected before anything was written to Redis."""
 
 
+class ServiceUnavailableError(RetryableError):
+    """An external service (object storage) is down, timing out or throttling us.
+
+    The job is deferred, not failed: it goes back to the queue for ``retry_after`` seconds
+    without spending an attempt, and the service's circuit breaker counts the failure.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class JobTimeoutError(RetryableError):
     """A job ran past its timeout and was stopped."""
 

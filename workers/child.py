@@ -16,7 +16,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.context import JobContext
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, ServiceUnavailableError
 from pipeline.jobs import ClaimedJob
 from pipeline.model import Dag
 
@@ -84,4 +84,10 @@ def child_main(conn: Connection, preload: list[str]) -> None:
 
 
 def _send_error(conn: Connection, job: ClaimedJob, exc: BaseException, tb: str) -> None:
-    conn.send(("error", job.id, type(exc).__name__, str(exc), isinstance(exc, PermanentError), tb))
+    # For an unavailable service: how long to wait (-1: the worker decides); else None.
+    wait = None
+    if isinstance(exc, ServiceUnavailableError):
+        wait = exc.retry_after if exc.retry_after is not None else -1.0
+    conn.send(
+        ("error", job.id, type(exc).__name__, str(exc), isinstance(exc, PermanentError), tb, wait)
+    )

@@ -33,6 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pipeline.breaker import BreakerPolicy, ServiceBreakers
 from pipeline.broker import Broker, new_worker_id
 from pipeline.connection import resolve_url
 from pipeline.errors import JobTimeoutError
@@ -71,6 +72,7 @@ class NodeConfig:
     preload: tuple[str, ...] = ()
     namespace: str = "mp"
     stall_check: float | None = None  # default: half the lease
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy.from_env)
 
 
 def listen_queues(queues: Iterable[str], tags: Iterable[str]) -> list[str]:
@@ -118,6 +120,12 @@ class WorkerNode:
             lease=cfg.lease,
             registry=registry,
             worker_id=new_worker_id(),
+        )
+        self.breakers = ServiceBreakers(
+            self.broker.redis,
+            namespace=cfg.namespace,
+            policy=cfg.breaker,
+            scripts=self.broker.scripts,
         )
         self.held: deque[ClaimedJob] = deque()
         self.outbox: list[tuple[ClaimedJob, Any]] = []
@@ -438,9 +446,37 @@ class WorkerNode:
                     "",
                 )
                 continue
+            service = job.params.get("service") if isinstance(job.params, dict) else None
+            if service:
+                verdict = self._service_allows(job, str(service))
+                if verdict is None:
+                    return  # Redis is down: the job waits in hand for a verdict
+                if not verdict:
+                    continue
             ref = f"{spec.fn.__module__}:{spec.fn.__qualname__}"
             self.pool.start(child, ref, job, cost, now)
+            child.extra["service"] = service
             self.in_use += cost
+
+    def _service_allows(self, job: ClaimedJob, service: str) -> bool | None:
+        """Ask the fleet-wide breaker before starting a job that needs ``service``; when
+        it is open (or rate-limited), defer the job instead of failing it."""
+        gate = self._call(self.breakers.gate, service)
+        if gate is None:  # Redis down: hold the job, no verdict
+            self.held.appendleft(job)
+            return None
+        if gate.allowed:
+            return True
+        self._defer(job, max(gate.retry_in, 0.05), f"{service} ({gate.state})")
+        return False
+
+    def _defer(self, job: ClaimedJob, delay: float, reason: str) -> None:
+        if self._call(self.broker.release, [job], delay=delay, reason=reason) is None:
+            self.failbox.append(
+                (job, "ServiceUnavailableError", f"waiting for {reason}", False, "")
+            )
+        else:
+            log.info("job %s deferred %.1fs: waiting for %s", job.id, delay, reason)
 
     def _free(self, child: Child) -> None:
         self.in_use -= child.cost
@@ -551,10 +587,30 @@ class WorkerNode:
             except Exception as exc:  # includes Redis errors: the stage decides
                 child.conn.send(("error", str(exc)))
         elif kind == "done":
+            service = child.extra.pop("service", None)
             self._free(child)
             self.done += 1
+            if service:
+                self._call(self.breakers.outcome, service, True)
             self.outbox.append((job, RawJSON(msg[2])))
         elif kind == "error":
-            _, _, etype, message, permanent, tb = msg
+            _, _, etype, message, permanent, tb, wait = msg
+            service = child.extra.pop("service", None)
             self._free(child)
-            self._fail(job, etype, message, permanent, tb)
+            if wait is not None:
+                self._service_down(job, service, message, wait)
+            else:
+                self._fail(job, etype, message, permanent, tb)
+
+    def _service_down(
+        self, job: ClaimedJob, service: str | None, message: str, wait: float
+    ) -> None:
+        """A service the job needs failed it: count it against the breaker and defer the
+        job without spending its attempt, rather than fail it."""
+        state = self._call(self.breakers.outcome, service, False) if service else None
+        if wait < 0:
+            wait = (
+                self.config.breaker.cooldown if state == "open" else job.backoff.delay(job.attempt)
+            )
+        log.warning("job %s: %s", job.id, message)
+        self._defer(job, wait, f"{service or 'a service'} ({message})")

@@ -40,6 +40,8 @@ TRANSITIONS = (
     "prune",
     "release_jobs",
     "worker_heartbeat",
+    "service_gate",
+    "service_outcome",
 )
 
 _INCLUDE = re.compile(r"^--@include (\S+)\n?", re.MULTILINE)

@@ -1,20 +1,27 @@
--- release_jobs: a worker hands back jobs it claimed but will not finish (graceful
--- shutdown, prefetched jobs never started). They return to their queue at once, without
--- waiting for the lease to expire and without spending an attempt.
+-- release_jobs: a worker hands back jobs it claimed but will not finish now. They return
+-- to their queue without spending an attempt: at once (graceful shutdown, prefetched jobs
+-- never started), or after a delay when a service they need is down (deferred: the DAG
+-- shows what they wait for).
 -- KEYS[1] namespace prefix
--- ARGV: pairs of job id, lease token
+-- ARGV[1] delay ms (0 = at once), ARGV[2] reason ('' = none), then pairs: job id, token
 -- Returns the number released.
 --@include common.lua
 local now = now_ms()
+local delay, reason = tonumber(ARGV[1]), ARGV[2]
 local n = 0
-for i = 1, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', k_job(id), 'owner', 'state', 'queue', 'dag', 'attempts')
   if f[1] == token and f[2] == 'active' then
     redis.call('ZREM', k_active(f[3]), id)
     reset_pct(id, f[4])
-    redis.call('HSET', k_job(id), 'owner', '', 'attempts', math.max(0, tonumber(f[5]) - 1))
-    emit(f[4], 'released', id)
+    redis.call('HSET', k_job(id), 'owner', '', 'attempts', math.max(0, tonumber(f[5]) - 1),
+      'run_at', delay > 0 and now + delay or 0, 'waiting_for', reason)
+    if delay > 0 then
+      emit(f[4], 'deferred', id, 'reason', reason, 'delay_ms', delay)
+    else
+      emit(f[4], 'released', id)
+    end
     enqueue(id, now)
     n = n + 1
   end
