@@ -97,3 +97,12 @@ class ServiceBreakers:
 
 def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def service_name(target: str, endpoint: str | None = None) -> str:
+    """The breaker that guards a storage target: one per endpoint and bucket."""
+    if target.startswith("s3://"):
+        bucket = target[5:].split("/", 1)[0]
+        where = endpoint or os.environ.get("AWS_ENDPOINT_URL") or "aws"
+        return f"s3:{where}/{bucket}"
+    return f"file:{target}"

@@ -373,8 +373,12 @@ def worker(
     "out_root",
     default="mediapipe-out",
     show_default=True,
-    type=click.Path(file_okay=False),
-    help="Output folder, one subfolder per input.",
+    help="Output folder (one subfolder per input), or s3://bucket/prefix.",
+)
+@click.option(
+    "--s3-endpoint",
+    default=None,
+    help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS).",
 )
 @click.option(
     "--priority", type=int, default=0, show_default=True, help="Higher runs first (-1000..1000)."
@@ -416,6 +420,7 @@ def submit(
     idempotency_key: str | None,
     concurrency: int | None,
     debug: bool,
+    s3_endpoint: str | None,
 ) -> None:
     """Turn media files into renditions and a manifest.json.
 
@@ -425,7 +430,6 @@ def submit(
       MEDIAPIPE_REDIS_URL=redis://queue:6379 mediapipe submit big.mov --wait
     """
     import logging
-    from pathlib import Path
 
     from pipeline import submit as sub
     from pipeline.connection import resolve_url
@@ -439,7 +443,12 @@ def submit(
     embedded = url is None
     try:
         planned = sub.plan(
-            list(paths), preset, Path(out_root), priority=priority, idempotency_key=idempotency_key
+            list(paths),
+            preset,
+            out_root,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            endpoint=s3_endpoint,
         )
         for p in planned:
             if p.error:

@@ -10,7 +10,6 @@ prints the DAG ids, and follows them with --wait.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import sys
 import threading
@@ -41,6 +40,7 @@ class Planned:
     dag_id: str | None = None
     status: str = "pending"
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    manifest: str | None = None
 
     @property
     def label(self) -> str:
@@ -50,20 +50,26 @@ class Planned:
 def plan(
     paths: list[str],
     preset: str,
-    out_root: Path,
+    out: str,
     *,
     priority: int = 0,
     idempotency_key: str | None = None,
+    endpoint: str | None = None,
 ) -> list[Planned]:
+    """Probe each input here and build its DAG. ``out`` is a folder, or ``s3://bucket/prefix``
+    for object storage (each input's outputs under ``<prefix>/<name>/``)."""
     from stages.limits import MediaLimits
     from stages.probe import probe
 
     limits = MediaLimits.from_env()
     used: set[Path] = set()
+    storage = out if out.startswith("s3://") else None
+    out_root = Path("scratch") if storage else Path(out)
     planned: list[Planned] = []
     for raw in paths:
         path = Path(raw)
         out_dir = _unique_dir(out_root, path.stem or "input", used)
+        name = out_dir.name
         item = Planned(path, out_dir)
         planned.append(item)
         try:
@@ -74,8 +80,11 @@ def plan(
                 str(path.resolve()),
                 str(out_dir.resolve()),
                 chosen,
+                name=name,
                 priority=priority,
                 idempotency_key=key,
+                storage=storage,
+                endpoint=endpoint,
             )
         except MediapipeError as exc:
             item.error, item.status = str(exc), "failed"
@@ -98,9 +107,9 @@ def submit_all(client: Client, planned: list[Planned]) -> None:
 
 
 def collect(client: Client, planned: list[Planned]) -> None:
-    """Read each finished DAG's outcome: outputs from its manifest, or its first error."""
+    """Read each finished DAG's outcome: the outputs its manifest listed, or its first error."""
     for p in planned:
-        if p.dag_id is None:
+        if p.dag_id is None or p.dag is None:
             continue
         state = client.dag_state(p.dag_id) or "unknown"
         p.status = (
@@ -108,9 +117,9 @@ def collect(client: Client, planned: list[Planned]) -> None:
             if state == "completed"
             else ("failed" if state in TERMINAL_DAG_STATES else state)
         )
-        manifest = p.out_dir / "manifest.json"
-        if state == "completed" and manifest.exists():
-            doc = json.loads(manifest.read_text())
+        manifest = client.job(p.dag.job_id("manifest")) or {}
+        result = manifest.get("result") if state == "completed" else None
+        if isinstance(result, dict):
             p.outputs = [
                 {
                     k: o.get(k)
@@ -125,8 +134,9 @@ def collect(client: Client, planned: list[Planned]) -> None:
                         "sha256",
                     )
                 }
-                for o in doc["outputs"]
+                for o in result.get("outputs", [])
             ]
+            p.manifest = result.get("manifest", {}).get("path")
         elif state != "completed":
             p.error = _first_error(client, p.dag_id) or f"DAG {state}"
 
@@ -237,6 +247,6 @@ def summary_lines(planned: list[Planned]) -> list[str]:
     lines = [f"{'input':<{width}}  {'status':<9}  {'outputs':>7}  where / why"]
     for p in planned:
         status = "completed" if p.status == "completed" else "failed"
-        where = str(p.out_dir) if status == "completed" else (p.error or "")
+        where = (p.manifest or str(p.out_dir)) if status == "completed" else (p.error or "")
         lines.append(f"{p.label:<{width}}  {status:<9}  {len(p.outputs):>7}  {where}")
     return lines

@@ -13,6 +13,7 @@ from pipeline.registry import stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input
 from stages.media_facts import audio_facts
 from stages.output import atomic_output
+from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
 CODECS = {"aac": ("aac", "m4a", "ipod"), "opus": ("libopus", "opus", "opus")}
@@ -20,6 +21,7 @@ CODECS = {"aac": ("aac", "m4a", "ipod"), "opus": ("libopus", "opus", "opus")}
 
 @stage("audio_extract", queue="default", cost=1, timeout=1800, attempts=3)
 @reports_timing
+@stores_outputs
 def audio_extract(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     probe = inputs["probe"]
     src = params["input"]

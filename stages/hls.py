@@ -13,11 +13,13 @@ from typing import Any
 from pipeline.registry import stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input
 from stages.output import atomic_dir, file_facts
+from stages.storage import fetch, stores_outputs
 from stages.timing import reports_timing
 
 
 @stage("hls_package", queue="default", cost=1, timeout=3600, attempts=3)
 @reports_timing
+@stores_outputs
 def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     renditions = inputs["video_ladder"]["renditions"]
     src = params["input"]
@@ -29,7 +31,8 @@ def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dic
         for i, r in enumerate(renditions):
             sub = tmp / r["rung"]
             sub.mkdir()
-            graph = safe_input(r["path"]).output(
+            source = fetch(r["path"], tmp / f".{r['rung']}.mp4", params)
+            graph = safe_input(str(source)).output(
                 str(sub / "index.m3u8"),
                 c="copy",
                 f="hls",
@@ -40,6 +43,8 @@ def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dic
                 hls_segment_filename=str(sub / "seg_%04d.m4s"),
             )
             run(compile_cmd(graph), source=r["path"])
+            if source != Path(r["path"]):
+                source.unlink()
             ctx.progress(100 * (i + 1) / len(renditions), "packaging HLS")
             bandwidth = int(r["bytes"] * 8 / max(r["duration"] or 1, 0.001) * 1.1)
             variants.append((r, bandwidth))

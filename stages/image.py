@@ -36,6 +36,7 @@ from pipeline.registry import stage
 from stages.limits import IMAGE_LOADERS, MediaLimits
 from stages.media_facts import image_facts
 from stages.output import atomic_output
+from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
 DEFAULT_WIDTHS = (2048, 1024, 512, 256)
@@ -66,6 +67,7 @@ ProgressFn = Callable[..., Any]
 
 @stage("image_renditions", queue="default", cost=1, timeout=600, attempts=3)
 @reports_timing
+@stores_outputs
 def image_renditions(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     # inputs["probe"] is not relied on: render() reads the header and enforces the pixel
     # limit itself, so a DAG without a probe (or a lying one) cannot bypass them.

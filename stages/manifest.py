@@ -11,6 +11,8 @@ from typing import Any
 
 from pipeline.registry import stage
 from stages.output import atomic_output, file_facts
+from stages.storage import stores_outputs
+from stages.timing import reports_timing
 
 # Result keys under which stages return their outputs (a dict or a list of dicts).
 OUTPUT_KEYS = ("renditions", "poster", "sprite", "audio", "hls")
@@ -29,6 +31,8 @@ def collect_outputs(name: str, result: Any) -> list[dict[str, Any]]:
 
 
 @stage("manifest", queue="default", cost=1, timeout=300, attempts=3)
+@reports_timing
+@stores_outputs
 def manifest(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     out_dir = Path(params["out_dir"])
     probe = inputs.get("probe", {})
@@ -95,7 +99,7 @@ def manifest(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     return {
         "manifest": file_facts(final),
-        "outputs": len(outputs),
+        "outputs": doc["outputs"],
         "failed_stages": sorted(ctx.job.failures),
     }
 

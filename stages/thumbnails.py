@@ -17,6 +17,7 @@ from stages.ffmpeg_run import compile_cmd, run, safe_input
 from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS
 from stages.media_facts import image_facts
 from stages.output import atomic_output
+from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
 MIN_MEAN_LUMA = 32.0  # out of 255: darker frames count as black
@@ -58,6 +59,7 @@ def pick_poster_time(path: str, duration: float | None, candidates: int = 8) -> 
 
 @stage("video_poster", queue="default", cost=1, timeout=600, attempts=3)
 @reports_timing
+@stores_outputs
 def video_poster(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
 
     probe = inputs["probe"]
@@ -79,6 +81,7 @@ def video_poster(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
 
 @stage("video_sprite", queue="default", cost=1, timeout=1800, attempts=3)
 @reports_timing
+@stores_outputs
 def video_sprite(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     probe = inputs["probe"]
     src = params["input"]

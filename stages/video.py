@@ -17,6 +17,7 @@ from pipeline.registry import stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input
 from stages.media_facts import video_facts
 from stages.output import atomic_output
+from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
 DEFAULT_RUNGS = [
@@ -55,6 +56,7 @@ def plan_rungs(width: int, height: int, rungs: list[dict[str, Any]]) -> list[dic
 
 @stage("video_ladder", queue="default", cost=2, timeout=6 * 3600, attempts=3)
 @reports_timing
+@stores_outputs
 def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     probe = inputs["probe"]
     src = params["input"]

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pipeline.breaker import service_name
 from pipeline.errors import SubmissionError
 from pipeline.model import Dag, EdgePolicy
 
@@ -72,15 +73,26 @@ def build_dag(
     name: str | None = None,
     priority: int = 0,
     idempotency_key: str | None = None,
+    storage: str | None = None,
+    endpoint: str | None = None,
 ) -> Dag:
-    """probe -> the preset's stages -> manifest, for one input."""
+    """probe -> the preset's stages -> manifest, for one input.
+
+    With ``storage`` (``s3://bucket/prefix``) every stage that writes outputs publishes
+    them there under ``<name>/`` and the jobs carry the storage service's name, so the
+    worker asks its circuit breaker before starting them.
+    """
     kind = preset["kind"]
     stem = name or Path(input_path).stem
     dag = Dag(
         idempotency_key=idempotency_key,
         meta={"input": input_path, "out_dir": out_dir, "preset": preset["name"]},
     )
-    common = {"input": input_path, "out_dir": out_dir, "name": stem}
+    common: dict[str, Any] = {"input": input_path, "out_dir": out_dir, "name": stem}
+    if storage:
+        common.update(storage=storage, service=service_name(storage, endpoint))
+        if endpoint:
+            common["endpoint"] = endpoint
     dag.add("probe", "probe", {"input": input_path}, priority=priority)
     wanted = [s for s in STAGES_BY_KIND[kind] if s in preset]
     if not any(s in ESSENTIAL for s in wanted):

@@ -1,0 +1,237 @@
+"""Where finished outputs go: a local folder, or S3-compatible object storage.
+
+With object storage, a stage writes into a local scratch folder; then, in the same job,
+the storage step uploads each output, verifies it (size and SHA-256 read back from the
+store), records its URI in place of the local path, and removes the scratch folder. The
+upload runs where the files are, so no shared disk is needed between workers.
+
+Failures are classified for the worker: an unreachable, failing (5xx) or throttling store
+raises ServiceUnavailableError (the job is deferred and the fleet's breaker counts it);
+access denied, a missing bucket or an invalid key raise PermanentError (dead-letter queue
+at once, with the reason).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import mimetypes
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+from pipeline.errors import PermanentError, ServiceUnavailableError
+from stages.output import atomic_output, sha256_of
+
+OUTPUT_KEYS = ("renditions", "poster", "sprite", "audio", "hls", "manifest")
+PERMANENT_CODES = frozenset(
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "NoSuchBucket",
+        "InvalidBucketName",
+        "KeyTooLongError",
+        "InvalidArgument",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "InvalidObjectState",
+        "EntityTooLarge",
+    }
+)
+THROTTLING_CODES = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "503",
+        "429",
+    }
+)
+
+mimetypes.add_type("application/vnd.apple.mpegurl", ".m3u8")
+mimetypes.add_type("video/iso.segment", ".m4s")
+mimetypes.add_type("image/avif", ".avif")
+mimetypes.add_type("image/webp", ".webp")
+
+
+class Storage(Protocol):
+    def put(self, src: Path, key: str) -> str: ...
+
+
+def content_type(path: Path) -> str:
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+class LocalStorage:
+    """A folder; each file is copied under a temporary name and renamed when complete."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+
+    def put(self, src: Path, key: str) -> str:
+        final = self.root / key
+        with atomic_output(final) as tmp:
+            shutil.copyfile(src, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        if final.stat().st_size != src.stat().st_size or sha256_of(final) != sha256_of(src):
+            raise ServiceUnavailableError(f"{final}: verification failed after copy")
+        return str(final)
+
+
+class S3Storage:
+    """An S3-compatible bucket. The endpoint comes from ``endpoint`` or the standard
+    ``AWS_ENDPOINT_URL``; credentials from the usual AWS environment and config files."""
+
+    MULTIPART = 16 * 1024 * 1024
+
+    def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
+        # One try per call and short timeouts: retrying is the queue's job (with backoff
+        # and the breaker), not the SDK's, which would hide an outage behind long stalls.
+        config = Config(
+            retries={"max_attempts": 1, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=30,
+            s3={"addressing_style": "path"},
+        )
+        self.client = boto3.client("s3", endpoint_url=self.endpoint, config=config)
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self._key(key)}"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put(self, src: Path, key: str) -> str:
+        from boto3.s3.transfer import TransferConfig
+
+        digest = sha256_of(src)
+        size = src.stat().st_size
+        full = self._key(key)
+        with s3_errors(self.uri(key)):
+            self.client.upload_file(
+                str(src),
+                self.bucket,
+                full,
+                ExtraArgs={"ContentType": content_type(src), "Metadata": {"sha256": digest}},
+                Config=TransferConfig(
+                    multipart_threshold=self.MULTIPART,
+                    multipart_chunksize=self.MULTIPART,
+                    use_threads=False,
+                ),
+            )
+            head = self.client.head_object(Bucket=self.bucket, Key=full)
+        if head["ContentLength"] != size or head.get("Metadata", {}).get("sha256") != digest:
+            raise ServiceUnavailableError(
+                f"{self.uri(key)}: verification failed (stored {head['ContentLength']} bytes)"
+            )
+        return self.uri(key)
+
+
+@contextlib.contextmanager
+def s3_errors(where: str) -> Iterator[None]:
+    """Turn boto errors into the worker's vocabulary, naming the object."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (ClientError, BotoCoreError, S3UploadFailedError, OSError) as raised:
+        exc: BaseException = raised
+        if isinstance(exc, S3UploadFailedError) and exc.__context__ is not None:
+            exc = exc.__context__
+        if not isinstance(exc, ClientError):
+            raise ServiceUnavailableError(f"{where}: storage unreachable ({exc})") from None
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        message = f"{where}: {code or status} {err.get('Message', '')}".strip()
+        if code in THROTTLING_CODES or status in (429, 503):
+            raise ServiceUnavailableError(message) from None
+        if code in PERMANENT_CODES or status in (400, 403, 404):
+            raise PermanentError(message) from None
+        raise ServiceUnavailableError(message) from None
+
+
+def fetch(path: str, dest: Path, params: dict[str, Any]) -> Path:
+    """A local file for an input that an earlier job may have published to storage."""
+    if not path.startswith("s3://"):
+        return Path(path)
+    bucket, _, key = path[5:].partition("/")
+    store = S3Storage(bucket, endpoint=params.get("endpoint"))
+    with s3_errors(path):
+        store.client.download_file(bucket, key, str(dest))
+    return dest
+
+
+def storage_for(params: dict[str, Any]) -> Storage:
+    target = str(params["storage"])
+    if target.startswith("s3://"):
+        bucket, _, prefix = target[5:].partition("/")
+        return S3Storage(bucket, prefix, endpoint=params.get("endpoint"))
+    return LocalStorage(target.removeprefix("file://"))
+
+
+def scratch_dir(job_key: str) -> Path:
+    root = Path(
+        os.environ.get("MEDIAPIPE_SCRATCH")
+        or Path(tempfile.gettempdir()) / f"mediapipe-scratch-{os.getuid()}"
+    )
+    path = root / job_key.replace("/", "_")
+    if path.exists():
+        shutil.rmtree(path)  # a previous attempt's leftovers
+    path.mkdir(parents=True)
+    return path
+
+
+def _outputs(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    for key in OUTPUT_KEYS:
+        value = result.get(key)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, dict) and "path" in item:
+                yield item
+
+
+def publish(result: dict[str, Any], storage: Storage, scratch: Path) -> None:
+    """Upload every output in ``result`` (whole folders for HLS) and put URIs in place."""
+    for item in _outputs(result):
+        local = Path(item["path"])
+        if item.get("kind") == "hls":
+            package = local.parent
+            for f in sorted(p for p in package.rglob("*") if p.is_file()):
+                storage.put(f, f.relative_to(scratch).as_posix())
+        item["path"] = storage.put(local, local.relative_to(scratch).as_posix())
+
+
+StageFunction = Callable[[Any, dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+def stores_outputs(fn: StageFunction) -> StageFunction:
+    """Run the stage into a scratch folder and publish its outputs, when the job's params
+    name a storage target; otherwise the stage writes into ``out_dir`` directly."""
+
+    @functools.wraps(fn)
+    def wrapper(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("storage"):
+            return fn(ctx, params, inputs)
+        job_key = getattr(getattr(ctx, "job", None), "id", None) or params.get("name", "job")
+        scratch = scratch_dir(str(job_key))
+        try:
+            result = fn(ctx, {**params, "out_dir": str(scratch / params.get("name", ""))}, inputs)
+            publish(result, storage_for(params), scratch)
+            return result
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    return wrapper
