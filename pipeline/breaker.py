@@ -86,6 +86,17 @@ class ServiceBreakers:
             )
         )
 
+    def state(self, service: str) -> tuple[str, float]:
+        """(state, seconds until the cool-down ends) without changing anything."""
+        state, opened_at = self.redis.hmget(
+            self.keys.prefix + "breaker:" + service, "state", "opened_at"
+        )
+        if state is None:
+            return "closed", 0.0
+        now_ms = int(self.redis.time()[0]) * 1000
+        left = (int(opened_at or 0) + self.policy.cooldown * 1000 - now_ms) / 1000
+        return _s(state), max(left, 0.0)
+
     def states(self) -> dict[str, dict[str, str]]:
         """Every breaker's state, for ``mediapipe status``."""
         out = {}

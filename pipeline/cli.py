@@ -136,7 +136,9 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
         for name, j in jobs.items():
             err = j.get("error") or {}
             line = f"  {name:24} {j['state']:16} attempt {j['attempts']}/{j['max_attempts']}"
-            if isinstance(err, dict) and err.get("message"):
+            if j["state"] == "delayed" and j.get("waiting_for"):
+                line += f"  waiting for {j['waiting_for']}"
+            elif isinstance(err, dict) and err.get("message"):
                 line += f"  {err['type']}: {err['message']}"
             click.echo(line)
         return
@@ -144,6 +146,9 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
     overview_dead = c.redis.zcard(c.keys.dead)
     workers = c.workers()
     gaps = c.capability_gaps()
+    from pipeline.breaker import ServiceBreakers
+
+    breakers = ServiceBreakers(c.redis, namespace=ctx.obj["namespace"]).states()
     if as_json:
         click.echo(
             json.dumps(
@@ -152,6 +157,7 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
                     "dead": overview_dead,
                     "workers": workers,
                     "waiting_for_capability": gaps,
+                    "breakers": breakers,
                 }
             )
         )
@@ -169,6 +175,11 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
             f"  worker {w['id']}: capacity {w.get('capacity')} in use "
             f"{w.get('in_use')} done {w.get('jobs_done')} failed "
             f"{w.get('jobs_failed')} tags {w.get('tags') or '-'} ({w.get('state')})"
+        )
+    for name, b in breakers.items():
+        click.echo(
+            f"  breaker {name}: {b.get('state', 'closed')} "
+            f"(failures in a row {b.get('failures', 0)}, opened {b.get('opened_count', 0)}x)"
         )
     for q, n in gaps.items():
         click.echo(f"  {n} jobs in {q} wait for a capability no live worker has")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from pipeline.errors import ServiceUnavailableError
 from pipeline.jobs import ClaimedJob
 from pipeline.model import Dag
 
@@ -54,3 +55,13 @@ class JobContext:
 
     def add_children(self, sub: Dag) -> int:
         return self._reporter.add_children(self.job, sub)
+
+    def check_service(self, service: str) -> None:
+        """Raise ServiceUnavailableError when the fleet's breaker for ``service`` is open, so
+        a job that was admitted before an outage does not add to it."""
+        check = getattr(self._reporter, "check_service", None)
+        wait = float(check(self.job, service)) if check is not None else 0.0
+        if wait > 0:
+            raise ServiceUnavailableError(
+                f"{service} is unavailable (circuit open)", retry_after=wait
+            )

@@ -85,6 +85,29 @@ class LocalStorage:
         return str(final)
 
 
+@functools.cache
+def _client(endpoint: str | None) -> Any:
+    """One client per endpoint and process: creating one loads botocore's service models,
+    which takes longer than uploading a small rendition."""
+    import boto3
+    from botocore.config import Config
+
+    # One try per call and short timeouts: retrying is the queue's job (with backoff
+    # and the breaker), not the SDK's, which would hide an outage behind long stalls.
+    config = Config(
+        retries={"max_attempts": 1, "mode": "standard"},
+        connect_timeout=3,
+        read_timeout=30,
+        s3={"addressing_style": "path"},
+    )
+    client = boto3.client("s3", endpoint_url=endpoint, config=config)
+    # The first request pays for endpoint rules and signer set-up (hundreds of ms on a
+    # busy box); pay it now, offline, so a breaker check made just before an upload is
+    # still current when the upload hits the network.
+    client.generate_presigned_url("get_object", Params={"Bucket": "warm-up", "Key": "k"})
+    return client
+
+
 class S3Storage:
     """An S3-compatible bucket. The endpoint comes from ``endpoint`` or the standard
     ``AWS_ENDPOINT_URL``; credentials from the usual AWS environment and config files."""
@@ -92,20 +115,9 @@ class S3Storage:
     MULTIPART = 16 * 1024 * 1024
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint: str | None = None) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
-        # One try per call and short timeouts: retrying is the queue's job (with backoff
-        # and the breaker), not the SDK's, which would hide an outage behind long stalls.
-        config = Config(
-            retries={"max_attempts": 1, "mode": "standard"},
-            connect_timeout=3,
-            read_timeout=30,
-            s3={"addressing_style": "path"},
-        )
-        self.client = boto3.client("s3", endpoint_url=self.endpoint, config=config)
+        self.client = _client(self.endpoint)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
@@ -203,14 +215,23 @@ def _outputs(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 yield item
 
 
-def publish(result: dict[str, Any], storage: Storage, scratch: Path) -> None:
-    """Upload every output in ``result`` (whole folders for HLS) and put URIs in place."""
+def publish(
+    result: dict[str, Any],
+    storage: Storage,
+    scratch: Path,
+    before_put: Callable[[], None] = lambda: None,
+) -> None:
+    """Upload every output in ``result`` (whole folders for HLS) and put URIs in place.
+    ``before_put`` runs before each upload (the breaker check), so a long publish stops
+    calling a store that went down in the middle of it."""
     for item in _outputs(result):
         local = Path(item["path"])
         if item.get("kind") == "hls":
             package = local.parent
             for f in sorted(p for p in package.rglob("*") if p.is_file()):
+                before_put()
                 storage.put(f, f.relative_to(scratch).as_posix())
+        before_put()
         item["path"] = storage.put(local, local.relative_to(scratch).as_posix())
 
 
@@ -229,7 +250,14 @@ def stores_outputs(fn: StageFunction) -> StageFunction:
         scratch = scratch_dir(str(job_key))
         try:
             result = fn(ctx, {**params, "out_dir": str(scratch / params.get("name", ""))}, inputs)
-            publish(result, storage_for(params), scratch)
+            service = params.get("service")
+            check = getattr(ctx, "check_service", None)
+
+            def before_put() -> None:
+                if service and check is not None:
+                    check(str(service))
+
+            publish(result, storage_for(params), scratch, before_put)
             return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -44,6 +44,12 @@ class PipeReporter:
     def progress(self, job: ClaimedJob, percent: float, message: str = "", **fields: Any) -> None:
         self.conn.send(("progress", job.id, percent, message, fields))
 
+    def check_service(self, job: ClaimedJob, service: str) -> float:
+        """Seconds to wait before using ``service`` (0: go), as the parent's breaker says."""
+        self.conn.send(("check_service", job.id, service))
+        reply = self.conn.recv()
+        return float(reply[1])
+
     def add_children(self, job: ClaimedJob, sub: Dag) -> int:
         self.conn.send(("add_children", job.id, sub))
         reply = self.conn.recv()

@@ -33,7 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from pipeline.breaker import BreakerPolicy, ServiceBreakers
+from pipeline.breaker import BreakerPolicy, Gate, ServiceBreakers
 from pipeline.broker import Broker, new_worker_id
 from pipeline.connection import resolve_url
 from pipeline.errors import JobTimeoutError
@@ -447,28 +447,29 @@ class WorkerNode:
                 )
                 continue
             service = job.params.get("service") if isinstance(job.params, dict) else None
+            probe = False
             if service:
-                verdict = self._service_allows(job, str(service))
-                if verdict is None:
+                gate = self._service_gate(job, str(service))
+                if gate is None:
                     return  # Redis is down: the job waits in hand for a verdict
-                if not verdict:
+                if not gate.allowed:
                     continue
+                probe = gate.state == "half_open"
             ref = f"{spec.fn.__module__}:{spec.fn.__qualname__}"
             self.pool.start(child, ref, job, cost, now)
-            child.extra["service"] = service
+            child.extra.update(service=service, probe=probe)
             self.in_use += cost
 
-    def _service_allows(self, job: ClaimedJob, service: str) -> bool | None:
+    def _service_gate(self, job: ClaimedJob, service: str) -> Gate | None:
         """Ask the fleet-wide breaker before starting a job that needs ``service``; when
         it is open (or rate-limited), defer the job instead of failing it."""
         gate = self._call(self.breakers.gate, service)
         if gate is None:  # Redis down: hold the job, no verdict
             self.held.appendleft(job)
             return None
-        if gate.allowed:
-            return True
-        self._defer(job, max(gate.retry_in, 0.05), f"{service} ({gate.state})")
-        return False
+        if not gate.allowed:
+            self._defer(job, max(gate.retry_in, 0.05), f"{service} ({gate.state})")
+        return gate
 
     def _defer(self, job: ClaimedJob, delay: float, reason: str) -> None:
         if self._call(self.broker.release, [job], delay=delay, reason=reason) is None:
@@ -580,6 +581,8 @@ class WorkerNode:
         elif kind == "progress":
             _, _, pct, message, fields = msg
             self._call(self.broker.progress, job, pct, message, **fields)
+        elif kind == "check_service":
+            child.conn.send(("wait", self._service_wait(child, msg[2])))
         elif kind == "add_children":
             try:
                 n = self.broker.add_children(job, msg[2])
@@ -601,6 +604,17 @@ class WorkerNode:
                 self._service_down(job, service, message, wait)
             else:
                 self._fail(job, etype, message, permanent, tb)
+
+    def _service_wait(self, child: Child, service: str) -> float:
+        """0 when the job may call ``service`` now; else seconds to wait. The half-open
+        probe itself may go; every other job waits while the breaker is not closed."""
+        reply = self._call(self.breakers.state, service)
+        if reply is None:
+            return 0.0  # Redis down: no verdict, the call itself will tell
+        state, left = reply
+        if state == "closed" or (state == "half_open" and child.extra.get("probe")):
+            return 0.0
+        return max(left, 0.5)
 
     def _service_down(
         self, job: ClaimedJob, service: str | None, message: str, wait: float

@@ -102,3 +102,18 @@ def fan_out(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
 @stage("t.collect", registry=registry)
 def collect(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> list[str]:
     return sorted(inputs)
+
+
+@stage("t.slow_write", registry=registry, attempts=2)
+def slow_write(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> str:
+    """Writes an output slowly through the same atomic path the media stages use."""
+    from stages.output import atomic_output
+
+    final = Path(params["path"])
+    with atomic_output(final) as tmp, open(tmp, "wb") as f:
+        for _ in range(int(params.get("chunks", 40))):
+            f.write(b"x" * 4096)
+            f.flush()
+            time.sleep(params.get("delay", 0.05))
+    return str(final)
+
