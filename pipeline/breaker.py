@@ -93,7 +93,8 @@ class ServiceBreakers:
         )
         if state is None:
             return "closed", 0.0
-        now_ms = int(self.redis.time()[0]) * 1000
+        sec, usec = self.redis.time()
+        now_ms = int(sec) * 1000 + int(usec) // 1000
         left = (int(opened_at or 0) + self.policy.cooldown * 1000 - now_ms) / 1000
         return _s(state), max(left, 0.0)
 

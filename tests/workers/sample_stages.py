@@ -116,4 +116,3 @@ def slow_write(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> str:
             f.flush()
             time.sleep(params.get("delay", 0.05))
     return str(final)
-
