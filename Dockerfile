@@ -22,10 +22,11 @@ RUN pip install --no-cache-dir --no-index --find-links=/wheels mediajobs && rm -
 USER mediapipe
 WORKDIR /home/mediapipe
 ENV PYTHONUNBUFFERED=1
-# Healthy while the node can reach Redis; see docs/operations.md for the fleet checks.
+# /healthz: the process is up and Redis answers; /readyz: the node is taking jobs.
+# Port 9100 also serves /metrics for Prometheus (publish it with -p to scrape).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
-  CMD ["mediapipe", "status", "--json"]
+  CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9100/healthz', timeout=5).status != 200)"]
 # SIGTERM drains: running jobs get --grace seconds, then go back to the queue.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["mediapipe", "worker"]
-CMD ["--grace", "60"]
+CMD ["--grace", "60", "--metrics-port", "9100", "--metrics-host", "0.0.0.0"]

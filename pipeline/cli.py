@@ -320,6 +320,18 @@ def _split(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--import", "imports", multiple=True, help="Extra module(s) that register stages.")
 @click.option("--no-adaptive", is_flag=True, help="Keep the capacity fixed.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve /metrics, /healthz and /readyz on this port.",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address for the metrics port (localhost unless told otherwise).",
+)
 @click.option("--log-level", default="INFO", show_default=True)
 @click.pass_context
 @friendly_errors
@@ -335,6 +347,8 @@ def worker(
     imports: tuple[str, ...],
     no_adaptive: bool,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run a worker node: a pool of processes sized to the cores.
 
@@ -367,8 +381,10 @@ def worker(
         adaptive=not no_adaptive,
         grace=grace,
         lease=lease,
-        preload=tuple(imports),
+        preload=modules,
         namespace=ctx.obj["namespace"],
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
     )
     node = WorkerNode(ctx.obj["url"], config=config)
     sys.exit(node.run())

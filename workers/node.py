@@ -42,6 +42,7 @@ from pipeline.keys import Keys
 from pipeline.model import routed_queue
 from pipeline.registry import REGISTRY, Registry
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
+from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
 from workers.pool import Child, Pool
 from workers.waker import Waker
 
@@ -73,6 +74,8 @@ class NodeConfig:
     namespace: str = "mp"
     stall_check: float | None = None  # default: half the lease
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy.from_env)
+    metrics_port: int | None = None  # serve /metrics, /healthz, /readyz when set
+    metrics_host: str = "127.0.0.1"
 
 
 def listen_queues(queues: Iterable[str], tags: Iterable[str]) -> list[str]:
@@ -127,6 +130,8 @@ class WorkerNode:
             policy=cfg.breaker,
             scripts=self.broker.scripts,
         )
+        self.metrics = NodeMetrics()
+        self.health: HealthServer | None = None
         self.held: deque[ClaimedJob] = deque()
         self.outbox: list[tuple[ClaimedJob, Any]] = []
         self.failbox: list[tuple[ClaimedJob, str, str, bool, str]] = []
@@ -187,6 +192,20 @@ class WorkerNode:
             self.capacity, start_method=self.config.start_method, preload=self.config.preload
         )
         self.waker.start()
+        if self.config.metrics_port is not None:
+            self.health = HealthServer(
+                self.metrics,
+                healthy=self._healthy,
+                ready=self._ready,
+                host=self.config.metrics_host,
+                port=self.config.metrics_port,
+            )
+            self.health.start()
+            log.info(
+                "metrics and health on http://%s:%d/metrics",
+                self.config.metrics_host,
+                self.health.port,
+            )
         log.info(
             "worker %s: capacity %d, queues %s, tags %s",
             self.worker_id,
@@ -213,6 +232,15 @@ class WorkerNode:
             reported = self._shutdown()
         return 0 if reported else 1
 
+    def _healthy(self) -> bool:
+        try:
+            return bool(self.broker.redis.ping())
+        except _REDIS_DOWN:
+            return False
+
+    def _ready(self) -> bool:
+        return not self.stopping and self.redis_ok and self.pool is not None
+
     def _busy(self) -> bool:
         return bool(self._running() or self.held or self.outbox or self.failbox)
 
@@ -230,6 +258,8 @@ class WorkerNode:
         self.held.clear()
         self.pool.close()  # kills the trees of children still running
         self.waker.stop()
+        if self.health is not None:
+            self.health.stop()
         if self.redis_ok or self._try_reconnect(force=True):
             self._flush()
             if give_back and self._call(self.broker.release, give_back) is not None:
@@ -308,6 +338,7 @@ class WorkerNode:
         self._check_timeouts(now)
         if self._due("heartbeat", self.config.heartbeat, now):
             self._heartbeat()
+            self._observe()
         if self._due("stalls", self.config.stall_check or lease / 2, now):
             self._call(self.broker.reclaim_stalled, self.queues)
         if self.config.adaptive and self._due("adapt", self.config.adapt_interval, now):
@@ -355,6 +386,24 @@ class WorkerNode:
                 log.warning(msg)
                 self._fail(job, JobTimeoutError.__name__, msg, False, "")
 
+    def _observe(self) -> None:
+        """Gauges that describe the present: capacity, queues, breakers."""
+        self.metrics.capacity.set(self.capacity)
+        self.metrics.in_use.set(self.in_use)
+        pipe = self.broker.redis.pipeline(transaction=False)
+        for q in self.queues:
+            pipe.zcard(self.keys.wait(q))
+            pipe.zcard(self.keys.active(q))
+            pipe.zcard(self.keys.delayed(q))
+        counts = self._call(pipe.execute)
+        if counts:
+            for i, q in enumerate(self.queues):
+                for j, state in enumerate(("waiting", "active", "delayed")):
+                    self.metrics.queue_depth.labels(q, state).set(counts[3 * i + j])
+        states = self._call(self.breakers.states) or {}
+        for service, b in states.items():
+            self.metrics.breaker.labels(service).set(BREAKER_STATES.get(b.get("state", ""), 0))
+
     def _heartbeat(self) -> None:
         r = self.adaptive.last_reading
         self._call(
@@ -381,6 +430,11 @@ class WorkerNode:
         change = self.adaptive.tick(backlog=backlog)
         if change:
             capacity, reason = change
+            self.metrics.capacity_changes.labels(
+                "up"
+                if capacity > len(self.pool.children) or reason.startswith("backlog")
+                else "down"
+            ).inc()
             log.info("capacity -> %d: %s", capacity, reason)
             if capacity > len(self.pool.children):
                 self.pool.resize(capacity)
@@ -459,6 +513,7 @@ class WorkerNode:
             self.pool.start(child, ref, job, cost, now)
             child.extra.update(service=service, probe=probe)
             self.in_use += cost
+            self.metrics.started.labels(job.stage, job.queue).inc()
 
     def _service_gate(self, job: ClaimedJob, service: str) -> Gate | None:
         """Ask the fleet-wide breaker before starting a job that needs ``service``; when
@@ -472,6 +527,7 @@ class WorkerNode:
         return gate
 
     def _defer(self, job: ClaimedJob, delay: float, reason: str) -> None:
+        self.metrics.deferred.labels(job.stage, job.queue).inc()
         if self._call(self.broker.release, [job], delay=delay, reason=reason) is None:
             self.failbox.append(
                 (job, "ServiceUnavailableError", f"waiting for {reason}", False, "")
@@ -506,7 +562,12 @@ class WorkerNode:
 
     def _fail(self, job: ClaimedJob, etype: str, msg: str, permanent: bool, tb: str) -> None:
         self.failed += 1
+        self.metrics.failed.labels(job.stage, job.queue).inc()
         outcome = self._call(self.broker.fail_with, job, etype, msg, permanent=permanent, tb=tb)
+        if outcome == "retry":
+            self.metrics.retried.labels(job.stage, job.queue).inc()
+        elif outcome == "dead":
+            self.metrics.dead.labels(job.stage, job.queue).inc()
         if outcome is None:
             self.failbox.append((job, etype, msg, permanent, tb))
         else:
@@ -580,6 +641,8 @@ class WorkerNode:
             return  # a late message from a job already stopped
         elif kind == "progress":
             _, _, pct, message, fields = msg
+            if "speed" in fields:
+                self.metrics.ffmpeg_speed.labels(job.stage).set(float(fields["speed"]))
             self._call(self.broker.progress, job, pct, message, **fields)
         elif kind == "check_service":
             child.conn.send(("wait", self._service_wait(child, msg[2])))
@@ -591,6 +654,11 @@ class WorkerNode:
                 child.conn.send(("error", str(exc)))
         elif kind == "done":
             service = child.extra.pop("service", None)
+            self.metrics.duration.labels(job.stage, job.queue).observe(
+                time.monotonic() - child.started
+            )
+            self.metrics.completed.labels(job.stage, job.queue).inc()
+            self.metrics.bytes_out.labels(job.stage).inc(output_bytes(msg[2]))
             self._free(child)
             self.done += 1
             if service:

@@ -203,3 +203,48 @@ def test_fan_out_from_a_pool_child_reaches_the_parent(
         "part2",
         "split",
     ]
+
+
+def test_metrics_move_during_a_run_and_match_the_final_state(
+    workers: Workers, stage_client: Client
+) -> None:
+    import re
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    workers.spawn("--concurrency", "2", "--metrics-port", str(port))
+    base = f"http://127.0.0.1:{port}"
+
+    def scrape() -> dict[str, float]:
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=5).read().decode()
+        out: dict[str, float] = {}
+        for name, labels, value in re.findall(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", text, re.M):
+            stage = re.search(r'stage="([^"]+)"', labels)
+            key = f"{name}:{stage.group(1)}" if stage else name
+            out[key] = out.get(key, 0.0) + float(value)
+        return out
+
+    assert urllib.request.urlopen(f"{base}/healthz", timeout=5).status == 200
+    assert urllib.request.urlopen(f"{base}/readyz", timeout=5).status == 200
+    dag = _submit(
+        stage_client,
+        *[(f"s{i}", "t.sleep", {"seconds": 0.3}) for i in range(6)],
+        ("bad", "t.bad_input", {"path": "x.jpg"}),
+    )
+    seen = {scrape().get("mediapipe_jobs_completed_total:t.sleep", 0.0)}
+    while stage_client.dag_state(dag.id) == "running":
+        seen.add(scrape().get("mediapipe_jobs_completed_total:t.sleep", 0.0))
+        time.sleep(0.1)
+    final = scrape()
+    assert len(seen) >= 3, seen  # the counter moved during the run
+    assert final["mediapipe_jobs_completed_total:t.sleep"] == 6
+    assert final["mediapipe_jobs_started_total:t.sleep"] == 6
+    assert final["mediapipe_jobs_dead_total:t.bad_input"] == 1
+    assert final["mediapipe_job_duration_seconds_count:t.sleep"] == 6
+    assert final["mediapipe_job_duration_seconds_sum:t.sleep"] >= 6 * 0.3
+    assert final["mediapipe_worker_capacity"] == 2
+    completed = sum(1 for j in stage_client.jobs(dag.id).values() if j["state"] == "completed")
+    assert completed == 6
