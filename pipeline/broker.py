@@ -184,6 +184,10 @@ class Broker:
             args += [job.id, job.token]
         return int(self._run("release_jobs", *args))
 
+    def throttle(self, queue: str, seconds: float) -> None:
+        """Hold the whole queue back: nobody claims from it for ``seconds``."""
+        self._run("throttle_queue", queue, int(seconds * 1000))
+
     # -- housekeeping ---------------------------------------------------------
     def heartbeat(self, ttl: float, fields: Mapping[str, Any]) -> int:
         """Register (or refresh) this worker in the fleet registry; ttl 0 deregisters."""

@@ -265,6 +265,40 @@ def cancel(ctx: click.Context, dag_id: str) -> None:
 
 @main.command()
 @click.argument("queue")
+@click.option("--rate", default=None, help="Jobs started per interval, e.g. 5/1s or 100/60s.")
+@click.option("--concurrency", type=int, default=None, help="Jobs running at once, fleet-wide.")
+@click.option("--clear", is_flag=True, help="Remove the queue's limits.")
+@click.pass_context
+@friendly_errors
+def limit(
+    ctx: click.Context, queue: str, rate: str | None, concurrency: int | None, clear: bool
+) -> None:
+    """Limit a queue across the whole fleet (enforced when jobs are claimed).
+
+    \b
+    Example:
+      mediapipe limit default --rate 5/1s --concurrency 4
+    """
+    c = _client(ctx)
+    if clear:
+        c.set_rate_limit(queue, None)
+        c.set_concurrency_limit(queue, None)
+    if rate:
+        count, _, per = rate.partition("/")
+        if not count.isdigit():
+            raise SubmissionError(f"--rate must look like 5/1s, not {rate!r}")
+        seconds = float(per.rstrip("s") or 1)
+        c.set_rate_limit(queue, int(count), per_seconds=seconds)
+    if concurrency is not None:
+        c.set_concurrency_limit(queue, concurrency)
+    from pipeline.client import _decode
+
+    meta = _decode(c.redis.hgetall(c.keys.meta(queue)))
+    click.echo(f"{queue}: {json.dumps(meta)}")
+
+
+@main.command()
+@click.argument("queue")
 @click.pass_context
 @friendly_errors
 def pause(ctx: click.Context, queue: str) -> None:

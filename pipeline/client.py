@@ -239,6 +239,17 @@ class Client:
                 mapping={"rate_max": max_jobs, "rate_ms": int(per_seconds * 1000)},
             )
 
+    def set_concurrency_limit(self, queue: str, max_active: int | None) -> None:
+        """At most ``max_active`` jobs of the queue running at once across the fleet."""
+        if max_active is None:
+            self.redis.hdel(self.keys.meta(queue), "max_active")
+        else:
+            self.redis.hset(self.keys.meta(queue), "max_active", max_active)
+
+    def throttle(self, queue: str, seconds: float) -> None:
+        """Hold the whole queue back for ``seconds`` (a service asked us to slow down)."""
+        self._run("throttle_queue", queue, int(seconds * 1000))
+
     def prune(self, retention: Retention | None = None) -> int:
         """Apply retention until nothing more is due; returns jobs deleted."""
         r = retention or Retention()

@@ -44,6 +44,11 @@ class ServiceUnavailableError(RetryableError):
         self.retry_after = retry_after
 
 
+class ThrottledError(ServiceUnavailableError):
+    """The service said "too many requests, come back in N seconds" (HTTP 429): the whole
+    queue is held back that long, not only this job."""
+
+
 class JobTimeoutError(RetryableError):
     """A job ran past its timeout and was stopped."""
 

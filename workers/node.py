@@ -669,6 +669,8 @@ class WorkerNode:
             service = child.extra.pop("service", None)
             self._free(child)
             if wait is not None:
+                if etype == "ThrottledError" and wait > 0:
+                    self._call(self.broker.throttle, job.queue, wait)
                 self._service_down(job, service, message, wait)
             else:
                 self._fail(job, etype, message, permanent, tb)

@@ -42,6 +42,7 @@ TRANSITIONS = (
     "worker_heartbeat",
     "service_gate",
     "service_outcome",
+    "throttle_queue",
 )
 
 _INCLUDE = re.compile(r"^--@include (\S+)\n?", re.MULTILINE)

@@ -116,3 +116,15 @@ def slow_write(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> str:
             f.flush()
             time.sleep(params.get("delay", 0.05))
     return str(final)
+
+
+@stage("t.throttled", registry=registry, attempts=3)
+def throttled(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> float:
+    """Told to back off once (like an HTTP 429 with Retry-After), then succeeds."""
+    from pipeline.errors import ThrottledError
+
+    flag = Path(params["flag"])
+    if not flag.exists():
+        flag.write_text(repr(time.time()))
+        raise ThrottledError("service said 429, retry after 1s", retry_after=1.0)
+    return time.time()

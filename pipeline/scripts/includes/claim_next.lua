@@ -40,12 +40,23 @@ local function claim_next(queues, worker, token, lease_ms, now, count)
   local out = {-1}
   local wake_in = -1
   for _, q in ipairs(queues) do
-    local meta = redis.call('HMGET', k_meta(q), 'paused', 'rate_max', 'rate_ms')
-    if meta[1] ~= '1' then
+    local meta = redis.call('HMGET', k_meta(q), 'paused', 'rate_max', 'rate_ms', 'max_active',
+      'hold_until')
+    local hold = tonumber(meta[5]) or 0
+    if hold > now then
+      -- an external service throttled this queue: nobody takes from it until then
+      if wake_in < 0 or hold - now < wake_in then wake_in = hold - now end
+    elseif meta[1] ~= '1' then
       promote_due(q, now, 100)
       local rate_max = tonumber(meta[2])
       local room = count - #out + 1
-      if rate_max then
+      local max_active = tonumber(meta[4])
+      if max_active then
+        -- fleet-wide concurrency cap: leases in the active set are the running jobs
+        local free = max_active - redis.call('ZCARD', k_active(q))
+        if free < room then room = math.max(free, 0) end
+      end
+      if rate_max and room > 0 then
         local used = tonumber(redis.call('GET', k_rate(q)) or '0')
         if used + room > rate_max then room = rate_max - used end
         if room <= 0 then
