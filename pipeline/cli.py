@@ -79,7 +79,12 @@ def server() -> None:
 @server.command("start")
 @friendly_errors
 def server_start() -> None:
-    """Start the embedded server (no-op if it already runs) and print its URL."""
+    """Start the embedded server (no-op if it already runs) and print its URL.
+
+    \b
+    Example:
+      mediapipe server start
+    """
     s = EmbeddedServer.default()
     started = s.ensure_running()
     click.echo(f"{'started' if started else 'already running'}: export MEDIAPIPE_REDIS_URL={s.url}")
@@ -87,14 +92,24 @@ def server_start() -> None:
 
 @server.command("stop")
 def server_stop() -> None:
-    """Shut the embedded server down cleanly (its data stays on disk)."""
+    """Shut the embedded server down cleanly (its data stays on disk).
+
+    \b
+    Example:
+      mediapipe server stop
+    """
     stopped = EmbeddedServer.default().stop()
     click.echo("stopped" if stopped else "not running")
 
 
 @server.command("status")
 def server_status() -> None:
-    """Say whether the embedded server runs, and where."""
+    """Say whether the embedded server runs, and where (exit 1 when it does not).
+
+    \b
+    Example:
+      mediapipe server status
+    """
     s = EmbeddedServer.default()
     running = s.is_running()
     click.echo(f"{'running' if running else 'stopped'}: {s.url} (data: {s.data_dir})")
@@ -103,7 +118,12 @@ def server_status() -> None:
 
 @server.command("url")
 def server_url() -> None:
-    """Print the embedded server's URL (for MEDIAPIPE_REDIS_URL)."""
+    """Print the embedded server's URL (for MEDIAPIPE_REDIS_URL).
+
+    \b
+    Example:
+      export MEDIAPIPE_REDIS_URL=$(mediapipe server url)
+    """
     click.echo(EmbeddedServer.default().url)
 
 
@@ -225,10 +245,33 @@ def dlq() -> None:
 @click.pass_context
 @friendly_errors
 def dlq_list(ctx: click.Context) -> None:
-    """List dead jobs with their error."""
+    """List dead jobs with their error.
+
+    \b
+    Example:
+      mediapipe dlq list
+    """
     for j in _client(ctx.find_root()).dead(limit=1000):
         err = j.get("error") or {}
         click.echo(f"{j['id']}  {j['stage']}  {err.get('type')}: {err.get('message')}")
+
+
+@dlq.command("show")
+@click.argument("job_id")
+@click.pass_context
+@friendly_errors
+def dlq_show(ctx: click.Context, job_id: str) -> None:
+    """Everything about one dead job: error, traceback, input, attempts, worker, times.
+
+    \b
+    Example:
+      mediapipe dlq show 6d0ea5aa51af494f/probe
+    """
+    c = _client(ctx.find_root())
+    job = c.job(job_id)
+    if job is None or job.get("state") != "dead":
+        raise SubmissionError(f"job {job_id} is not in the dead-letter queue")
+    click.echo(json.dumps(job, indent=2, default=str))
 
 
 @dlq.command("retry")
@@ -236,7 +279,13 @@ def dlq_list(ctx: click.Context) -> None:
 @click.pass_context
 @friendly_errors
 def dlq_retry(ctx: click.Context, job_id: str) -> None:
-    """Retry one dead job (or ALL) with fresh attempts."""
+    """Retry one dead job (or ALL) with fresh attempts.
+
+    \b
+    Example:
+      mediapipe dlq retry 6d0ea5aa51af494f/probe
+      mediapipe dlq retry ALL
+    """
     c = _client(ctx.find_root())
     if job_id == "ALL":
         click.echo(f"retried {c.retry_all_dead()} jobs")
@@ -249,7 +298,12 @@ def dlq_retry(ctx: click.Context, job_id: str) -> None:
 @click.pass_context
 @friendly_errors
 def dlq_purge(ctx: click.Context) -> None:
-    """Forget every dead job."""
+    """Forget every dead job.
+
+    \b
+    Example:
+      mediapipe dlq purge
+    """
     click.echo(f"purged {_client(ctx.find_root()).purge_dead()}")
 
 
@@ -258,7 +312,12 @@ def dlq_purge(ctx: click.Context) -> None:
 @click.pass_context
 @friendly_errors
 def cancel(ctx: click.Context, dag_id: str) -> None:
-    """Cancel a DAG: pending jobs stop, running ones are told to stop."""
+    """Cancel a DAG: pending jobs stop, running ones are told to stop.
+
+    \b
+    Example:
+      mediapipe cancel 6d0ea5aa51af494f
+    """
     cancelled, running = _client(ctx).cancel(dag_id)
     click.echo(f"cancelled {cancelled} pending jobs; {running} running jobs told to stop")
 
@@ -302,7 +361,12 @@ def limit(
 @click.pass_context
 @friendly_errors
 def pause(ctx: click.Context, queue: str) -> None:
-    """Stop handing out jobs from QUEUE (running jobs finish)."""
+    """Stop handing out jobs from QUEUE (running jobs finish).
+
+    \b
+    Example:
+      mediapipe pause default
+    """
     _client(ctx).pause(queue)
     click.echo(f"paused {queue}")
 
@@ -312,7 +376,12 @@ def pause(ctx: click.Context, queue: str) -> None:
 @click.pass_context
 @friendly_errors
 def resume(ctx: click.Context, queue: str) -> None:
-    """Hand out jobs from QUEUE again."""
+    """Hand out jobs from QUEUE again.
+
+    \b
+    Example:
+      mediapipe resume default
+    """
     _client(ctx).resume(queue)
     click.echo(f"resumed {queue}")
 
