@@ -184,6 +184,10 @@ class Broker:
             args += [job.id, job.token]
         return int(self._run("release_jobs", *args))
 
+    def reroute_orphans(self, queue: str, limit: int = 100) -> int:
+        """Move waiting jobs with a fallback out of a queue no live worker serves."""
+        return int(self._run("reroute_orphans", queue, limit))
+
     def throttle(self, queue: str, seconds: float) -> None:
         """Hold the whole queue back: nobody claims from it for ``seconds``."""
         self._run("throttle_queue", queue, int(seconds * 1000))

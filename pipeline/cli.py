@@ -423,6 +423,13 @@ def _split(values: tuple[str, ...]) -> list[str]:
 )
 @click.option("--import", "imports", multiple=True, help="Extra module(s) that register stages.")
 @click.option("--no-adaptive", is_flag=True, help="Keep the capacity fixed.")
+@click.option("--no-gpu", is_flag=True, help="Ignore any GPU on this box.")
+@click.option("--gpus", default=None, help="Use only these GPU indices, e.g. 0,1.")
+@click.option(
+    "--show-capabilities",
+    is_flag=True,
+    help="Print the GPUs and capabilities found (and why), then exit.",
+)
 @click.option(
     "--metrics-port",
     type=int,
@@ -452,6 +459,9 @@ def worker(
     log_level: str,
     metrics_port: int | None,
     metrics_host: str,
+    no_gpu: bool,
+    gpus: str | None,
+    show_capabilities: bool,
 ) -> None:
     """Run a worker node: a pool of processes sized to the cores.
 
@@ -469,6 +479,13 @@ def worker(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from workers.gpu import detect
+
+    only = [int(g) for g in gpus.split(",") if g.strip()] if gpus else None
+    caps = detect(disabled=no_gpu, only=only)
+    if show_capabilities:
+        click.echo(caps.describe())
+        return
     # The media stages always; --import adds a user's own stage modules.
     modules = ("stages", *imports)
     for module in modules:
@@ -477,7 +494,8 @@ def worker(
         raise SubmissionError(f"--concurrency must be auto or a number, not {concurrency!r}")
     config = NodeConfig(
         queues=_split(queues),
-        tags=tuple(_split(tags)),
+        tags=tuple(dict.fromkeys([*_split(tags), *caps.tags()])),
+        gpus="; ".join(f"{g.index}: {g.name} {g.memory_mib} MiB" for g in caps.gpus),
         concurrency=None if concurrency == "auto" else int(concurrency),
         min=min_,
         max=max_,

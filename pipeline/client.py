@@ -26,6 +26,7 @@ from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
 from pipeline.retention import Retention
+from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import Scripts
 from pipeline.submission import encode_meta, encode_nodes
 
@@ -65,7 +66,7 @@ class Client:
     # -- submitting -----------------------------------------------------------
     def submit(self, dag: Dag) -> Submitted:
         """Validate and write the whole DAG in one atomic step; nothing is written on error."""
-        payload = encode_nodes(dag, self.registry)
+        payload = encode_nodes(dag, self.registry, live=self._live_if_needed([dag]))
         meta = encode_meta(dag.meta)
         try:
             dag_id, created = self._run(
@@ -77,7 +78,10 @@ class Client:
 
     def submit_many(self, dags: list[Dag], *, chunk: int = 500) -> list[Submitted]:
         """Submit many DAGs with pipelined round trips; each DAG is still atomic on its own."""
-        encoded = [(d, encode_nodes(d, self.registry), encode_meta(d.meta)) for d in dags]
+        live = self._live_if_needed(dags)
+        encoded = [
+            (d, encode_nodes(d, self.registry, live=live), encode_meta(d.meta)) for d in dags
+        ]
         out: list[Submitted] = []
         for i in range(0, len(encoded), chunk):
             pipe = self.redis.pipeline(transaction=False)
@@ -96,6 +100,15 @@ class Client:
                     raise SubmissionError(str(reply))
                 out.append(Submitted(_s(reply[0]), bool(reply[1])))
         return out
+
+    def _live_if_needed(self, dags: list[Dag]) -> set[str] | None:
+        """The queues live workers serve, when some stage prefers a capability."""
+        prefers = any(
+            n.stage in self.registry and self.registry.get(n.stage).prefers
+            for d in dags
+            for n in d.nodes.values()
+        )
+        return live_queues(self.redis, self.keys) if prefers else None
 
     # -- reading --------------------------------------------------------------
     def dag(self, dag_id: str) -> dict[str, Any] | None:
@@ -173,14 +186,7 @@ class Client:
         A job that needs a capability nobody has (``default@gpu`` with no GPU worker up)
         is reported here instead of looking silently stuck.
         """
-        served = {q for w in self.workers() for q in w.get("queues", "").split(",") if q}
-        gaps = {}
-        for q in self.queues():
-            if q not in served:
-                waiting = int(self.redis.zcard(self.keys.wait(q)))
-                if waiting:
-                    gaps[q] = waiting
-        return gaps
+        return orphan_queues(self.redis, self.keys)
 
     def events(
         self, dag_id: str, *, after: str = "0", block: float | None = None, follow: bool = False

@@ -26,8 +26,9 @@ class StageSpec:
     timeout: float = 3600.0
     attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
-    tags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # capabilities a worker must have
     max_stalls: int = 1
+    prefers: tuple[str, ...] = ()  # capabilities it runs best on, when a worker has them
 
 
 class Registry:
@@ -67,6 +68,7 @@ def stage(
     backoff: Backoff | None = None,
     tags: tuple[str, ...] = (),
     max_stalls: int = 1,
+    prefers: tuple[str, ...] = (),
     registry: Registry | None = None,
 ) -> Callable[[StageFn], StageFn]:
     """Register ``fn`` as stage ``name`` (decorator)."""
@@ -74,7 +76,16 @@ def stage(
     def register(fn: StageFn) -> StageFn:
         (registry or REGISTRY).add(
             StageSpec(
-                name, fn, queue, cost, timeout, attempts, backoff or Backoff(), tags, max_stalls
+                name,
+                fn,
+                queue,
+                cost,
+                timeout,
+                attempts,
+                backoff or Backoff(),
+                tags,
+                max_stalls,
+                prefers,
             )
         )
         return fn

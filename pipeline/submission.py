@@ -12,7 +12,9 @@ from pipeline.model import Dag, Node, check_json, routed_queue
 from pipeline.registry import Registry
 
 
-def encode_nodes(dag: Dag, registry: Registry, *, extra_names: Iterable[str] = ()) -> str:
+def encode_nodes(
+    dag: Dag, registry: Registry, *, extra_names: Iterable[str] = (), live: set[str] | None = None
+) -> str:
     """Validate ``dag`` and encode its jobs, children before parents.
 
     ``extra_names`` are jobs that already exist in the DAG in Redis (for run-time fan-out)
@@ -24,11 +26,14 @@ def encode_nodes(dag: Dag, registry: Registry, *, extra_names: Iterable[str] = (
     for name in order:
         if name in taken:
             raise SubmissionError(f"job name {name!r} is already used in DAG {dag.id}")
-        jobs.append(encode_node(dag, dag.nodes[name], registry))
+        jobs.append(encode_node(dag, dag.nodes[name], registry, live=live))
     return json.dumps(jobs, separators=(",", ":"))
 
 
-def encode_node(dag: Dag, node: Node, registry: Registry) -> dict[str, Any]:
+def encode_node(
+    dag: Dag, node: Node, registry: Registry, *, live: set[str] | None = None
+) -> dict[str, Any]:
+    """One job's JSON. ``live``: the queues live workers serve, for preferred routing."""
     spec = registry.get(node.stage)
     o = node.options
     backoff = o.backoff or spec.backoff
@@ -42,11 +47,17 @@ def encode_node(dag: Dag, node: Node, registry: Registry) -> dict[str, Any]:
     if o.delay < 0:
         raise SubmissionError(f"job {node.name!r}: delay must not be negative")
     tags = o.tags if o.tags is not None else spec.tags
+    queue, fallback = routed_queue(o.queue or spec.queue, tags), ""
+    if spec.prefers and not tags:
+        preferred = routed_queue(queue, spec.prefers)
+        if live is not None and preferred in live:
+            queue, fallback = preferred, queue
     return {
         "id": dag.job_id(node.name),
         "name": node.name,
         "stage": node.stage,
-        "queue": routed_queue(o.queue or spec.queue, tags),
+        "queue": queue,
+        "fallback": fallback,
         "params": check_json(node.params, f"job {node.name!r} params"),
         "prio": o.priority,
         "max_attempts": attempts,

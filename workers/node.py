@@ -41,6 +41,7 @@ from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
 from pipeline.model import routed_queue
 from pipeline.registry import REGISTRY, Registry
+from pipeline.routing import orphan_queues
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
 from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
 from workers.pool import Child, Pool
@@ -76,6 +77,7 @@ class NodeConfig:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy.from_env)
     metrics_port: int | None = None  # serve /metrics, /healthz, /readyz when set
     metrics_host: str = "127.0.0.1"
+    gpus: str = ""  # GPU models and memory found at start, for the registry
 
 
 def listen_queues(queues: Iterable[str], tags: Iterable[str]) -> list[str]:
@@ -339,6 +341,7 @@ class WorkerNode:
         if self._due("heartbeat", self.config.heartbeat, now):
             self._heartbeat()
             self._observe()
+            self._reroute_orphans()
         if self._due("stalls", self.config.stall_check or lease / 2, now):
             self._call(self.broker.reclaim_stalled, self.queues)
         if self.config.adaptive and self._due("adapt", self.config.adapt_interval, now):
@@ -404,6 +407,16 @@ class WorkerNode:
         for service, b in states.items():
             self.metrics.breaker.labels(service).set(BREAKER_STATES.get(b.get("state", ""), 0))
 
+    def _reroute_orphans(self) -> None:
+        """Jobs that preferred a capability no live worker has any more go to their
+        fallback queue (any node may do it; the transition is atomic)."""
+        gaps = self._call(orphan_queues, self.broker.redis, self.keys) or {}
+        for queue in gaps:
+            if "@" in queue:
+                moved = self._call(self.broker.reroute_orphans, queue)
+                if moved:
+                    log.info("rerouted %d jobs from %s: no live worker serves it", moved, queue)
+
     def _heartbeat(self) -> None:
         r = self.adaptive.last_reading
         self._call(
@@ -413,6 +426,7 @@ class WorkerNode:
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "tags": ",".join(self.config.tags),
+                "gpus": self.config.gpus,
                 "queues": ",".join(self.queues),
                 "capacity": self.capacity,
                 "in_use": self.in_use,

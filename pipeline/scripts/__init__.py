@@ -43,6 +43,8 @@ TRANSITIONS = (
     "service_gate",
     "service_outcome",
     "throttle_queue",
+    "reroute_orphans",
+    "claim_tick",
 )
 
 _INCLUDE = re.compile(r"^--@include (\S+)\n?", re.MULTILINE)

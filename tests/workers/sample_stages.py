@@ -128,3 +128,10 @@ def throttled(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> float
         flag.write_text(repr(time.time()))
         raise ThrottledError("service said 429, retry after 1s", retry_after=1.0)
     return time.time()
+
+
+@stage("t.gpu_preferred", registry=registry, prefers=("gpu",))
+def gpu_preferred(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+    """Runs best on a GPU worker, fine on a CPU one."""
+    time.sleep(params.get("seconds", 0.0))
+    return os.getpid()

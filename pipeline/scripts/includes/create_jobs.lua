@@ -21,7 +21,7 @@ local function create_jobs(dag, jobs, now)
       'id', j.id, 'dag', dag, 'name', j.name, 'stage', j.stage, 'queue', j.queue,
       'params', j.params, 'prio', j.prio, 'max_attempts', j.max_attempts,
       'backoff', j.backoff, 'timeout_ms', j.timeout_ms, 'cost', j.cost, 'tags', j.tags,
-      'max_stalls', j.max_stalls, 'run_at', run_at, 'attempts', 0, 'stalls', 0,
+      'max_stalls', j.max_stalls, 'run_at', run_at, 'fallback', j.fallback or '', 'attempts', 0, 'stalls', 0,
       'pending', n, 'failed_deps', 0, 'has_deps', n > 0 and '1' or '0', 'root', root,
       'pct', 0, 'created', now, 'state', 'waiting_children')
     redis.call('SADD', k_dag_jobs(dag), j.id)

@@ -1,0 +1,44 @@
+"""Which queues live workers serve, so jobs go where they can run.
+
+A job that needs capabilities waits in ``queue@tag+tag`` (see ``model.routed_queue``). A
+job that only *prefers* them (a GPU path with a CPU fallback) goes there when a live
+worker serves that queue, otherwise to the plain queue; and if the preferred workers all
+disappear later, ``reroute_orphans`` moves its waiting jobs to their fallback, so no job
+waits forever for a GPU that is not there.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+
+from pipeline.keys import Keys
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def live_queues(client: redis.Redis, keys: Keys) -> set[str]:
+    now_ms = int(time.time() * 1000)
+    served: set[str] = set()
+    for wid in client.zrangebyscore(keys.workers, f"({now_ms}", "+inf"):
+        queues = client.hget(keys.worker(_s(wid)), "queues")
+        if queues:
+            served.update(q for q in _s(queues).split(",") if q)
+    return served
+
+
+def orphan_queues(client: redis.Redis, keys: Keys) -> dict[str, int]:
+    """Queues with waiting jobs that no live worker serves: {queue: waiting}."""
+    served = live_queues(client, keys)
+    gaps: dict[str, int] = {}
+    for raw in client.smembers(keys.queues):
+        q = _s(raw)
+        if q not in served:
+            waiting = int(client.zcard(keys.wait(q)))
+            if waiting:
+                gaps[q] = waiting
+    return gaps
