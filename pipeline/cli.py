@@ -665,5 +665,16 @@ def _print_submitted(planned: list[Any], as_json: bool) -> None:
                 click.echo(f"{p.dag_id}  {p.path}")
 
 
+def _register_subcommands() -> None:
+    from pipeline.dashboard import dashboard_command
+    from pipeline.schedules import schedule_group
+
+    main.add_command(dashboard_command(), "dashboard")
+    main.add_command(schedule_group(), "schedule")
+
+
+_register_subcommands()
+
+
 if __name__ == "__main__":
     main()

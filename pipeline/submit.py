@@ -192,6 +192,7 @@ def run_embedded(
             preload=("stages",),
             grace=0.0,
             heartbeat=1.0,
+            scheduler=False,
         ),
     )
     thread = threading.Thread(

@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -78,6 +79,7 @@ class NodeConfig:
     metrics_port: int | None = None  # serve /metrics, /healthz, /readyz when set
     metrics_host: str = "127.0.0.1"
     gpus: str = ""  # GPU models and memory found at start, for the registry
+    scheduler: bool = True  # fire due schedules (each tick fires once, fleet-wide)
 
 
 def listen_queues(queues: Iterable[str], tags: Iterable[str]) -> list[str]:
@@ -194,6 +196,9 @@ class WorkerNode:
             self.capacity, start_method=self.config.start_method, preload=self.config.preload
         )
         self.waker.start()
+        self._scheduler_stop = threading.Event()
+        if self.config.scheduler:
+            self._start_scheduler()
         if self.config.metrics_port is not None:
             self.health = HealthServer(
                 self.metrics,
@@ -234,6 +239,22 @@ class WorkerNode:
             reported = self._shutdown()
         return 0 if reported else 1
 
+    def _start_scheduler(self) -> None:
+        from pipeline.client import Client
+        from pipeline.schedules import run_scheduler
+
+        client = Client(self._connect(), namespace=self.config.namespace, registry=self.registry)
+
+        def loop() -> None:
+            while not self._scheduler_stop.is_set():
+                try:
+                    run_scheduler(client, self._scheduler_stop)
+                except Exception:  # Redis away or a bad schedule: keep the node up
+                    log.warning("scheduler stopped; restarting", exc_info=True)
+                    self._scheduler_stop.wait(5)
+
+        threading.Thread(target=loop, daemon=True, name="scheduler").start()
+
     def _healthy(self) -> bool:
         try:
             return bool(self.broker.redis.ping())
@@ -260,6 +281,7 @@ class WorkerNode:
         self.held.clear()
         self.pool.close()  # kills the trees of children still running
         self.waker.stop()
+        self._scheduler_stop.set()
         if self.health is not None:
             self.health.stop()
         if self.redis_ok or self._try_reconnect(force=True):

@@ -14,7 +14,7 @@ import click
 
 __all__ = ["dashboard_command"]
 
-EXIT_REDIS = 3  # as pipeline.cli: Redis unreachable
+EXIT_REJECTED, EXIT_REDIS = 2, 3  # as pipeline.cli: usage rejected, Redis unreachable
 
 
 def dashboard_command() -> click.Command:
@@ -43,10 +43,20 @@ def dashboard_command() -> click.Command:
           mediapipe dashboard                  # prints http://127.0.0.1:8080/#token=...
           MEDIAPIPE_DASHBOARD_TOKEN=s3cret mediapipe dashboard --port 9000
         """
+        import logging
+
         from pipeline.client import Client
         from pipeline.dashboard.app import create_app, is_loopback, make_dashboard_server
         from pipeline.errors import RedisUnavailableError
 
+        # Actions are logged (an audit trail); werkzeug's line per request is not, since
+        # every open page polls once a second.
+        logging.basicConfig(
+            level=logging.INFO,
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
         obj = ctx.find_root().obj or {}
         namespace = obj.get("namespace", "mp")
         try:
@@ -56,9 +66,13 @@ def dashboard_command() -> click.Command:
             sys.exit(EXIT_REDIS)
         generated = not token
         token = token or secrets.token_urlsafe(24)
-        server = make_dashboard_server(create_app(client, token=token, host=host), host, port)
+        try:
+            server = make_dashboard_server(create_app(client, token=token, host=host), host, port)
+        except OSError as exc:
+            click.echo(f"mediapipe: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+            sys.exit(EXIT_REJECTED)
         shown = f"[{host}]" if ":" in host else host
-        url = f"http://{shown}:{server.server_port}/"
+        url = f"http://{shown}:{server.port}/"
         # The token travels in the URL fragment, which browsers never send to the server
         # (so it stays out of access logs and Referer headers); the page moves it to
         # sessionStorage and strips it from the address bar.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from urllib.parse import urlsplit
 
 import redis
 from flask import Flask, Response, abort, jsonify, request, send_from_directory
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -68,7 +70,7 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
         if not given:
             given = request.form.get("token", "")
         if not given:
-            return _error(401, "this action needs the dashboard token")
+            return _error(401, "the dashboard token is required")
         if not hmac.compare_digest(given.encode(), expected):
             log.warning("dashboard: wrong token from %s for %s", request.remote_addr, request.path)
             return _error(403, "wrong dashboard token")
@@ -76,10 +78,8 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
 
     @app.before_request
     def guard() -> Response | None:
-        if local:
-            name = urlsplit("//" + request.host).hostname or ""
-            if name not in LOOPBACK_NAMES:
-                return _error(400, "this dashboard only answers to localhost")
+        if local and _hostname(request.host) not in LOOPBACK_NAMES:
+            return _error(400, "this dashboard only answers to localhost")
         if request.method == "POST" or (not local and request.path.startswith("/api/")):
             return authorized()
         return None
@@ -102,7 +102,9 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
         return _error(409, str(exc))
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
+    def http_error(exc: HTTPException) -> ResponseReturnValue:
+        if (exc.code or 500) < 400:  # routing redirects keep their Location header
+            return exc.get_response()
         return _error(exc.code or 500, exc.description or exc.name)
 
     @app.get("/")
@@ -170,6 +172,14 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
     return app
 
 
+def _hostname(host: str) -> str:
+    """The name in a Host header without its port ('' when malformed)."""
+    try:
+        return urlsplit("//" + host).hostname or ""
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return ""
+
+
 def _field(name: str) -> str:
     """A required string field from a JSON body or a form."""
     body = request.get_json(silent=True)
@@ -188,9 +198,15 @@ def _error(status: int, message: str) -> Response:
 
 
 def make_dashboard_server(app: Flask, host: str, port: int) -> BaseWSGIServer:
-    """A threaded WSGI server (port 0 picks a free one; see ``server_port``).
+    """A threaded WSGI server (port 0 picks a free one; ``.port`` says which).
 
     Werkzeug's server is enough for a handful of operators polling once a second; put a
-    production WSGI server in front for anything more.
+    production WSGI server in front for anything more. The socket is bound here because
+    werkzeug prints and exits on a busy port; this raises OSError for the caller instead.
     """
-    return make_server(host, port, app, threaded=True)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family)
+    try:
+        return make_server(host, port, app, threaded=True, fd=sock.fileno())
+    finally:
+        sock.close()  # the server holds its own duplicate of the descriptor

@@ -18,6 +18,7 @@ from pipeline.client import Client
 
 # How far back the dashboard looks; enough for an operator's screen, cheap to read.
 RECENT_EVENTS = 1000  # global stream entries scanned for recently active DAGs
+CANDIDATE_DAGS = 100  # most recently active DAGs read, of which the newest are shown
 SHOWN_EVENTS = 40
 SHOWN_DAGS = 25
 SHOWN_DEAD = 100
@@ -152,7 +153,7 @@ class Snapshots:
                     "delayed": int(delayed),
                     "failed": failed,
                     "dead": dead_by_queue.get(q, 0),
-                    "paused": paused == b"1",
+                    "paused": paused is not None and _s(paused) == "1",
                     "counts_truncated": int(delayed) > COUNTED or len(dead_ids) >= COUNTED,
                 }
             )
@@ -194,6 +195,8 @@ class Snapshots:
             dag = next((_s(v) for k, v in fields.items() if _s(k) == "dag"), "")
             if dag:
                 seen.setdefault(dag, None)
+                if len(seen) >= CANDIDATE_DAGS:
+                    break
         for key in (self.keys.dags_done, self.keys.dags_failed):
             finished: Any = r.zrevrange(key, 0, SHOWN_DAGS - 1)
             for dag in finished:

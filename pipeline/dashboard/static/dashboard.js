@@ -85,11 +85,12 @@ function clock(ms) {
   return ms ? new Date(ms).toLocaleTimeString() : "—";
 }
 
-function bar(percent) {
+function bar(percent, label, small) {
   const p = Math.max(0, Math.min(100, Number(percent) || 0));
   const fill = el("span", { class: "fill" });
   fill.style.width = `${p}%`; // through the CSSOM: the CSP forbids inline style attributes
-  return el("span", { class: "bar", title: `${p.toFixed(1)}%` }, fill, el("span", { class: "label" }, `${p.toFixed(0)}%`));
+  const text = label === undefined ? `${p.toFixed(0)}%` : label;
+  return el("span", { class: small ? "bar small" : "bar", title: `${p.toFixed(1)}%` }, fill, el("span", { class: "label" }, text));
 }
 
 function stateTag(state) {
@@ -192,9 +193,9 @@ function renderWorkers(tbody, workers) {
         el("td", {}, w.tags.join(", ") || "—"),
         el("td", { class: "mono" }, w.queues.join(", ")),
         el("td", { class: "num" }, w.capacity),
-        el("td", {}, bar(w.load * 100), ` ${w.in_use}/${w.capacity}`),
+        el("td", {}, bar(w.load * 100, `${w.in_use}/${w.capacity} slots`, true)),
         el("td", { class: "num" }, w.cpu_percent === "" ? "—" : `${Number(w.cpu_percent).toFixed(0)}%`),
-        el("td", { class: "num" }, `${w.jobs_done} / ${w.jobs_failed}`),
+        el("td", { class: "num" }, `${w.jobs_done}/${w.jobs_failed}`),
         el("td", {}, stateTag(w.state)),
         el("td", {}, ago(w.last_seen_ms)),
       ),
@@ -258,7 +259,7 @@ function renderDlq(tbody, dead) {
           el("span", { class: "error-message" }, err.message || ""),
           err.traceback ? el("details", {}, el("summary", {}, "traceback"), el("pre", {}, err.traceback)) : null,
         ),
-        el("td", {}, el("pre", { class: "params" }, JSON.stringify(j.params, null, 1))),
+        el("td", { class: "params" }, fields(j.params)),
         el("td", { class: "num" }, `${j.attempts}/${j.max_attempts}`),
         el("td", {}, clock(j.dead_since_ms)),
         el("td", {}, el("button", { class: "retry", onclick: () => act("/api/dlq/retry", { job: j.id }, `Retried ${j.id}`) }, "Retry")),
@@ -267,25 +268,21 @@ function renderDlq(tbody, dead) {
   );
 }
 
+// A JSON object as a key/value list; strings unquoted so file names read as they are.
+function fields(value) {
+  const obj = value && typeof value === "object" && !Array.isArray(value) ? value : { value };
+  return el("dl", {}, ...Object.entries(obj).flatMap(([k, v]) => [
+    el("dt", {}, k),
+    el("dd", { class: "mono" }, typeof v === "string" ? v : JSON.stringify(v)),
+  ]));
+}
+
 function renderSchedules(tbody, schedules) {
   if (!schedules.length) return empty(tbody, 2, "no schedules");
   tbody.replaceChildren(
-    ...schedules.map((s) => {
-      const spec = s.spec && typeof s.spec === "object" ? s.spec : { value: s.spec };
-      return el(
-        "tr",
-        { "data-schedule": s.name },
-        el("td", { class: "mono" }, s.name),
-        el(
-          "td",
-          {},
-          el("dl", {}, ...Object.entries(spec).flatMap(([k, v]) => [
-            el("dt", {}, k),
-            el("dd", { class: "mono" }, typeof v === "string" ? v : JSON.stringify(v)),
-          ])),
-        ),
-      );
-    }),
+    ...schedules.map((s) =>
+      el("tr", { "data-schedule": s.name }, el("td", { class: "mono" }, s.name), el("td", {}, fields(s.spec))),
+    ),
   );
 }
 
