@@ -248,3 +248,34 @@ def test_metrics_move_during_a_run_and_match_the_final_state(
     assert final["mediapipe_worker_capacity"] == 2
     completed = sum(1 for j in stage_client.jobs(dag.id).values() if j["state"] == "completed")
     assert completed == 6
+
+
+def test_running_workers_fire_a_schedule_once_per_tick(
+    workers: Workers, stage_client: Client, tmp_path: Path
+) -> None:
+    import shutil
+
+    from pipeline.schedules import Schedules
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    fixtures = Path(__file__).resolve().parents[2] / "fixtures"
+    shutil.copy(fixtures / "cmyk.jpg", drop / "a.jpg")
+    for _ in range(2):  # two nodes run the scheduler; the tick fires once
+        workers.spawn("--concurrency", "1")
+    Schedules(stage_client).add(
+        "drop", str(drop / "*.jpg"), every=1, preset="image", out=str(tmp_path / "out")
+    )
+    wait_for(
+        lambda: (tmp_path / "out" / "a" / "manifest.json").exists(),
+        60,
+        "the scheduled DAG to finish",
+    )
+    shutil.copy(fixtures / "alpha.png", drop / "b.jpg")  # the folder is watched
+    wait_for(lambda: (tmp_path / "out" / "b" / "manifest.json").exists(), 60, "the new file")
+    time.sleep(2.5)  # more ticks pass: nothing is submitted twice
+    inputs = [
+        stage_client.dag(d.decode())["meta"]["input"]  # type: ignore[index]
+        for d in stage_client.redis.zrange(stage_client.keys.dags_done, 0, -1)
+    ]
+    assert sorted(Path(i).name for i in inputs) == ["a.jpg", "b.jpg"]
