@@ -554,6 +554,12 @@ def worker(
     default=None,
     help="Local pool size in embedded mode (default: the CPU cores).",
 )
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Embedded mode: serve the local pool's /metrics, /healthz, /readyz on this port.",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks and worker logs.")
 @click.pass_context
 def submit(
@@ -569,6 +575,7 @@ def submit(
     concurrency: int | None,
     debug: bool,
     s3_endpoint: str | None,
+    metrics_port: int | None,
 ) -> None:
     """Turn media files into renditions and a manifest.json.
 
@@ -611,6 +618,7 @@ def submit(
                 namespace=ctx.obj["namespace"],
                 concurrency=concurrency,
                 quiet=as_json,
+                metrics_port=metrics_port,
             )
         elif wait:
             finished = sub.follow(client, planned, quiet=as_json)

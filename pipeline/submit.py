@@ -22,6 +22,7 @@ from pipeline.client import TERMINAL_DAG_STATES, Client
 from pipeline.errors import MediapipeError
 from pipeline.model import Dag
 from pipeline.progress_view import ProgressView
+from stages.manifest import OUTPUT_FIELDS
 
 log = logging.getLogger("mediapipe.submit")
 
@@ -120,22 +121,7 @@ def collect(client: Client, planned: list[Planned]) -> None:
         manifest = client.job(p.dag.job_id("manifest")) or {}
         result = manifest.get("result") if state == "completed" else None
         if isinstance(result, dict):
-            p.outputs = [
-                {
-                    k: o.get(k)
-                    for k in (
-                        "path",
-                        "kind",
-                        "format",
-                        "width",
-                        "height",
-                        "duration",
-                        "bytes",
-                        "sha256",
-                    )
-                }
-                for o in result.get("outputs", [])
-            ]
+            p.outputs = [{k: o.get(k) for k in OUTPUT_FIELDS} for o in result.get("outputs", [])]
             p.manifest = result.get("manifest", {}).get("path")
         elif state != "completed":
             p.error = _first_error(client, p.dag_id) or f"DAG {state}"
@@ -177,6 +163,7 @@ def run_embedded(
     namespace: str,
     concurrency: int | None = None,
     quiet: bool = False,
+    metrics_port: int | None = None,
 ) -> bool:
     """Run a local worker pool until every submitted DAG finished. False when interrupted."""
     from workers.node import NodeConfig, WorkerNode
@@ -193,6 +180,7 @@ def run_embedded(
             grace=0.0,
             heartbeat=1.0,
             scheduler=False,
+            metrics_port=metrics_port,
         ),
     )
     thread = threading.Thread(

@@ -14,6 +14,9 @@ from stages.output import atomic_output, file_facts
 from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
+# What every output entry says, in this order (the CLI's --json uses the same fields).
+OUTPUT_FIELDS = ("path", "kind", "format", "width", "height", "duration", "bytes", "sha256")
+
 # Result keys under which stages return their outputs (a dict or a list of dicts).
 OUTPUT_KEYS = ("renditions", "poster", "sprite", "audio", "hls")
 
@@ -73,21 +76,7 @@ def manifest(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         },
         "preset": params.get("preset"),
         "outputs": [
-            {
-                k: o.get(k)
-                for k in (
-                    "path",
-                    "stage",
-                    "kind",
-                    "format",
-                    "width",
-                    "height",
-                    "duration",
-                    "bytes",
-                    "sha256",
-                )
-            }
-            | _extra(o)
+            {k: o.get(k) for k in ("path", "stage", *OUTPUT_FIELDS[1:])} | _extra(o)
             for o in outputs
         ],
         "stages": stages,

@@ -20,11 +20,11 @@ def test_a_rate_of_5_per_second_holds_across_two_workers(
     for _ in range(2):
         workers.spawn("--concurrency", "2")
     dag = Dag()
-    n = 80
+    n = 200
     for i in range(n):
         dag.add(f"e{i}", "t.echo", {"i": i})
     stage_client.submit(dag)
-    wait_for(lambda: stage_client.dag_state(dag.id) == "completed", 60, "the DAG")
+    wait_for(lambda: stage_client.dag_state(dag.id) == "completed", 90, "the DAG")
     starts = _starts(stage_client, dag)
     assert len(starts) == n
     rate = (n - 1) / (starts[-1] - starts[0])
