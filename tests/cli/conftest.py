@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ FIXTURES = ROOT / "fixtures"
 class Cli:
     env: dict[str, str]
     cwd: Path
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -44,6 +45,20 @@ class Cli:
             start_new_session=True,
         )
 
+    def worker(self, namespace: str, *args: str) -> subprocess.Popen[str]:
+        """A `mediapipe worker` process, stopped (if still running) when the test ends."""
+        proc = self.popen(
+            "--namespace", namespace, "worker", "--grace", "5", "--log-level", "WARNING", *args
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_workers(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Cli]:
@@ -51,16 +66,20 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if k != "MEDIAPIPE_REDIS_URL"}
     env.update(MEDIAPIPE_HOME=str(home), PYTHONPATH=str(ROOT))
-    yield Cli(env, tmp_path)
+    c = Cli(env, tmp_path)
+    yield c
+    c.stop_workers()
     EmbeddedServer(home).stop()
 
 
 @pytest.fixture
-def fleet_cli(tmp_path: Path, redis_url: str, namespace: str) -> Cli:
+def fleet_cli(tmp_path: Path, redis_url: str, namespace: str) -> Iterator[Cli]:
     env = dict(os.environ)
     env.update(
         MEDIAPIPE_REDIS_URL=redis_url,
         PYTHONPATH=str(ROOT),
         MEDIAPIPE_HOME=str(tmp_path / "unused-home"),
     )
-    return Cli(env, tmp_path)
+    c = Cli(env, tmp_path)
+    yield c
+    c.stop_workers()

@@ -5,11 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from pipeline.client import Client
 from pipeline.registry import REGISTRY
@@ -17,41 +13,14 @@ from tests.cli.conftest import FIXTURES, Cli
 from tests.workers.conftest import wait_for
 
 
-@pytest.fixture
-def fleet_workers(fleet_cli: Cli, namespace: str) -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait(10)
-
-
-def _start_worker(cli: Cli, namespace: str, procs: list[subprocess.Popen[str]]) -> None:
-    procs.append(
-        cli.popen(
-            "--namespace",
-            namespace,
-            "worker",
-            "--concurrency",
-            "1",
-            "--grace",
-            "5",
-            "--log-level",
-            "WARNING",
-        )
-    )
-
-
 def test_two_workers_process_a_submission_then_stop_cleanly_on_sigterm(
     fleet_cli: Cli,
     namespace: str,
     tmp_path: Path,
     r: object,
-    fleet_workers: list[subprocess.Popen[str]],
 ) -> None:
     for _ in range(2):
-        _start_worker(fleet_cli, namespace, fleet_workers)
+        fleet_cli.worker(namespace, "--concurrency", "1")
     out = tmp_path / "out"
     res = fleet_cli.run(
         "--namespace",
@@ -70,9 +39,9 @@ def test_two_workers_process_a_submission_then_stop_cleanly_on_sigterm(
     for d in docs:
         for o in d["outputs"]:
             assert Path(o["path"]).stat().st_size == o["bytes"]
-    for w in fleet_workers:
+    for w in fleet_cli.procs:
         w.send_signal(signal.SIGTERM)
-    for w in fleet_workers:
+    for w in fleet_cli.procs:
         assert w.wait(30) == 0, w.stdout.read() if w.stdout else ""
 
 
@@ -99,7 +68,6 @@ def test_dlq_retry_brings_a_dead_dag_back_after_the_cause_is_fixed(
     namespace: str,
     tmp_path: Path,
     redis_url: str,
-    fleet_workers: list[subprocess.Popen[str]],
 ) -> None:
     import redis
 
@@ -112,7 +80,7 @@ def test_dlq_retry_brings_a_dead_dag_back_after_the_cause_is_fixed(
     dag_id = json.loads(res.stdout)["dag_id"]
     moved = tmp_path / "elsewhere.mp4"
     src.rename(moved)  # the input vanishes before a worker gets to it
-    _start_worker(fleet_cli, namespace, fleet_workers)
+    fleet_cli.worker(namespace, "--concurrency", "1")
     client = Client(redis.Redis.from_url(redis_url), namespace=namespace, registry=REGISTRY)
     wait_for(lambda: client.dag_state(dag_id) == "failed", 60, "the DAG to fail")
 

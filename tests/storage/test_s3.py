@@ -8,13 +8,10 @@ one counted as a storage call), while moto keeps what was already stored.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 
 from pipeline.breaker import ServiceBreakers
@@ -25,33 +22,6 @@ from tests.storage.conftest import S3
 from tests.workers.conftest import wait_for
 
 IMAGES = ["cmyk.jpg", "alpha.png", "palette_alpha.png", "icc_profile.jpg"]
-
-
-@pytest.fixture
-def workers(storage_cli: Cli, namespace: str) -> Iterator[list[subprocess.Popen[str]]]:
-    procs: list[subprocess.Popen[str]] = []
-    yield procs
-    for p in procs:
-        if p.poll() is None:
-            p.kill()
-            p.wait(10)
-
-
-def _worker(cli: Cli, namespace: str, procs: list[subprocess.Popen[str]]) -> None:
-    procs.append(
-        cli.popen(
-            "--namespace",
-            namespace,
-            "worker",
-            "--concurrency",
-            "2",
-            "--no-adaptive",
-            "--grace",
-            "5",
-            "--log-level",
-            "INFO",
-        )
-    )
 
 
 def _client(redis_url: str, namespace: str) -> Client:
@@ -66,9 +36,11 @@ def _object_sha256(s3: S3, key: str) -> str:
 
 
 def test_outputs_land_in_the_bucket_verified_and_the_manifest_lists_their_uris(
-    storage_cli: Cli, s3: S3, namespace: str, workers: list[subprocess.Popen[str]]
+    storage_cli: Cli,
+    s3: S3,
+    namespace: str,
 ) -> None:
-    _worker(storage_cli, namespace, workers)
+    storage_cli.worker(namespace, "--concurrency", "2", "--no-adaptive", "--log-level", "INFO")
     res = storage_cli.run(
         "--namespace",
         namespace,
@@ -114,10 +86,9 @@ def test_an_outage_opens_the_shared_breaker_defers_jobs_and_everything_completes
     s3: S3,
     namespace: str,
     redis_url: str,
-    workers: list[subprocess.Popen[str]],
 ) -> None:
     for _ in range(2):  # two workers share one breaker
-        _worker(storage_cli, namespace, workers)
+        storage_cli.worker(namespace, "--concurrency", "2", "--no-adaptive", "--log-level", "INFO")
     client = _client(redis_url, namespace)
     breakers = ServiceBreakers(client.redis, namespace=namespace)
     s3.proxy.down()
@@ -178,7 +149,7 @@ def test_an_outage_opens_the_shared_breaker_defers_jobs_and_everything_completes
         for job in client.jobs(dag_id).values():
             assert job["attempts"] == 1, (job["name"], job["attempts"])
     logs = []
-    for w in workers:
+    for w in storage_cli.procs:
         w.terminate()
         out, _ = w.communicate(timeout=30)
         logs.append(out)
@@ -191,7 +162,6 @@ def test_access_denied_goes_to_the_dead_letter_queue_at_once(
     namespace: str,
     redis_url: str,
     tmp_path: Path,
-    workers: list[subprocess.Popen[str]],
 ) -> None:
     storage_cli.env["AWS_SECRET_ACCESS_KEY"] = "wrong-secret"
     storage_cli.env["AWS_ACCESS_KEY_ID"] = "unknown-key"
@@ -201,7 +171,7 @@ def test_access_denied_goes_to_the_dead_letter_queue_at_once(
     guarded = start_moto(port, tmp_path, {"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     try:
         storage_cli.env["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
-        _worker(storage_cli, namespace, workers)
+        storage_cli.worker(namespace, "--concurrency", "2", "--no-adaptive", "--log-level", "INFO")
         res = storage_cli.run(
             "--namespace",
             namespace,
