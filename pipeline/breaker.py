@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from pipeline.keys import Keys
+from pipeline.replies import as_str
 from pipeline.scripts import Scripts
 
 
@@ -73,10 +73,10 @@ class ServiceBreakers:
             p.rate_max,
             int(p.rate_window * 1000),
         )
-        return Gate(bool(allowed), int(retry_ms) / 1000, _s(state))
+        return Gate(bool(allowed), int(retry_ms) / 1000, as_str(state))
 
     def outcome(self, service: str, ok: bool) -> str:
-        return _s(
+        return as_str(
             self.scripts.run(
                 "service_outcome",
                 self.keys.prefix,
@@ -96,19 +96,15 @@ class ServiceBreakers:
         sec, usec = self.redis.time()
         now_ms = int(sec) * 1000 + int(usec) // 1000
         left = (int(opened_at or 0) + self.policy.cooldown * 1000 - now_ms) / 1000
-        return _s(state), max(left, 0.0)
+        return as_str(state), max(left, 0.0)
 
     def states(self) -> dict[str, dict[str, str]]:
         """Every breaker's state, for ``mediapipe status``."""
         out = {}
         for key in self.redis.scan_iter(match=self.keys.pattern().replace("*", "breaker:*")):
-            name = _s(key).split("breaker:", 1)[1]
-            out[name] = {_s(k): _s(v) for k, v in self.redis.hgetall(key).items()}
+            name = as_str(key).split("breaker:", 1)[1]
+            out[name] = {as_str(k): as_str(v) for k, v in self.redis.hgetall(key).items()}
         return out
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def service_name(target: str, endpoint: str | None = None) -> str:

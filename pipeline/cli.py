@@ -350,9 +350,9 @@ def limit(
         c.set_rate_limit(queue, int(count), per_seconds=seconds)
     if concurrency is not None:
         c.set_concurrency_limit(queue, concurrency)
-    from pipeline.client import _decode
+    from pipeline.replies import as_str_dict
 
-    meta = _decode(c.redis.hgetall(c.keys.meta(queue)))
+    meta = as_str_dict(c.redis.hgetall(c.keys.meta(queue)))
     click.echo(f"{queue}: {json.dumps(meta)}")
 
 

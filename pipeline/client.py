@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from pipeline.events import Event, read_events
 from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
+from pipeline.replies import as_str, as_str_dict
 from pipeline.retention import Retention
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import Scripts
@@ -37,14 +38,6 @@ TERMINAL_DAG_STATES = frozenset({"completed", "failed", "cancelled"})
 class Submitted:
     dag_id: str
     created: bool  # False: the idempotency key matched an existing DAG
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
-
-
-def _decode(h: Mapping[Any, Any]) -> dict[str, str]:
-    return {_s(k): _s(v) for k, v in h.items()}
 
 
 class Client:
@@ -74,7 +67,7 @@ class Client:
             )
         except redis.ResponseError as exc:
             raise SubmissionError(str(exc)) from None
-        return Submitted(_s(dag_id), bool(created))
+        return Submitted(as_str(dag_id), bool(created))
 
     def submit_many(self, dags: list[Dag], *, chunk: int = 500) -> list[Submitted]:
         """Submit many DAGs with pipelined round trips; each DAG is still atomic on its own."""
@@ -98,7 +91,7 @@ class Client:
             for reply in pipe.execute(raise_on_error=False):
                 if isinstance(reply, Exception):
                     raise SubmissionError(str(reply))
-                out.append(Submitted(_s(reply[0]), bool(reply[1])))
+                out.append(Submitted(as_str(reply[0]), bool(reply[1])))
         return out
 
     def _live_if_needed(self, dags: list[Dag]) -> set[str] | None:
@@ -115,7 +108,7 @@ class Client:
         raw = self.redis.hgetall(self.keys.dag(dag_id))
         if not raw:
             return None
-        d: dict[str, Any] = _decode(raw)
+        d: dict[str, Any] = as_str_dict(raw)
         for k in ("total", "open", "dead", "upstream", "cancelled", "roots", "roots_failed"):
             d[k] = int(d.get(k) or 0)
         d["completed"] = d["total"] - d["open"] - d["dead"] - d["upstream"] - d["cancelled"]
@@ -127,25 +120,25 @@ class Client:
 
     def dag_state(self, dag_id: str) -> str | None:
         v = self.redis.hget(self.keys.dag(dag_id), "state")
-        return _s(v) if v else None
+        return as_str(v) if v else None
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(self.keys.job(job_id))
         if not raw:
             return None
-        j: dict[str, Any] = _decode(raw)
+        j: dict[str, Any] = as_str_dict(raw)
         for k in ("result", "error", "params"):
             if j.get(k):
                 j[k] = json.loads(j[k])
         for k in ("attempts", "max_attempts", "stalls", "pending", "prio"):
             if k in j:
                 j[k] = int(j[k])
-        j["progress"] = _decode(self.redis.hgetall(self.keys.job_progress(job_id)))
+        j["progress"] = as_str_dict(self.redis.hgetall(self.keys.job_progress(job_id)))
         return j
 
     def jobs(self, dag_id: str) -> dict[str, dict[str, Any]]:
         """Every job of the DAG by name."""
-        ids = sorted(_s(m) for m in self.redis.smembers(self.keys.dag_jobs(dag_id)))
+        ids = sorted(as_str(m) for m in self.redis.smembers(self.keys.dag_jobs(dag_id)))
         out: dict[str, dict[str, Any]] = {}
         for jid in ids:
             j = self.job(jid)
@@ -168,16 +161,16 @@ class Client:
         }
 
     def queues(self) -> list[str]:
-        return sorted(_s(q) for q in self.redis.smembers(self.keys.queues))
+        return sorted(as_str(q) for q in self.redis.smembers(self.keys.queues))
 
     def workers(self) -> list[dict[str, str]]:
         """Live worker nodes (those whose heartbeat has not expired)."""
         now_ms = int(time.time() * 1000)
         out = []
         for wid in self.redis.zrangebyscore(self.keys.workers, f"({now_ms}", "+inf"):
-            h = _decode(self.redis.hgetall(self.keys.worker(_s(wid))))
+            h = as_str_dict(self.redis.hgetall(self.keys.worker(as_str(wid))))
             if h:
-                out.append({"id": _s(wid), **h})
+                out.append({"id": as_str(wid), **h})
         return out
 
     def capability_gaps(self) -> dict[str, int]:
@@ -207,7 +200,7 @@ class Client:
     def dead(self, limit: int = 100) -> list[dict[str, Any]]:
         """The dead-letter queue, oldest first, each job with its full context."""
         ids = self.redis.zrange(self.keys.dead, 0, limit - 1)
-        return [j for j in (self.job(_s(i)) for i in ids) if j is not None]
+        return [j for j in (self.job(as_str(i)) for i in ids) if j is not None]
 
     def retry_dead(self, job_id: str) -> None:
         try:
@@ -217,7 +210,7 @@ class Client:
 
     def retry_all_dead(self) -> int:
         n = 0
-        while ids := [_s(i) for i in self.redis.zrange(self.keys.dead, 0, 99)]:
+        while ids := [as_str(i) for i in self.redis.zrange(self.keys.dead, 0, 99)]:
             for i in ids:
                 try:
                     self.retry_dead(i)

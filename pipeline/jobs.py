@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.model import Backoff
+from pipeline.replies import as_str
 
 
 class RawJSON(str):
@@ -50,19 +51,19 @@ class ClaimedJob:
         inputs: dict[str, Any] = {}
         failures: dict[str, Any] = {}
         for i in range(0, len(results), 2):
-            key, value = _s(results[i]), json.loads(results[i + 1])
+            key, value = as_str(results[i]), json.loads(results[i + 1])
             if key.startswith("!"):
                 failures[_child_name(key[1:])] = value
             else:
                 inputs[_child_name(key)] = value
         return cls(
-            id=_s(jid),
-            queue=_s(queue),
-            token=_s(token),
-            stage=_s(stage),
+            id=as_str(jid),
+            queue=as_str(queue),
+            token=as_str(token),
+            stage=as_str(stage),
             params=json.loads(params),
-            dag_id=_s(dag),
-            name=_s(name),
+            dag_id=as_str(dag),
+            name=as_str(name),
             attempt=int(attempt),
             max_attempts=int(max_attempts),
             timeout=int(timeout_ms) / 1000,
@@ -71,10 +72,6 @@ class ClaimedJob:
             inputs=inputs,
             failures=failures,
         )
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def _child_name(job_id: str) -> str:

@@ -10,24 +10,20 @@ waits forever for a GPU that is not there.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import redis
 
 from pipeline.keys import Keys
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
+from pipeline.replies import as_str
 
 
 def live_queues(client: redis.Redis, keys: Keys) -> set[str]:
     now_ms = int(time.time() * 1000)
     served: set[str] = set()
     for wid in client.zrangebyscore(keys.workers, f"({now_ms}", "+inf"):
-        queues = client.hget(keys.worker(_s(wid)), "queues")
+        queues = client.hget(keys.worker(as_str(wid)), "queues")
         if queues:
-            served.update(q for q in _s(queues).split(",") if q)
+            served.update(q for q in as_str(queues).split(",") if q)
     return served
 
 
@@ -36,7 +32,7 @@ def orphan_queues(client: redis.Redis, keys: Keys) -> dict[str, int]:
     served = live_queues(client, keys)
     gaps: dict[str, int] = {}
     for raw in client.smembers(keys.queues):
-        q = _s(raw)
+        q = as_str(raw)
         if q not in served:
             waiting = int(client.zcard(keys.wait(q)))
             if waiting:

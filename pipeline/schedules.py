@@ -45,6 +45,7 @@ from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 
 from pipeline.client import Client
 from pipeline.errors import RedisUnavailableError, SubmissionError
+from pipeline.replies import as_str
 
 log = logging.getLogger("mediapipe.schedules")
 
@@ -56,10 +57,6 @@ MISFIRE_POLICIES = ("once", "skip")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _EVENTS_MAXLEN = 100_000  # as EVENTS_GLOBAL in scripts/includes/common.lua
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def parse_every(text: str) -> int:
@@ -296,7 +293,7 @@ class Schedules:
         if not names:
             return []
         values: list[Any] = self.redis.mget([self.last_key(n) for n in names])
-        return [int(float(_s(v))) if v is not None else None for v in values]
+        return [int(float(as_str(v))) if v is not None else None for v in values]
 
     def seen_count(self, name: str) -> int:
         return int(self.redis.scard(self.seen_key(name)))
@@ -332,7 +329,7 @@ class Schedules:
             if (
                 drop_until is not None
                 and before.paused
-                and (last is None or float(_s(last)) < drop_until)
+                and (last is None or float(as_str(last)) < drop_until)
             ):
                 pipe.set(self.last_key(name), drop_until)
             done[:] = [spec]
