@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,10 +69,17 @@ class ClaimedJob:
             max_attempts=int(max_attempts),
             timeout=int(timeout_ms) / 1000,
             cost=int(cost),
-            backoff=Backoff.from_json(json.loads(backoff) if backoff else None),
+            backoff=_backoff(backoff),
             inputs=inputs,
             failures=failures,
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _backoff(raw: bytes | str) -> Backoff:
+    # A fleet runs a handful of distinct policies; parsing each once keeps JSON decoding
+    # off the per-job path. Backoff is frozen, so sharing one instance is safe.
+    return Backoff.from_json(json.loads(raw) if raw else None)
 
 
 def _child_name(job_id: str) -> str:

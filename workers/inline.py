@@ -24,7 +24,7 @@ from typing import Any
 from pipeline.broker import Broker
 from pipeline.context import JobContext
 from pipeline.errors import PermanentError
-from pipeline.jobs import ClaimedJob
+from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.registry import Registry
 
 log = logging.getLogger("mediapipe.inline")
@@ -165,7 +165,8 @@ class InlineRunner:
         ctx = JobContext(job, self.broker)
         result = spec.fn(ctx, job.params, job.inputs)
         try:
-            json.dumps(result, allow_nan=False)
+            # Encoded once here, where a bad result can still fail the job; the completion
+            # sends this text as it is.
+            return RawJSON(json.dumps(result, separators=(",", ":"), allow_nan=False))
         except (TypeError, ValueError) as exc:
             raise PermanentError(f"stage {job.stage!r} returned a non-JSON result: {exc}") from None
-        return result

@@ -12,6 +12,8 @@
 local CLAIM_FIELDS = {'stage', 'params', 'dag', 'name', 'attempts', 'max_attempts',
   'timeout_ms', 'cost', 'backoff', 'has_deps'}
 
+-- Returns how many were promoted and the earliest due time still delayed (-1: none),
+-- which it records as the queue's next_due.
 local function promote_due(q, now, limit)
   local due = redis.call('ZRANGEBYSCORE', k_delayed(q), '-inf', now, 'LIMIT', 0, limit)
   for _, id in ipairs(due) do
@@ -19,7 +21,10 @@ local function promote_due(q, now, limit)
     redis.call('HSET', k_job(id), 'run_at', 0)
     enqueue(id, now)
   end
-  return #due
+  local first = redis.call('ZRANGE', k_delayed(q), 0, 0, 'WITHSCORES')
+  local next_due = first[2] and tonumber(first[2]) or -1
+  redis.call('HSET', k_meta(q), 'next_due', next_due)
+  return #due, next_due
 end
 
 local function activate(id, q, worker, token, lease_ms, now)
@@ -41,13 +46,19 @@ local function claim_next(queues, worker, token, lease_ms, now, count)
   local wake_in = -1
   for _, q in ipairs(queues) do
     local meta = redis.call('HMGET', k_meta(q), 'paused', 'rate_max', 'rate_ms', 'max_active',
-      'hold_until')
+      'hold_until', 'next_due')
     local hold = tonumber(meta[5]) or 0
+    -- next_due unknown (never recorded) reads the delayed set once; a stale early value
+    -- (a delayed job was cancelled) only costs that read.
+    local next_due = tonumber(meta[6])
     if hold > now then
       -- an external service throttled this queue: nobody takes from it until then
       if wake_in < 0 or hold - now < wake_in then wake_in = hold - now end
     elseif meta[1] ~= '1' then
-      promote_due(q, now, 100)
+      if not next_due or (next_due >= 0 and next_due <= now) then
+        local promoted
+        promoted, next_due = promote_due(q, now, 100)
+      end
       local rate_max = tonumber(meta[2])
       local room = count - #out + 1
       local max_active = tonumber(meta[4])
@@ -74,17 +85,17 @@ local function claim_next(queues, worker, token, lease_ms, now, count)
               redis.call('PEXPIRE', k_rate(q), tonumber(meta[3]) or 1000)
             end
           end
-          -- Chain-wake: another idle worker may take the next job.
-          if redis.call('ZCARD', k_wait(q)) > 0 then wake(q) end
+          -- Chain-wake: another idle worker may take the next job. A full pop says more
+          -- may wait; checking with ZCARD would cost a call on every claim.
+          if got == room then wake(q) end
           for i = 1, #popped, 2 do
             out[#out + 1] = activate(popped[i], q, worker, token .. '/' .. #out, lease_ms, now)
           end
         end
       end
       if #out > count then return out end
-      local nxt = redis.call('ZRANGE', k_delayed(q), 0, 0, 'WITHSCORES')
-      if nxt[2] then
-        local d = tonumber(nxt[2]) - now
+      if next_due >= 0 then
+        local d = next_due - now
         if d < 1 then d = 1 end
         if wake_in < 0 or d < wake_in then wake_in = d end
       end
