@@ -31,9 +31,34 @@ class StageSpec:
     prefers: tuple[str, ...] = ()  # capabilities it runs best on, when a worker has them
 
 
+BatchFn = Callable[[list[Any]], list[Any]]
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """A way to run many jobs of one stage at once on a worker with ``needs`` (a GPU).
+
+    ``fn(jobs)`` takes ClaimedJobs and returns, per job, its result, the exception it
+    failed with, or None to have that job run alone through the stage function.
+    """
+
+    stage: str
+    fn: BatchFn
+    needs: tuple[str, ...]
+    size: int = 32
+
+
 class Registry:
     def __init__(self) -> None:
         self._stages: dict[str, StageSpec] = {}
+        self._batches: dict[str, BatchSpec] = {}
+
+    def add_batch(self, spec: BatchSpec) -> BatchSpec:
+        self._batches[spec.stage] = spec
+        return spec
+
+    def batches(self) -> list[BatchSpec]:
+        return [self._batches[k] for k in sorted(self._batches)]
 
     def add(self, spec: StageSpec) -> StageSpec:
         self._stages[spec.name] = spec
@@ -88,6 +113,18 @@ def stage(
                 prefers,
             )
         )
+        return fn
+
+    return register
+
+
+def batched(
+    stage_name: str, *, needs: tuple[str, ...], size: int = 32, registry: Registry | None = None
+) -> Callable[[BatchFn], BatchFn]:
+    """Register ``fn`` as the batch runner of ``stage_name`` on workers with ``needs``."""
+
+    def register(fn: BatchFn) -> BatchFn:
+        (registry or REGISTRY).add_batch(BatchSpec(stage_name, fn, tuple(needs), size))
         return fn
 
     return register

@@ -106,10 +106,10 @@ class InlineRunner:
                 if now >= next_stall_check:
                     self.broker.reclaim_stalled(self.queues)
                     next_stall_check = now + self.stall_check
+                self._tick(now)
                 if not self._held and not self._refill(now, next_stall_check):
                     continue
-                job = self._held.popleft()
-                self._run_one(job)
+                self._run_held()
                 if self._done and time.monotonic() - self._first_done >= self.flush_interval:
                     self._flush(fetch=False)
         finally:
@@ -119,6 +119,12 @@ class InlineRunner:
                 self._held.clear()
             self.keeper.stop()
         return self.processed
+
+    def _tick(self, now: float) -> None:
+        """Called once per loop turn, busy or idle (subclasses heartbeat here)."""
+
+    def _run_held(self) -> None:
+        self._run_one(self._held.popleft())
 
     def _refill(self, now: float, next_stall_check: float) -> bool:
         if self._done:

@@ -80,6 +80,7 @@ class NodeConfig:
     metrics_host: str = "127.0.0.1"
     gpus: str = ""  # GPU models and memory found at start, for the registry
     scheduler: bool = True  # fire due schedules (each tick fires once, fleet-wide)
+    batch_queues: tuple[str, ...] = ()  # served by batch lanes, not by this pool
 
 
 def listen_queues(queues: Iterable[str], tags: Iterable[str]) -> list[str]:
@@ -110,7 +111,8 @@ class WorkerNode:
         self.url = resolve_url(url)
         self.registry = registry
         self.keys = Keys(cfg.namespace)
-        self.queues = listen_queues(cfg.queues, cfg.tags)
+        # Queues a batch lane serves (GPU image batches) are claimed by that lane alone.
+        self.queues = [q for q in listen_queues(cfg.queues, cfg.tags) if q not in cfg.batch_queues]
         initial = cfg.concurrency or os.cpu_count() or 1
         self.limits = Limits(
             min=max(1, cfg.min), max=max(cfg.max or initial, initial), cooldown=cfg.adapt_cooldown

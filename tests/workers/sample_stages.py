@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PermanentError
-from pipeline.registry import REGISTRY, stage
+from pipeline.registry import REGISTRY, batched, stage
 
 registry = REGISTRY  # the worker CLI serves the global registry
 
@@ -135,3 +135,26 @@ def gpu_preferred(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> i
     """Runs best on a GPU worker, fine on a CPU one."""
     time.sleep(params.get("seconds", 0.0))
     return os.getpid()
+
+
+# A stage with a batch runner, as the GPU image stage has one: a worker tagged "tbatch"
+# starts a lane that runs these jobs many at a time. Outcomes by params: "bad" fails that
+# job alone (permanently), "decline" makes the lane run it through the stage function.
+@stage("t.batchable", registry=registry, attempts=1, prefers=("tbatch",))
+def batchable(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    return {"pid": os.getpid(), "batch": 0, "n": params.get("n")}
+
+
+@batched("t.batchable", needs=("tbatch",), size=8, registry=registry)
+def batchable_batch(jobs: list[Any]) -> list[Any]:
+    if any(j.params.get("explode") for j in jobs):
+        raise RuntimeError("the device went away")
+    out: list[Any] = []
+    for j in jobs:
+        if j.params.get("bad"):
+            out.append(PermanentError(f"{j.params['n']}: corrupt"))
+        elif j.params.get("decline"):
+            out.append(None)
+        else:
+            out.append({"pid": os.getpid(), "batch": len(jobs), "n": j.params.get("n")})
+    return out

@@ -1,0 +1,171 @@
+"""Batch lanes: one process that claims many jobs of one stage at once and runs them together.
+
+A GPU worker renders images in batches: decoding 32 JPEGs in one nvJPEG call keeps the
+device busy where one job at a time would leave it idle between round trips. The lane
+claims up to ``size`` jobs in one atomic claim (the same claim transition, with a count),
+hands them to the stage's batch function, and reports every outcome in one completion that
+also claims the next batch. Each job keeps its own lease, result, retries and dead-letter
+entry: a corrupt file fails alone.
+
+A job the batch function declines (it returns None for it) or a batch that fails as a whole
+(the device went away) runs through the ordinary stage function, one job at a time, in the
+same process: nothing is lost and nothing waits for a GPU that is not there.
+
+The lane runs in its own process (CUDA state must not be forked into the CPU pool) and
+registers itself as a worker serving its queue, so submitters route to it while it lives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+from pipeline.broker import Broker
+from pipeline.errors import PermanentError
+from pipeline.jobs import ClaimedJob, RawJSON
+from pipeline.registry import BatchSpec, Registry
+from workers.inline import InlineRunner
+
+log = logging.getLogger("mediapipe.batch")
+
+HEARTBEAT = 2.0
+
+
+class BatchRunner(InlineRunner):
+    def __init__(
+        self,
+        broker: Broker,
+        queues: Sequence[str],
+        batch: BatchSpec,
+        *,
+        registry: Registry | None = None,
+        tags: Sequence[str] = (),
+        idle_wait: float = 1.0,
+    ) -> None:
+        # Results are reported when the next batch is claimed, in the same round trip.
+        super().__init__(
+            broker,
+            queues,
+            registry=registry,
+            prefetch=batch.size,
+            idle_wait=idle_wait,
+            flush_interval=float("inf"),
+        )
+        self.batch = batch
+        self.tags = list(tags)
+        self.batches = 0
+        self._next_heartbeat = 0.0
+
+    def _tick(self, now: float) -> None:
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + HEARTBEAT
+            try:
+                self.broker.heartbeat(
+                    5 * HEARTBEAT,
+                    {
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "tags": ",".join(self.tags),
+                        "queues": ",".join(self.queues),
+                        "capacity": self.batch.size,
+                        "in_use": len(self._held),
+                        "jobs_done": self.processed,
+                        "state": "running",
+                        "lane": f"batch:{self.batch.stage}",
+                    },
+                )
+            except Exception:  # a Redis blip: the next tick registers again
+                log.warning("heartbeat failed", exc_info=True)
+
+    def _run_held(self) -> None:
+        jobs = list(self._held)
+        self._held.clear()
+        batchable = [j for j in jobs if j.stage == self.batch.stage]
+        for job in jobs:
+            if job.stage != self.batch.stage:
+                self._run_one(job)  # another stage routed here: run it the ordinary way
+        if not batchable:
+            return
+        try:
+            outcomes = self.batch.fn(batchable)
+            if len(outcomes) != len(batchable):
+                raise RuntimeError(f"{len(outcomes)} outcomes for {len(batchable)} jobs")
+        except Exception:
+            log.warning(
+                "batch of %d %s jobs failed as a whole; running them one by one",
+                len(batchable),
+                self.batch.stage,
+                exc_info=True,
+            )
+            outcomes = [None] * len(batchable)
+        self.batches += 1
+        for job, outcome in zip(batchable, outcomes, strict=True):
+            if outcome is None:
+                self._run_one(job)
+            elif isinstance(outcome, BaseException):
+                self._record_failure(job, outcome)
+            else:
+                self._record_result(job, outcome)
+
+    def _record_result(self, job: ClaimedJob, result: Any) -> None:
+        try:
+            body = RawJSON(json.dumps(result, separators=(",", ":"), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            self._record_failure(
+                job, PermanentError(f"stage {job.stage!r} returned a non-JSON result: {exc}")
+            )
+            return
+        self.processed += 1
+        if not self._done:
+            self._first_done = time.monotonic()
+        self._done.append((job, body))
+
+    def _record_failure(self, job: ClaimedJob, exc: BaseException) -> None:
+        self.processed += 1
+        self.keeper.drop(job)
+        tb = "".join(traceback.format_exception(exc))
+        outcome = self.broker.fail(job, exc, tb=tb)
+        log.info("job %s failed (%s): %s", job.id, outcome, exc)
+
+
+def lane_main(
+    url: str,
+    namespace: str,
+    stage: str,
+    queue: str,
+    tags: list[str],
+    modules: list[str],
+    lease: float = 30.0,
+) -> None:
+    """Entry point of a lane process: serve ``queue`` with ``stage``'s batch function until
+    SIGTERM, then finish the batch in hand and hand back what was not started."""
+    import importlib
+
+    from pipeline.connection import connect
+    from pipeline.registry import REGISTRY
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when lanes stop
+    stopping = False
+
+    def on_term(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    for module in modules:
+        importlib.import_module(module)
+    spec = next(b for b in REGISTRY.batches() if b.stage == stage)
+    broker = Broker(connect(url), namespace=namespace, lease=lease, registry=REGISTRY)
+    runner = BatchRunner(broker, [queue], spec, registry=REGISTRY, tags=tags)
+    log.info("batch lane for %s on %s (up to %d jobs per claim)", stage, queue, spec.size)
+    try:
+        runner.run(lambda: stopping)
+    finally:
+        broker.heartbeat(0, {})  # deregister: routing stops sending work here
