@@ -65,7 +65,9 @@ RENDER_OPTIONS = (
 ProgressFn = Callable[..., Any]
 
 
-@stage("image_renditions", queue="default", cost=1, timeout=600, attempts=3)
+# Prefers a worker with nvJPEG: there a batch lane renders it (stages/gpu_images.py); with
+# no such worker alive it waits in the plain queue for any worker.
+@stage("image_renditions", queue="default", cost=1, timeout=600, attempts=3, prefers=("nvjpeg",))
 @reports_timing
 @stores_outputs
 def image_renditions(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
