@@ -13,6 +13,7 @@ import contextlib
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import BadInputError
 from pipeline.registry import stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input
 from stages.media_facts import video_facts
@@ -64,6 +65,10 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     name = params.get("name") or Path(src).stem
     rungs = plan_rungs(probe["width"], probe["height"], params.get("rungs") or DEFAULT_RUNGS)
     has_audio = bool(probe.get("audio"))
+    gpu = gpu_mode(str(params.get("gpu", "auto")), getattr(getattr(ctx, "job", None), "queue", ""))
+    if gpu and probe.get("rotation"):
+        # ffmpeg rotates in software filters, which cannot take frames held on the GPU.
+        gpu = ""
     finals = [out_dir / f"{name}_{r['name']}.mp4" for r in rungs]
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_output(f)) for f in finals]
@@ -75,6 +80,7 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
             preset=params.get("x264_preset", "veryfast"),
             audio_bitrate=params.get("audio_bitrate", "128k"),
             threads=int(params.get("threads", 0)),
+            gpu=gpu,
         )
         run(
             cmd,
@@ -84,7 +90,30 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
             label="transcoding",
         )
     renditions = [video_facts(f, rung=r["name"]) for f, r in zip(finals, rungs, strict=True)]
-    return {"renditions": renditions, "command": " ".join(cmd)}
+    return {"renditions": renditions, "command": " ".join(cmd), "gpu": gpu or "off"}
+
+
+GPU_MODES = ("decode", "nvenc")
+
+
+def gpu_mode(requested: str, queue: str) -> str:
+    """How much of the ladder runs on the GPU: "" (none), "decode" (NVDEC decode and
+    scale_cuda, x264 on the CPU cores) or "nvenc" (NVENC encodes too).
+
+    ``auto`` follows the queue the job was routed to: a job waiting in ``default@nvdec``
+    was claimed by a worker whose trial runs proved NVDEC, so only such a job uses it; a
+    job in a plain queue may run on a box without a GPU and stays on the CPU.
+    """
+    if requested in ("off", ""):
+        return ""
+    tags = set(queue.partition("@")[2].split("+")) if "@" in queue else set()
+    if requested == "auto":
+        if "nvenc" in tags and "nvdec" in tags:
+            return "nvenc"
+        return "decode" if "nvdec" in tags else ""
+    if requested not in GPU_MODES:
+        raise BadInputError(f"video_ladder: gpu must be auto, off or one of {GPU_MODES}")
+    return requested
 
 
 def ladder_command(
@@ -96,28 +125,40 @@ def ladder_command(
     preset: str = "veryfast",
     audio_bitrate: str = "128k",
     threads: int = 0,
+    gpu: str = "",
 ) -> list[str]:
+    """The one ffmpeg command for the whole ladder. ``gpu`` (see ``gpu_mode``): "decode"
+    decodes with NVDEC and scales with scale_cuda, frames come back to memory for x264 (a
+    Hopper card has no NVENC); "nvenc" keeps them on the GPU for h264_nvenc."""
     import ffmpeg
 
-    inp = safe_input(src)
+    hw = {"hwaccel": "cuda", "hwaccel_output_format": "cuda"} if gpu else {}
+    inp = safe_input(src, **hw)
     split = inp.video.filter_multi_output("split", len(rungs))
     outs = []
     for i, (r, out) in enumerate(zip(rungs, outputs, strict=True)):
-        v = split[i].filter("scale", r["width"], r["height"]).filter("format", "yuv420p")
+        if gpu:
+            v = split[i].filter("scale_cuda", r["width"], r["height"], format="yuv420p")
+            if gpu != "nvenc":
+                v = v.filter("hwdownload").filter("format", "yuv420p")
+        else:
+            v = split[i].filter("scale", r["width"], r["height"]).filter("format", "yuv420p")
         streams = [v, inp["a:0"]] if has_audio else [v]
         opts: dict[str, Any] = {
-            "vcodec": "libx264",
-            "preset": preset,
-            "crf": r.get("crf", 23),
             "profile:v": "high",
             "movflags": "+faststart",
-            "threads": threads,
             "f": "mp4",
             # A keyframe every 2 s on every rung, at the same times: HLS can cut segments
             # there and a player can switch rungs at any segment boundary.
             "force_key_frames": "expr:gte(t,n_forced*2)",
-            "sc_threshold": 0,
         }
+        if gpu == "nvenc":
+            # Constant quality like x264's CRF; forced keyframes must be IDR for HLS cuts.
+            opts.update({"vcodec": "h264_nvenc", "preset": "p4", "rc": "vbr",
+                         "cq": r.get("crf", 23), "forced-idr": 1, "no-scenecut": 1})  # fmt: skip
+        else:
+            opts.update({"vcodec": "libx264", "preset": preset, "crf": r.get("crf", 23),
+                         "threads": threads, "sc_threshold": 0})  # fmt: skip
         if r.get("maxrate"):
             opts.update({"maxrate": r["maxrate"], "bufsize": r.get("bufsize", r["maxrate"])})
         if has_audio:
