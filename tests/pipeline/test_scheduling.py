@@ -67,6 +67,35 @@ def test_a_delayed_job_does_not_run_early(
     assert jobs[0].name == "later"
 
 
+def test_claims_track_the_earliest_delayed_job_without_reading_the_delayed_set(
+    client: Client, broker: Broker, registry: Registry, r: Any
+) -> None:
+    # Claims read the queue's next_due instead of the delayed set on every call; it must
+    # follow adds (an earlier job lowers it), cancellations (a stale early value costs one
+    # read, never a lost job) and a queue that never recorded it (read once, then kept).
+    _noop(registry)
+    meta = broker.keys.meta("default")
+    _submit(client, "late", delay=30)
+    assert broker.claim(["default"])[0] == []
+    due = int(r.hget(meta, "next_due"))
+    assert due > 0
+    early = _submit(client, "early", delay=0.3)
+    assert int(r.hget(meta, "next_due")) < due
+    jobs, wake = broker.claim(["default"])
+    assert jobs == [] and 0 < wake <= 0.3
+    while not (jobs := broker.claim(["default"])[0]):
+        time.sleep(0.01)
+    assert [j.id for j in jobs] == [early]
+    assert int(r.hget(meta, "next_due")) == due  # back to the late one
+
+    r.hdel(meta, "next_due")  # a queue that never recorded it
+    _submit(client, "soon", delay=0.2)
+    assert r.hget(meta, "next_due") is None  # not guessed from one add
+    time.sleep(0.25)
+    assert [j.name for j in broker.claim(["default"])[0]] == ["soon"]
+    assert int(r.hget(meta, "next_due")) == due
+
+
 def test_run_at_in_the_past_runs_now(client: Client, broker: Broker, registry: Registry) -> None:
     _noop(registry)
     _submit(client, "past", run_at=time.time() - 60)

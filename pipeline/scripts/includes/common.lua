@@ -64,9 +64,10 @@ local function enqueue(id, now)
     redis.call('HSET', k_job(id), 'state', 'delayed')
     redis.call('ZADD', k_delayed(q), run_at, id)
     -- The queue's meta keeps the earliest due time (-1: none), so a claim needs no read
-    -- of the delayed set until something falls due (see promote_due).
+    -- of the delayed set until something falls due (see promote_due). Unrecorded stays
+    -- unrecorded: the next claim reads the set and records the true earliest.
     local due = tonumber(redis.call('HGET', k_meta(q), 'next_due'))
-    if not due or due < 0 or run_at < due then
+    if due and (due < 0 or run_at < due) then
       redis.call('HSET', k_meta(q), 'next_due', run_at)
     end
   else
