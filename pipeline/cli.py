@@ -472,6 +472,7 @@ def worker(
     import importlib
     import logging
 
+    from workers.batch import LaneSupervisor, lanes_for
     from workers.node import NodeConfig, WorkerNode
 
     logging.basicConfig(
@@ -493,11 +494,11 @@ def worker(
     if concurrency != "auto" and not concurrency.isdigit():
         raise SubmissionError(f"--concurrency must be auto or a number, not {concurrency!r}")
     all_tags = tuple(dict.fromkeys([*_split(tags), *caps.tags()]))
-    lanes = batch_lanes(_split(queues), all_tags)
+    lanes = lanes_for(_split(queues), all_tags)
     config = NodeConfig(
         queues=_split(queues),
         tags=all_tags,
-        batch_queues=tuple(queue for _, queue in lanes),
+        batch_queues=tuple(lane.queue for lane in lanes),
         gpus="; ".join(f"{g.index}: {g.name} {g.memory_mib} MiB" for g in caps.gpus),
         concurrency=None if concurrency == "auto" else int(concurrency),
         min=min_,
@@ -511,62 +512,13 @@ def worker(
         metrics_host=metrics_host,
     )
     node = WorkerNode(ctx.obj["url"], config=config)
-    procs = start_lanes(node.url, ctx.obj["namespace"], lanes, all_tags, modules, lease)
+    supervisor = LaneSupervisor(node.url, ctx.obj["namespace"], lanes, all_tags, modules, lease)
+    supervisor.start()
     try:
         code = node.run()
     finally:
-        stop_lanes(procs, grace)
+        supervisor.stop(grace)
     sys.exit(code)
-
-
-def batch_lanes(queues: list[str], tags: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(stage, routed queue) of every batch runner this box can serve: its tags cover what
-    the batch needs, and it serves the stage's queue."""
-    from pipeline.model import routed_queue
-    from pipeline.registry import REGISTRY
-
-    out = []
-    for spec in REGISTRY.batches():
-        base = REGISTRY.get(spec.stage).queue
-        if base in queues and set(spec.needs) <= set(tags):
-            out.append((spec.stage, routed_queue(base, spec.needs)))
-    return out
-
-
-def start_lanes(
-    url: str,
-    namespace: str,
-    lanes: list[tuple[str, str]],
-    tags: tuple[str, ...],
-    modules: tuple[str, ...],
-    lease: float,
-) -> list[Any]:
-    import multiprocessing
-
-    from workers.batch import lane_main
-
-    # spawn: a lane initialises CUDA, which must not be inherited through fork.
-    mp = multiprocessing.get_context("spawn")
-    procs = []
-    for stage_name, queue in lanes:
-        proc = mp.Process(
-            target=lane_main,
-            args=(url, namespace, stage_name, queue, list(tags), list(modules), lease),
-            name=f"mediapipe-lane-{stage_name}",
-        )
-        proc.start()
-        procs.append(proc)
-    return procs
-
-
-def stop_lanes(procs: list[Any], grace: float) -> None:
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()  # SIGTERM: finish the batch in hand, hand back the rest
-    for proc in procs:
-        proc.join(grace)
-        if proc.is_alive():
-            proc.kill()
 
 
 @main.command()

@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.broker import Broker
 from pipeline.errors import PermanentError
 from pipeline.jobs import ClaimedJob, RawJSON
-from pipeline.registry import BatchSpec, Registry
+from pipeline.model import routed_queue
+from pipeline.registry import REGISTRY, BatchSpec, Registry
 from workers.inline import InlineRunner
 
 log = logging.getLogger("mediapipe.batch")
@@ -169,3 +173,91 @@ def lane_main(
         runner.run(lambda: stopping)
     finally:
         broker.heartbeat(0, {})  # deregister: routing stops sending work here
+
+
+@dataclass(frozen=True)
+class Lane:
+    stage: str
+    queue: str  # the routed queue it alone serves, e.g. default@nvjpeg
+
+
+def lanes_for(
+    queues: Sequence[str], tags: Sequence[str], registry: Registry = REGISTRY
+) -> list[Lane]:
+    """The batch lanes a box can run: its tags cover what the batch needs, and it serves the
+    stage's queue."""
+    out = []
+    for spec in registry.batches():
+        base = registry.get(spec.stage).queue
+        if base in queues and set(spec.needs) <= set(tags):
+            out.append(Lane(spec.stage, routed_queue(base, spec.needs)))
+    return out
+
+
+class LaneSupervisor:
+    """Runs one process per lane beside the worker node and starts a lane again when it
+    dies (a driver crash must not leave routed jobs to wait for the registry to expire).
+
+    Lanes are spawned, not forked: a lane initialises CUDA, which a fork must not inherit.
+    """
+
+    RESTART_DELAY = 5.0
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str,
+        lanes: Sequence[Lane],
+        tags: Sequence[str],
+        modules: Sequence[str],
+        lease: float = 30.0,
+    ) -> None:
+        self._args = (url, namespace, list(tags), list(modules), lease)
+        self.lanes = list(lanes)
+        self.procs: dict[Lane, Any] = {}
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+
+    def start(self) -> None:
+        if not self.lanes:
+            return
+        for lane in self.lanes:
+            self._spawn(lane)
+        self._watch = threading.Thread(target=self._watchdog, daemon=True, name="lanes")
+        self._watch.start()
+
+    def _spawn(self, lane: Lane) -> None:
+        url, namespace, tags, modules, lease = self._args
+        proc = multiprocessing.get_context("spawn").Process(
+            target=lane_main,
+            args=(url, namespace, lane.stage, lane.queue, tags, modules, lease),
+            name=f"mediapipe-lane-{lane.stage}",
+        )
+        proc.start()
+        self.procs[lane] = proc
+
+    def _watchdog(self) -> None:
+        while not self._stop.wait(self.RESTART_DELAY):
+            for lane, proc in list(self.procs.items()):
+                if not proc.is_alive() and not self._stop.is_set():
+                    log.warning(
+                        "batch lane for %s exited (code %s); starting it again",
+                        lane.stage,
+                        proc.exitcode,
+                    )
+                    self.restarts += 1
+                    self._spawn(lane)
+
+    def stop(self, grace: float) -> None:
+        self._stop.set()
+        if self._watch is not None:
+            self._watch.join()
+        procs = list(self.procs.values())
+        for proc in procs:
+            if proc.is_alive():
+                proc.terminate()  # SIGTERM: finish the batch in hand, hand back the rest
+        for proc in procs:
+            proc.join(grace)
+            if proc.is_alive():
+                proc.kill()

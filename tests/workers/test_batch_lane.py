@@ -3,6 +3,7 @@ uses one), each job still with its own result, failure and dead-letter entry."""
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
@@ -99,3 +100,26 @@ def test_a_worker_with_the_capability_runs_a_lane_that_gets_the_routed_jobs(
     assert gpu.wait(30) == 0
     # Both deregistered: new jobs of the stage no longer wait for this box.
     wait_for(lambda: not stage_client.workers(), 15, "the registry to empty")
+
+
+def test_a_lane_that_dies_is_started_again_and_its_jobs_still_complete(
+    workers: Workers, stage_client: Client
+) -> None:
+    gpu = workers.spawn("--tags", "tbatch", "--concurrency", "1")
+
+    def lane_pid() -> int | None:
+        for w in stage_client.workers():
+            if w.get("lane") == "batch:t.batchable":
+                return int(w["pid"])
+        return None
+
+    first = wait_for(lane_pid, 30, "the lane to register")
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: (pid := lane_pid()) and pid != first and pid, 30, "a new lane")
+    assert second != first
+    ids = _dags(stage_client, [{"n": i} for i in range(4)])
+    for d in ids:
+        wait_for(lambda d=d: stage_client.dag_state(d) == "completed", 60, f"DAG {d}")
+    assert {_result(stage_client, d)["result"]["pid"] for d in ids} == {second}
+    gpu.send_signal(signal.SIGTERM)
+    assert gpu.wait(30) == 0
