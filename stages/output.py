@@ -68,3 +68,9 @@ def file_facts(path: str | os.PathLike[str], **facts: Any) -> dict[str, Any]:
     """The manifest entry of one output: path, bytes, sha256 plus the given facts."""
     p = Path(path)
     return {"path": str(p), "bytes": p.stat().st_size, "sha256": sha256_of(p), **facts}
+
+
+def bytes_facts(path: str | os.PathLike[str], data: bytes, **facts: Any) -> dict[str, Any]:
+    """``file_facts`` for an output already read into memory (``data`` is its content)."""
+    digest = hashlib.sha256(data).hexdigest()
+    return {"path": str(Path(path)), "bytes": len(data), "sha256": digest, **facts}
