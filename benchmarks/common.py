@@ -229,6 +229,7 @@ def worker_node(
     imports: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
+    args: tuple[str, ...] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``mediapipe worker`` process (pool children, leases, Redis), registered and
     idle when this yields; stopped with SIGTERM (SIGKILL after a grace) at exit."""
@@ -241,6 +242,7 @@ def worker_node(
     ]  # fmt: skip
     for m in imports:
         cmd += ["--import", m]
+    cmd += list(args)
     client = Client.connect(url, namespace=namespace, registry=Registry())
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(

@@ -69,6 +69,8 @@ from benchmarks.common import (
 )
 
 COMPARISONS = ("queue", "worker", "depth", "latency", "images", "video")
+# --gpu-images DEVICE: also run the images through a GPU worker's batch lane on DEVICE.
+GPU: dict[str, str | None] = {"device": None}
 
 
 @dataclass(frozen=True)
@@ -258,7 +260,9 @@ def run_latency(ctx: Context) -> dict[str, Any]:
 def run_images(ctx: Context) -> dict[str, Any]:
     files = media_gen.images(ctx.media, ctx.s.images + WARMUP_IMAGES)
     big = media_gen.big_image(ctx.media)
-    return image_bench.run_images(ctx.srv.url, ctx.workdir, files, big, reps=ctx.s.image_reps)
+    return image_bench.run_images(
+        ctx.srv.url, ctx.workdir, files, big, reps=ctx.s.image_reps, gpu_device=GPU["device"]
+    )
 
 
 def run_video(ctx: Context) -> dict[str, Any]:
@@ -395,6 +399,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--plots-dir", type=Path, default=None)
     ap.add_argument(
+        "--gpu-images",
+        metavar="DEVICE",
+        default=None,
+        help="also run the images through a GPU worker's batch lane: cuda on a GPU box "
+        "(the gpu extra installed), cpu to try the lane on PyTorch's CPU device",
+    )
+    ap.add_argument(
         "--wait-quiet",
         type=float,
         default=None,
@@ -426,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     signal.signal(signal.SIGTERM, _on_sigterm)
     QUIET["max_wait"] = a.wait_quiet
+    GPU["device"] = a.gpu_images
     settings = QUICK if a.quick else FULL
     workdir = Path(tempfile.mkdtemp(prefix="mediapipe-bench-"))
     a.media_dir.mkdir(parents=True, exist_ok=True)
