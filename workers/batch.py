@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.broker import Broker
-from pipeline.errors import PermanentError
+from pipeline.errors import JobTimeoutError, PermanentError
 from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.model import routed_queue
 from pipeline.registry import REGISTRY, BatchSpec, Registry
@@ -97,6 +97,15 @@ class BatchRunner(InlineRunner):
                 self._run_one(job)  # another stage routed here: run it the ordinary way
         if not batchable:
             return
+        # A hung device call cannot be interrupted from Python: past the longest timeout of
+        # its jobs the batch is failed as timed out and the lane exits (its supervisor
+        # starts a new one), as a pool child running too long is killed.
+        limits = [j.timeout for j in batchable]
+        limit = max(limits) if all(t > 0 for t in limits) else 0.0  # 0: a job without one
+        watchdog = threading.Timer(limit, self._timed_out, args=(batchable, limit))
+        watchdog.daemon = True
+        if limit > 0:
+            watchdog.start()
         try:
             outcomes = self.batch.fn(batchable)
             if len(outcomes) != len(batchable):
@@ -109,6 +118,8 @@ class BatchRunner(InlineRunner):
                 exc_info=True,
             )
             outcomes = [None] * len(batchable)
+        finally:
+            watchdog.cancel()
         self.batches += 1
         for job, outcome in zip(batchable, outcomes, strict=True):
             if outcome is None:
@@ -117,6 +128,20 @@ class BatchRunner(InlineRunner):
                 self._record_failure(job, outcome)
             else:
                 self._record_result(job, outcome)
+
+    def _timed_out(self, jobs: list[ClaimedJob], limit: float) -> None:
+        log.error(
+            "batch of %d %s jobs ran past %.0f s; failing them and restarting the lane",
+            len(jobs),
+            self.batch.stage,
+            limit,
+        )
+        for job in jobs:
+            try:
+                self.broker.fail(job, JobTimeoutError(f"job ran past its timeout of {limit:g} s"))
+            except Exception:  # Redis down: the leases expire and the jobs are reclaimed
+                log.warning("could not record the timeout of %s", job.id, exc_info=True)
+        os._exit(3)
 
     def _record_result(self, job: ClaimedJob, result: Any) -> None:
         try:

@@ -149,6 +149,8 @@ def batchable(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[
 def batchable_batch(jobs: list[Any]) -> list[Any]:
     if any(j.params.get("explode") for j in jobs):
         raise RuntimeError("the device went away")
+    if any(j.params.get("hang") for j in jobs):
+        time.sleep(3600)  # a device call that never returns
     out: list[Any] = []
     for j in jobs:
         if j.params.get("bad"):

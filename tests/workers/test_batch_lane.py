@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.broker import Broker
 from pipeline.client import Client
-from pipeline.model import Dag
+from pipeline.model import Dag, JobOptions
 from pipeline.registry import REGISTRY
 from tests.workers.conftest import Workers, wait_for
 from workers.batch import BatchRunner
@@ -121,5 +121,26 @@ def test_a_lane_that_dies_is_started_again_and_its_jobs_still_complete(
     for d in ids:
         wait_for(lambda d=d: stage_client.dag_state(d) == "completed", 60, f"DAG {d}")
     assert {_result(stage_client, d)["result"]["pid"] for d in ids} == {second}
+    gpu.send_signal(signal.SIGTERM)
+    assert gpu.wait(30) == 0
+
+
+def test_a_batch_past_its_timeout_fails_as_timed_out_and_the_lane_starts_again(
+    workers: Workers, stage_client: Client
+) -> None:
+    gpu = workers.spawn("--tags", "tbatch", "--concurrency", "1")
+    wait_for(lambda: any(w.get("lane") for w in stage_client.workers()), 30, "the lane to register")
+    hung = Dag()
+    hung.add("b", "t.batchable", {"n": 0, "hang": True}, options=JobOptions(timeout=1.0))
+    stage_client.submit(hung)
+    wait_for(lambda: stage_client.dag_state(hung.id) == "failed", 30, "the timeout")
+    job = _result(stage_client, hung.id)
+    assert job["state"] == "dead" and job["error"]["type"] == "JobTimeoutError"
+    assert job["attempts"] == 1
+    # A new lane took over: jobs submitted now complete there.
+    ids = _dags(stage_client, [{"n": i} for i in range(3)])
+    for d in ids:
+        wait_for(lambda d=d: stage_client.dag_state(d) == "completed", 60, f"DAG {d}")
+    assert "ran past 1 s; failing them and restarting the lane" in workers.log(gpu)
     gpu.send_signal(signal.SIGTERM)
     assert gpu.wait(30) == 0
