@@ -70,7 +70,7 @@ from benchmarks.common import (
 
 COMPARISONS = ("queue", "worker", "depth", "latency", "images", "video")
 # --gpu-images DEVICE: also run the images through a GPU worker's batch lane on DEVICE.
-GPU: dict[str, str | None] = {"device": None}
+GPU: dict[str, str | None] = {"device": None, "video": None}
 
 
 @dataclass(frozen=True)
@@ -268,7 +268,9 @@ def run_images(ctx: Context) -> dict[str, Any]:
 def run_video(ctx: Context) -> dict[str, Any]:
     still = media_gen.images(ctx.media, 1)[0]
     clip = media_gen.clip(ctx.media, ctx.s.clip_seconds, still)
-    return video_bench.run_video(ctx.srv.url, ctx.workdir, clip, reps=ctx.s.video_reps)
+    return video_bench.run_video(
+        ctx.srv.url, ctx.workdir, clip, reps=ctx.s.video_reps, gpu_mode=GPU["video"]
+    )
 
 
 RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
@@ -399,6 +401,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--plots-dir", type=Path, default=None)
     ap.add_argument(
+        "--gpu-video",
+        metavar="MODE",
+        choices=("decode", "nvenc"),
+        default=None,
+        help="also run the video pipeline with the ladder on the GPU: decode (NVDEC decode "
+        "and scale_cuda, x264 on the CPU; Hopper) or nvenc",
+    )
+    ap.add_argument(
         "--gpu-images",
         metavar="DEVICE",
         default=None,
@@ -438,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     QUIET["max_wait"] = a.wait_quiet
     GPU["device"] = a.gpu_images
+    GPU["video"] = a.gpu_video
     settings = QUICK if a.quick else FULL
     workdir = Path(tempfile.mkdtemp(prefix="mediapipe-bench-"))
     a.media_dir.mkdir(parents=True, exist_ok=True)

@@ -95,8 +95,16 @@ def _check_outputs(paths: list[Path]) -> None:
 
 
 def run_video(
-    url: str, workdir: Path, src: Path, *, reps: int, timeout: float = 600
+    url: str,
+    workdir: Path,
+    src: Path,
+    *,
+    reps: int,
+    timeout: float = 600,
+    gpu_mode: str | None = None,
 ) -> dict[str, Any]:
+    """``gpu_mode`` ("decode" or "nvenc", see stages.video.gpu_mode) adds the same DAG with
+    the ladder on the GPU ("pipeline_gpu"), against the CPU pipeline of the same run."""
     import stages  # noqa: F401  (registers probe and video_ladder for the client)
     from pipeline.client import Client
     from pipeline.model import Dag
@@ -119,23 +127,28 @@ def run_video(
     client = Client.connect(url, namespace=NAMESPACE, registry=REGISTRY)
     flush(client.redis)
     runs: list[dict[str, Any]] = []
+    cases = (*CASES, "pipeline_gpu") if gpu_mode else CASES
+    gpu_error = None
     try:
         with worker_node(url, NAMESPACE, workdir / "video-worker.log") as proc:
             for rep in range(reps):
-                for case in CASES:
+                for case in cases:
+                    if case == "pipeline_gpu" and gpu_error:
+                        continue
                     shutil.rmtree(out, ignore_errors=True)
                     out.mkdir(parents=True)
                     before = conditions()
                     meter = CpuMeter()
                     extra: dict[str, Any] = {}
-                    if case == "pipeline":
+                    if case in ("pipeline", "pipeline_gpu"):
+                        gpu = (gpu_mode or "off") if case == "pipeline_gpu" else "off"
                         dag = Dag()
                         dag.add("probe", "probe", {"input": str(src)})
                         dag.add(
                             "ladder",
                             "video_ladder",
                             {"input": str(src), "out_dir": str(out), "name": "pipe",
-                             "x264_preset": PRESET},
+                             "x264_preset": PRESET, "gpu": gpu},
                             after=["probe"],
                         )  # fmt: skip
                         t0 = time.perf_counter()
@@ -155,6 +168,10 @@ def run_video(
                         dag_s = time.perf_counter() - t0
                         job = client.job(dag.job_id("ladder")) or {}
                         if client.dag_state(dag.id) != "completed":
+                            if case == "pipeline_gpu":  # keep the CPU figures of this run
+                                gpu_error = f"GPU ladder ({gpu}) failed: {job.get('error')}"
+                                log(gpu_error)
+                                continue
                             raise BenchError(f"video DAG failed: {job.get('error')}")
                         seconds = (int(job["finished"]) - int(job["started"])) / 1000
                         extra = {
@@ -254,18 +271,30 @@ def run_video(
             {"one ffmpeg per rendition, 2 at a time": fps("per_rendition_par2")},
         ),
     ]
+    if gpu_mode and not gpu_error:
+        figures.append(
+            Figure(
+                "video_gpu",
+                f"{label} through the pipeline, GPU ({gpu_mode}: NVDEC decode + scale_cuda) "
+                "vs CPU only",
+                "source fps",
+                fps("pipeline_gpu"),
+                {"the same pipeline on the CPU": fps("pipeline")},
+            )
+        )
     return {
         "figures": figures,
         "detail": {
+            "gpu_error": gpu_error,
             "source": str(src),
             "frames": frames,
             "size": f"{width}x{height}",
             "rungs": [f"{r['width']}x{r['height']} crf {r['crf']}" for r in rungs],
             "preset": PRESET,
             "reps": reps,
-            "fps_median": {c: fps(c) for c in CASES},
+            "fps_median": {c: fps(c) for c in cases},
             "cpu_s_median": {
-                c: median([r["cpu_s"] for r in runs if r["case"] == c]) for c in CASES
+                c: median([r["cpu_s"] for r in runs if r["case"] == c]) for c in cases
             },
             "runs": runs,
         },
