@@ -7,12 +7,22 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import PermanentError
 from pipeline.model import Backoff
 from pipeline.replies import as_str
 
 
 class RawJSON(str):
     """A result already serialised as JSON (by the pool child that produced it)."""
+
+
+def encode_result(stage: str, result: Any) -> RawJSON:
+    """A stage's result as the JSON text its completion sends; a result that is not JSON
+    fails the job permanently (retrying would return the same)."""
+    try:
+        return RawJSON(json.dumps(result, separators=(",", ":"), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise PermanentError(f"stage {stage!r} returned a non-JSON result: {exc}") from None
 
 
 @dataclass

@@ -53,6 +53,7 @@ from stages.image import (
     _widths,
     configure_vips_for_pool,
     render,
+    render_options,
 )
 from stages.limits import MediaLimits
 from stages.media_facts import image_facts
@@ -391,7 +392,7 @@ def image_renditions_batch(jobs: list[Any]) -> list[dict[str, Any] | Exception |
         RenderRequest(
             jobs[i].params["input"],
             jobs[i].params["out_dir"],
-            {k: jobs[i].params[k] for k in RENDER_OPTIONS if k in jobs[i].params},
+            render_options(jobs[i].params),
         )
         for i in picked
     ]

@@ -74,8 +74,14 @@ def image_renditions(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -
     # inputs["probe"] is not relied on: render() reads the header and enforces the pixel
     # limit itself, so a DAG without a probe (or a lying one) cannot bypass them.
     configure_vips_for_pool()
-    options = {k: params[k] for k in RENDER_OPTIONS if k in params}
-    return render(params["input"], params["out_dir"], progress=ctx.progress, **options)
+    return render(
+        params["input"], params["out_dir"], progress=ctx.progress, **render_options(params)
+    )
+
+
+def render_options(params: dict[str, Any]) -> dict[str, Any]:
+    """The job params that are render()'s keyword options."""
+    return {k: params[k] for k in RENDER_OPTIONS if k in params}
 
 
 @functools.cache

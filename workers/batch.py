@@ -17,22 +17,19 @@ registers itself as a worker serving its queue, so submitters route to it while 
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import threading
-import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.broker import Broker
 from pipeline.errors import JobTimeoutError, PermanentError
-from pipeline.jobs import ClaimedJob, RawJSON
+from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.model import routed_queue
 from pipeline.registry import REGISTRY, BatchSpec, Registry
 from workers.inline import InlineRunner
@@ -127,7 +124,12 @@ class BatchRunner(InlineRunner):
             elif isinstance(outcome, BaseException):
                 self._record_failure(job, outcome)
             else:
-                self._record_result(job, outcome)
+                try:
+                    body = encode_result(job.stage, outcome)
+                except PermanentError as bad:
+                    self._record_failure(job, bad)
+                    continue
+                self._record_done(job, body)
 
     def _timed_out(self, jobs: list[ClaimedJob], limit: float) -> None:
         log.error(
@@ -142,26 +144,6 @@ class BatchRunner(InlineRunner):
             except Exception:  # Redis down: the leases expire and the jobs are reclaimed
                 log.warning("could not record the timeout of %s", job.id, exc_info=True)
         os._exit(3)
-
-    def _record_result(self, job: ClaimedJob, result: Any) -> None:
-        try:
-            body = RawJSON(json.dumps(result, separators=(",", ":"), allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            self._record_failure(
-                job, PermanentError(f"stage {job.stage!r} returned a non-JSON result: {exc}")
-            )
-            return
-        self.processed += 1
-        if not self._done:
-            self._first_done = time.monotonic()
-        self._done.append((job, body))
-
-    def _record_failure(self, job: ClaimedJob, exc: BaseException) -> None:
-        self.processed += 1
-        self.keeper.drop(job)
-        tb = "".join(traceback.format_exception(exc))
-        outcome = self.broker.fail(job, exc, tb=tb)
-        log.info("job %s failed (%s): %s", job.id, outcome, exc)
 
 
 def lane_main(

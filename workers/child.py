@@ -8,7 +8,6 @@ killed at any moment (timeout, shutdown) without leaving anything half-done in R
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import signal
 import traceback
@@ -17,7 +16,7 @@ from typing import Any
 
 from pipeline.context import JobContext
 from pipeline.errors import PermanentError, ServiceUnavailableError
-from pipeline.jobs import ClaimedJob
+from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.model import Dag
 
 _functions: dict[str, Any] = {}
@@ -81,12 +80,11 @@ def child_main(conn: Connection, preload: list[str]) -> None:
             _send_error(conn, job, exc, traceback.format_exc())
             continue
         try:
-            body = json.dumps(result, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            bad = PermanentError(f"stage {job.stage!r} returned a non-JSON result: {exc}")
+            body = encode_result(job.stage, result)
+        except PermanentError as bad:
             _send_error(conn, job, bad, "")
             continue
-        conn.send(("done", job.id, body))
+        conn.send(("done", job.id, str(body)))
 
 
 def _send_error(conn: Connection, job: ClaimedJob, exc: BaseException, tb: str) -> None:

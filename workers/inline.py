@@ -12,7 +12,6 @@ never started are handed back when the runner stops.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -23,8 +22,7 @@ from typing import Any
 
 from pipeline.broker import Broker
 from pipeline.context import JobContext
-from pipeline.errors import PermanentError
-from pipeline.jobs import ClaimedJob, RawJSON
+from pipeline.jobs import ClaimedJob, RawJSON, encode_result
 from pipeline.registry import Registry
 
 log = logging.getLogger("mediapipe.inline")
@@ -154,25 +152,29 @@ class InlineRunner:
 
     def _run_one(self, job: ClaimedJob) -> None:
         try:
-            result = self.execute(job)
+            body = self.execute(job)
         except Exception as exc:
-            self.processed += 1
-            self.keeper.drop(job)
-            outcome = self.broker.fail(job, exc, tb=traceback.format_exc())
-            log.info("job %s failed (%s): %s", job.id, outcome, exc)
+            self._record_failure(job, exc)
             return
+        self._record_done(job, body)
+
+    def _record_done(self, job: ClaimedJob, body: RawJSON) -> None:
+        """Queue a result for the next completion (several go in one round trip)."""
         self.processed += 1
         if not self._done:
             self._first_done = time.monotonic()
-        self._done.append((job, result))
+        self._done.append((job, body))
 
-    def execute(self, job: ClaimedJob) -> Any:
+    def _record_failure(self, job: ClaimedJob, exc: BaseException) -> None:
+        self.processed += 1
+        self.keeper.drop(job)
+        tb = "".join(traceback.format_exception(exc))
+        outcome = self.broker.fail(job, exc, tb=tb)
+        log.info("job %s failed (%s): %s", job.id, outcome, exc)
+
+    def execute(self, job: ClaimedJob) -> RawJSON:
         spec = self.registry.get(job.stage)
         ctx = JobContext(job, self.broker)
-        result = spec.fn(ctx, job.params, job.inputs)
-        try:
-            # Encoded once here, where a bad result can still fail the job; the completion
-            # sends this text as it is.
-            return RawJSON(json.dumps(result, separators=(",", ":"), allow_nan=False))
-        except (TypeError, ValueError) as exc:
-            raise PermanentError(f"stage {job.stage!r} returned a non-JSON result: {exc}") from None
+        # Encoded once here, where a bad result can still fail the job; the completion
+        # sends this text as it is.
+        return encode_result(job.stage, spec.fn(ctx, job.params, job.inputs))
