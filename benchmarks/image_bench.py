@@ -153,11 +153,14 @@ def _dag(path: Path, out: Path) -> Any:
 
 def _wait_done(client: Any, n: int, timeout: float, alive: Any) -> None:
     r, keys = client.redis, client.keys
+    # The rate is timed on Redis' clock from the job hashes, so how often this polls
+    # changes nothing in it; polling every 50 ms cost 0.08 s of CPU per 6.6 s repetition
+    # (0.6 % of the two cores the pipeline is measured on), which the pools do not pay.
     wait_until(
         lambda: int(r.zcard(keys.dags_done)) + int(r.zcard(keys.dags_failed)) >= n,
         timeout,
         "image DAGs",
-        poll=0.05,
+        poll=0.25,
         alive=alive,
     )
     failed = int(r.zcard(keys.dags_failed))

@@ -16,7 +16,7 @@ from stages.hls import hls_package
 from stages.media_facts import video_facts
 from stages.probe import probe
 from stages.thumbnails import video_poster, video_sprite
-from stages.video import plan_rungs, video_ladder
+from stages.video import encoder_threads, ladder_command, plan_rungs, video_ladder
 from tests.stages.conftest import RecordingContext
 
 RUNGS = [{"name": "240p", "height": 240}, {"name": "120p", "height": 120}]
@@ -44,6 +44,44 @@ def test_rungs_never_upscale_keep_aspect_and_are_even() -> None:
     ] == [(720, 1280)]
     only = plan_rungs(321, 241, [{"name": "480p", "height": 480}])
     assert [(r["width"], r["height"], r["name"]) for r in only] == [(320, 240, "240p")]
+
+
+def _scales_behind(graph: str, label: str) -> list[str]:
+    """The scale sizes an ffmpeg filter graph applies on the way to ``label``, source first."""
+    made_by = {}  # output label -> (input label, filter)
+    for chain in graph.split(";"):
+        src, _, rest = chain[1:].partition("]")
+        flt, _, outs = rest.partition("[")
+        for out in outs.rstrip("]").split("]["):
+            made_by[out] = (src, flt)
+    sizes: list[str] = []
+    while label in made_by:
+        label, flt = made_by[label]
+        if flt.startswith("scale="):
+            sizes.insert(0, flt.removeprefix("scale="))
+    assert label == "0:v"
+    return sizes
+
+
+def test_each_rung_is_scaled_from_the_rung_above_and_encoders_share_the_cores() -> None:
+    heights = (("480p", 480), ("1080p", 1080), ("720p", 720))
+    rungs = plan_rungs(1920, 1080, [{"name": n, "height": h} for n, h in heights])
+    # Given smallest first: the graph still goes 1080p -> 720p -> 480p, outputs in order.
+    cmd = ladder_command("in.mp4", rungs[::-1], ["s.mp4", "m.mp4", "l.mp4"], has_audio=False)
+    graph = cmd[cmd.index("-filter_complex") + 1]
+    maps = [cmd[i + 1].strip("[]") for i, a in enumerate(cmd) if a == "-map"]
+    assert [_scales_behind(graph, m) for m in maps] == [
+        ["1920:1080", "1280:720", "854:480"],
+        ["1920:1080", "1280:720"],
+        ["1920:1080"],
+    ]
+    assert graph.count("scale=") == 3  # one scaler per rung, none repeated
+    assert encoder_threads(rungs, cores=2) == [2, 1, 1]
+    assert encoder_threads(rungs, cores=16) == [15, 6, 3]
+    assert encoder_threads(rungs, threads=4) == [4, 4, 4]  # asked for: as asked
+    assert encoder_threads(rungs[:1], cores=16) == [0]  # one encoder: x264 decides
+    threads = [cmd[i + 1] for i, a in enumerate(cmd) if a == "-threads"]
+    assert sorted(threads) == sorted(str(t) for t in encoder_threads(rungs))
 
 
 def test_ladder_outputs_decode_with_the_planned_sizes_and_the_source_duration(
