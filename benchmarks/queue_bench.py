@@ -152,6 +152,7 @@ class RedisServer:
                 "no",
                 "--protected-mode",
                 "yes",
+                *os.environ.get("BENCH_REDIS_ARGS", "").split(),
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
