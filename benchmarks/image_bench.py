@@ -15,7 +15,7 @@ each saved as WebP q80 (effort 4) and JPEG q85, 6 files per image, from 12 MP JP
   LANCZOS resizes down the same cascade; WebP quality 80 method 4, JPEG quality 85
   optimize. Pool rates: images / (first job start .. last job end), inside the jobs.
 
-Repetitions are interleaved (pipeline, pyvips, Pillow, pipeline, ...). With
+Repetitions are interleaved (pipeline, pyvips, Pillow, then Pillow, pyvips, pipeline, ...). With
 ``run.py --gpu-images DEVICE`` the same DAGs then go through a worker tagged ``nvjpeg``,
 whose batch lane renders them on DEVICE (see docs/gpu.md).
 
@@ -51,6 +51,7 @@ from benchmarks.common import (
     log,
     median,
     python_env,
+    rep_order,
     run_cmd,
     wait_until,
     worker_node,
@@ -384,14 +385,15 @@ def run_images(
             _wait_done(client, len(warmup), 300, alive)
             shutil.rmtree(workdir / "warm", ignore_errors=True)
             for rep in range(reps):
-                for name in ("pipeline", "pyvips_pool", "pillow_pool"):
+                cases = ("pipeline", "pyvips_pool", "pillow_pool")
+                for position, name in enumerate(rep_order(cases, rep)):
                     out = workdir / f"img-{name}-{rep}"
                     if name == "pipeline":
                         r = run_pipeline_rep(client, files, out, alive, timeout)
                     else:
                         lib = "vips" if name == "pyvips_pool" else "pil"
                         r = run_pool(lib, files, out, warmup)
-                    r.update(case=name, rep=rep)
+                    r.update(case=name, rep=rep, position=position)
                     runs.append(r)
                     log(
                         f"images rep {rep} {name:<12} {r['rate']:6.2f} images/s "

@@ -17,7 +17,8 @@ CPU seconds of the whole process tree (worker node, pool children, ffmpeg, Redis
 recorded for every run too: unlike the rates they hardly move when other sessions load the
 machine.
 
-Rates are source frames per second. Repetitions are interleaved.
+Rates are source frames per second. Repetitions are interleaved, the cases in reverse
+order on odd repetitions (``common.rep_order``).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from benchmarks.common import (
     kill_group,
     log,
     median,
+    rep_order,
     wait_until,
     worker_node,
 )
@@ -132,7 +134,7 @@ def run_video(
     try:
         with worker_node(url, NAMESPACE, workdir / "video-worker.log") as proc:
             for rep in range(reps):
-                for case in cases:
+                for position, case in enumerate(rep_order(cases, rep)):
                     if case == "pipeline_gpu" and gpu_error:
                         continue
                     shutil.rmtree(out, ignore_errors=True)
@@ -201,8 +203,8 @@ def run_video(
                         seconds = time.perf_counter() - t0
                         _check_outputs(outputs("par", rungs))
                     used = meter.stop()
-                    r = {"case": case, "rep": rep, "seconds": seconds, "fps": frames / seconds,
-                         **used, "before": before, **extra}  # fmt: skip
+                    r = {"case": case, "rep": rep, "position": position, "seconds": seconds,
+                         "fps": frames / seconds, **used, "before": before, **extra}  # fmt: skip
                     runs.append(r)
                     log(
                         f"video rep {rep} {case:<20} {seconds:6.2f}s  {r['fps']:6.1f} fps "
