@@ -194,27 +194,21 @@ def _cascade(video: Any, rungs: list[dict[str, Any]]) -> list[Any]:
             if rungs[j]["width"] >= rungs[i]["width"] and rungs[j]["height"] >= rungs[i]["height"]
         ]
         parent[i] = covers[-1] if covers else -1
-    users = {n: [i for i in order if parent[i] == n] for n in [-1, *order]}
-    # Each node's frames go to its own encoder (rungs only) and to the rungs scaled from it.
-    taps: dict[int, list[Any]] = {}
+    feeds: dict[int, Any] = {}  # rung -> the frames its scaler reads
+    finished: dict[int, Any] = {}  # rung -> the frames its encoder reads
 
-    def fan_out(node: int, stream: Any) -> None:
-        outlets = ([] if node < 0 else [node]) + users[node]
-        if len(outlets) == 1:
-            taps.setdefault(outlets[0], []).append(stream)
-            return
-        split = stream.filter_multi_output("split", len(outlets))
-        for k, target in enumerate(outlets):
-            taps.setdefault(target, []).append(split[k])
+    def branch(node: int, stream: Any) -> None:
+        """Hand ``stream`` to the node's own encoder (a rung) and to each rung scaled from it."""
+        targets = ([node] if node >= 0 else []) + [i for i in order if parent[i] == node]
+        split = stream.filter_multi_output("split", len(targets)) if len(targets) > 1 else None
+        for k, target in enumerate(targets):
+            (finished if target == node else feeds)[target] = stream if split is None else split[k]
 
-    fan_out(-1, video)
-    scaled: dict[int, Any] = {}
+    branch(-1, video)
     for i in order:
-        source = taps[i].pop(0)  # the frames of its parent
         r = rungs[i]
-        scaled[i] = source.filter("scale", r["width"], r["height"]).filter("format", "yuv420p")
-        fan_out(i, scaled[i])
-    return [taps[i].pop(0) for i in range(len(rungs))]
+        branch(i, feeds[i].filter("scale", r["width"], r["height"]).filter("format", "yuv420p"))
+    return [finished[i] for i in range(len(rungs))]
 
 
 def encoder_threads(
