@@ -1,0 +1,52 @@
+"""The benchmark harness's own logic on tiny inputs; no benchmark runs in the suite."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.common import Figure, rep_order
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_no_case_always_runs_first() -> None:
+    cases = ("pipeline", "pyvips_pool", "pillow_pool")
+    orders = [rep_order(cases, rep) for rep in range(4)]
+    assert orders[0] == ["pipeline", "pyvips_pool", "pillow_pool"]
+    assert orders[1] == ["pillow_pool", "pyvips_pool", "pipeline"]
+    assert [o[0] for o in orders].count("pipeline") == 2
+    assert all(sorted(o) == sorted(cases) for o in orders)
+
+
+def test_a_ratio_is_against_the_best_other_in_the_figures_direction() -> None:
+    rate = Figure("images", "", "renditions/s", 36.6, {"pyvips": 38.1, "pillow": 38.6},
+                  target=">= 0.95")  # fmt: skip
+    assert rate.best_other == "pillow"
+    assert rate.ratio == pytest.approx(36.6 / 38.6)
+    assert rate.target_met is False  # 0.948: the faster peer decides
+    rss = Figure("rss", "", "MB", 84.9, {"pillow": 53.9}, higher_is_better=False,
+                 target="<= 100 MB", target_on="ours")  # fmt: skip
+    assert rss.best_other == "pillow" and rss.target_met is True
+    missing = Figure("x", "", "jobs/s", None, {"peer": 10.0}, target=">= 1.5")
+    assert missing.ratio is None and missing.target_met is None
+
+
+def test_a_saved_run_prints_as_a_table_with_every_figure() -> None:
+    saved = REPO / "docs" / "results" / "run-2026-11-24-4.json"
+    doc = json.loads(saved.read_text())
+    out = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "run.py"), "--report", str(saved)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line]
+    figures = sum(len(c["figures"]) for c in doc["comparisons"].values())
+    assert len(rows) == figures + 1  # the header
+    assert {row.split(" | ")[0].lstrip("| ") for row in rows[1:]} == set(doc["comparisons"])
