@@ -70,7 +70,7 @@ from benchmarks.common import (
 from benchmarks.report import markdown
 
 COMPARISONS = ("queue", "worker", "depth", "latency", "images", "video")
-# --gpu-images DEVICE: also run the images through a GPU worker's batch lane on DEVICE.
+# --gpu-images DEVICE and --gpu-video MODE: the GPU cases to add to the CPU ones.
 GPU: dict[str, str | None] = {"device": None, "video": None}
 
 

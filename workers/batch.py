@@ -99,9 +99,10 @@ class BatchRunner(InlineRunner):
         # starts a new one), as a pool child running too long is killed.
         limits = [j.timeout for j in batchable]
         limit = max(limits) if all(t > 0 for t in limits) else 0.0  # 0: a job without one
-        watchdog = threading.Timer(limit, self._timed_out, args=(batchable, limit))
-        watchdog.daemon = True
+        watchdog = None
         if limit > 0:
+            watchdog = threading.Timer(limit, self._timed_out, args=(batchable, limit))
+            watchdog.daemon = True
             watchdog.start()
         try:
             outcomes = self.batch.fn(batchable)
@@ -116,7 +117,8 @@ class BatchRunner(InlineRunner):
             )
             outcomes = [None] * len(batchable)
         finally:
-            watchdog.cancel()
+            if watchdog is not None:
+                watchdog.cancel()
         self.batches += 1
         for job, outcome in zip(batchable, outcomes, strict=True):
             if outcome is None:
@@ -160,7 +162,6 @@ def lane_main(
     import importlib
 
     from pipeline.connection import connect
-    from pipeline.registry import REGISTRY
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when lanes stop
     stopping = False
