@@ -3,15 +3,19 @@
 -- job's parents (with the same edge policies), so those parents wait for them too.
 -- KEYS[1] namespace prefix
 -- ARGV[1] running job id, ARGV[2] its lease token, ARGV[3] jobs (JSON, see create_jobs.lua)
--- Returns the number of jobs added, or an error when the token does not own the job.
+-- Returns the number of jobs added, or an error when the token does not own the job or
+-- its DAG was cancelled (nothing is created: a cancelled DAG gets no new work).
 --@include common.lua
 --@include create_jobs.lua
 local id, token = ARGV[1], ARGV[2]
-local f = redis.call('HMGET', k_job(id), 'owner', 'dag', 'state')
+local f = redis.call('HMGET', k_job(id), 'owner', 'dag', 'state', 'cancel')
 if f[1] ~= token or f[3] ~= 'active' then
   return redis.error_reply('job ' .. id .. ' is not running under this lease')
 end
 local dag = f[2]
+if f[4] == '1' or redis.call('HGET', k_dag(dag), 'state') == 'cancelled' then
+  return redis.error_reply('DAG ' .. dag .. ' was cancelled: no jobs added')
+end
 local now = now_ms()
 local jobs = cjson.decode(ARGV[3])
 for _, j in ipairs(jobs) do

@@ -4,15 +4,24 @@
 -- shows what they wait for).
 -- KEYS[1] namespace prefix
 -- ARGV[1] delay ms (0 = at once), ARGV[2] reason ('' = none), then pairs: job id, token
--- Returns the number released.
+-- A job whose DAG was cancelled while it was held ends cancelled instead: handing it
+-- back must not bring a cancelled DAG's work back to life.
+-- Returns the number released (cancelled ones included).
 --@include common.lua
 local now = now_ms()
 local delay, reason = tonumber(ARGV[1]), ARGV[2]
 local n = 0
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', k_job(id), 'owner', 'state', 'queue', 'dag', 'attempts')
-  if f[1] == token and f[2] == 'active' then
+  local f = redis.call('HMGET', k_job(id), 'owner', 'state', 'queue', 'dag', 'attempts',
+    'cancel')
+  if f[1] == token and f[2] == 'active' and f[6] == '1' then
+    redis.call('ZREM', k_active(f[3]), id)
+    reset_pct(id, f[4])
+    redis.call('HSET', k_job(id), 'state', 'cancelled', 'finished', now, 'owner', '')
+    job_ended(f[4], id, 'cancelled', now)
+    n = n + 1
+  elseif f[1] == token and f[2] == 'active' then
     redis.call('ZREM', k_active(f[3]), id)
     reset_pct(id, f[4])
     redis.call('HSET', k_job(id), 'owner', '', 'attempts', math.max(0, tonumber(f[5]) - 1),
