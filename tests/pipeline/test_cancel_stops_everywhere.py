@@ -18,7 +18,7 @@ from pipeline.registry import Registry, stage
 def _stages(registry: Registry) -> None:
     @stage("step", registry=registry)
     def step(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> str:
-        return ctx.job.name
+        return str(ctx.job.name)
 
 
 @pytest.mark.parametrize("delay", [0.0, 5.0], ids=["release", "defer"])
