@@ -6,7 +6,6 @@ in the same call, so a busy worker pays one round trip per job.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
-from pipeline.scripts import Scripts
+from pipeline.scripts import REQUEST_ID, Scripts
 from pipeline.submission import encode_nodes
 
 log = logging.getLogger("mediapipe.broker")
@@ -51,10 +50,6 @@ class Broker:
         self.worker_id = worker_id or new_worker_id()
         self.lease_ms = int(lease * 1000)
         self.registry = registry
-        self._tokens = itertools.count(1)
-
-    def _token(self) -> str:
-        return f"{self.worker_id}#{next(self._tokens)}"
 
     def _run(self, name: str, *args: Any) -> Any:
         return self.scripts.run(name, self.keys.prefix, *args)
@@ -63,7 +58,7 @@ class Broker:
     def claim(self, queues: Sequence[str], count: int = 1) -> tuple[list[ClaimedJob], float]:
         """Up to ``count`` jobs, and when there are none, how many seconds until one may
         fall due (a delayed job or a rate-limit window; -1: nothing scheduled)."""
-        reply = self._run("claim", self.worker_id, self._token(), self.lease_ms, count, *queues)
+        reply = self._run("claim", self.worker_id, REQUEST_ID, self.lease_ms, count, *queues)
         return self._parse_claim(reply)
 
     @staticmethod
@@ -131,7 +126,7 @@ class Broker:
             )
             args += [job.id, job.token, body]
         if next_from:
-            args += [self.worker_id, self._token(), self.lease_ms, count, *next_from]
+            args += [self.worker_id, REQUEST_ID, self.lease_ms, count, *next_from]
         else:
             args += ["", "", 0, 0]
         statuses, nxt = self._run("complete", *args)

@@ -28,7 +28,7 @@ from pipeline.registry import REGISTRY, Registry
 from pipeline.replies import as_str, as_str_dict
 from pipeline.retention import Retention
 from pipeline.routing import live_queues, orphan_queues
-from pipeline.scripts import Scripts
+from pipeline.scripts import REQUEST_ID, Scripts
 from pipeline.submission import encode_meta, encode_nodes
 
 TERMINAL_DAG_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -63,7 +63,7 @@ class Client:
         meta = encode_meta(dag.meta)
         try:
             dag_id, created = self._run(
-                "submit_dag", dag.id, dag.idempotency_key or "", meta, payload
+                "submit_dag", dag.id, dag.idempotency_key or "", meta, payload, REQUEST_ID
             )
         except redis.ResponseError as exc:
             raise SubmissionError(str(exc)) from None
@@ -77,18 +77,15 @@ class Client:
         ]
         out: list[Submitted] = []
         for i in range(0, len(encoded), chunk):
-            pipe = self.redis.pipeline(transaction=False)
-            for d, payload, meta in encoded[i : i + chunk]:
-                self.scripts.run(
+            calls = [
+                (
                     "submit_dag",
                     self.keys.prefix,
-                    d.id,
-                    d.idempotency_key or "",
-                    meta,
-                    payload,
-                    client=pipe,
+                    (d.id, d.idempotency_key or "", meta, payload, REQUEST_ID),
                 )
-            for reply in pipe.execute(raise_on_error=False):
+                for d, payload, meta in encoded[i : i + chunk]
+            ]
+            for reply in self.scripts.run_many(calls, raise_on_error=False):
                 if isinstance(reply, Exception):
                     raise SubmissionError(str(reply))
                 out.append(Submitted(as_str(reply[0]), bool(reply[1])))

@@ -10,14 +10,28 @@ through EVALSHA. On Redis 6.2, which has no functions, each transition runs as a
 through EVALSHA. The library name carries a hash of the source, so two versions of
 mediapipe can share one Redis during a rolling upgrade, and a server that lost its
 functions (restart without persistence) gets them back on the next call.
+
+Every call is safe to send twice. A reply can be lost after Redis ran the script (a
+socket timeout, a dropped connection, a server restart), and sending the call again
+would run it again: a claim would take jobs nobody holds, a submit would find its own
+DAG "already exists". So each call carries a request id ``<client>:<seq>``, and every
+transition is wrapped (``includes/request.lua``) so that Redis keeps the reply of each
+client's latest request for ``REQUEST_TTL_MS``; a resend of that request gets the
+recorded reply instead of a second run, and an older request that arrives late is
+refused. A client has one request in flight per thread, so one record per client
+thread is enough: the cost is a GET and a SET inside the script, no extra round trip.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
+import time
+import uuid
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -25,6 +39,8 @@ from typing import Any
 import hiredis
 import redis
 from redis.commands.core import Script
+
+log = logging.getLogger("mediapipe.scripts")
 
 TRANSITIONS = (
     "submit_dag",
@@ -52,6 +68,21 @@ TRANSITIONS = (
 
 _INCLUDE = re.compile(r"^--@include (\S+)\n?", re.MULTILINE)
 _PRELUDE = "P = KEYS[1]\n"
+_WRAPPER = "request.lua"  # included by every transition, after its own includes
+
+# Errors that leave a call in doubt: it may or may not have run.
+IN_DOUBT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+class _RequestId:
+    """Stands for the call's request id in a transition's arguments (a claim uses it as
+    its lease token base, so a resent claim hands back the jobs the first one took)."""
+
+    def __repr__(self) -> str:
+        return "REQUEST_ID"
+
+
+REQUEST_ID: Any = _RequestId()
 
 
 def _read(*parts: str) -> str:
@@ -72,12 +103,21 @@ def _body(name: str) -> str:
     return _INCLUDE.sub("", _read(name + ".lua"))
 
 
+def _transition(name: str) -> str:
+    """``name``'s body as a local function ``t_<name>(KEYS, ARGV)``."""
+    return f"local function t_{name}(KEYS, ARGV)\n{_PRELUDE}{_body(name)}end\n"
+
+
+def _include_text(names: list[str]) -> str:
+    return "".join(_INCLUDE.sub("", _read("includes", i)) for i in names)
+
+
 @cache
 def source(name: str) -> str:
     """One transition as a self-contained script (the EVALSHA path)."""
-    text = _read(name + ".lua")
-    includes = "".join(_INCLUDE.sub("", _read("includes", i)) for i in _includes_of(text))
-    return includes + _PRELUDE + _body(name)
+    names = _includes_of(_read(name + ".lua"))
+    names = [n for n in names if n != _WRAPPER] + [_WRAPPER]
+    return _include_text(names) + _transition(name) + f"return request(KEYS, ARGV, t_{name})\n"
 
 
 @cache
@@ -88,28 +128,51 @@ def library() -> tuple[str, str]:
         for inc in _includes_of(_read(t + ".lua")):
             if inc not in names:
                 names.append(inc)
-    includes = "".join(_INCLUDE.sub("", _read("includes", i)) for i in names)
-    bodies = "".join(_body(t) for t in TRANSITIONS)
+    names = [n for n in names if n != _WRAPPER] + [_WRAPPER]
+    includes = _include_text(names)
+    bodies = "".join(_transition(t) for t in TRANSITIONS)
     digest = hashlib.sha1((includes + bodies).encode()).hexdigest()[:10]
     prefix = f"mp_{digest}_"
-    parts = [f"#!lua name=mediapipe_{digest}\n", includes]
+    parts = [f"#!lua name=mediapipe_{digest}\n", includes, bodies]
     for t in TRANSITIONS:
         parts.append(
-            f"redis.register_function('{prefix}{t}', function(KEYS, ARGV)\n"
-            f"{_PRELUDE}{_body(t)}end)\n"
+            f"redis.register_function('{prefix}{t}', "
+            f"function(KEYS, ARGV) return request(KEYS, ARGV, t_{t}) end)\n"
         )
     return "".join(parts), prefix
 
 
-class Scripts:
-    """The transitions for one Redis client: ``scripts.run("claim", prefix, *args)``."""
+@dataclass
+class _InDoubt:
+    call: tuple[Any, ...]  # (name, prefix, args) as the caller gave them
+    seq: int
 
-    def __init__(self, client: redis.Redis) -> None:
+
+class _ThreadState(threading.local):
+    pid: int = -1
+    conn: Any = None
+    client: str = ""
+    seq: int = 0
+    in_doubt: _InDoubt | None = None
+
+
+class Scripts:
+    """The transitions for one Redis client: ``scripts.run("claim", prefix, *args)``.
+
+    ``resend_for``: how long a call whose reply was lost is resent (reconnecting with
+    backoff) before the error reaches the caller. The call stays in doubt after that:
+    when the caller makes the same call again (same name and arguments) before any
+    other, it is sent as a resend of the first, so a caller that rides out a longer
+    outage itself (the worker node) still gets the first run's reply.
+    """
+
+    def __init__(self, client: redis.Redis, *, resend_for: float = 5.0) -> None:
         self._client = client
+        self.resend_for = resend_for
         self._lib, self._prefix = library()
         self._functions = self._load_library()
         self._scripts: dict[str, Script] = {}
-        self._local = threading.local()
+        self._local = _ThreadState()
         if not self._functions:
             self._scripts = {t: client.register_script(source(t)) for t in TRANSITIONS}
 
@@ -125,42 +188,123 @@ class Scripts:
             raise
         return True
 
-    def run(self, name: str, prefix: str, *args: Any, client: Any = None) -> Any:
+    def _state(self) -> _ThreadState:
+        st = self._local
+        if st.pid != os.getpid():  # never share a socket or a request id across fork
+            st.pid = os.getpid()
+            st.conn = None
+            st.client = uuid.uuid4().hex[:12]
+            st.seq = 0
+            st.in_doubt = None
+        return st
+
+    @property
+    def in_doubt(self) -> bool:
+        """This thread's last call may or may not have run (its reply was lost)."""
+        return self._state().in_doubt is not None
+
+    def run(self, name: str, prefix: str, *args: Any) -> Any:
+        st = self._state()
+        call = (name, prefix, args)
+        doubt = st.in_doubt
+        if doubt is not None and doubt.call == call:
+            seq, resend = doubt.seq, True
+        else:
+            st.seq += 1
+            seq, resend = st.seq, False
+        st.in_doubt = None
+        rid = f"{st.client}:{seq}"
+        argv = [rid if a is REQUEST_ID else a for a in args] + [rid, "r" if resend else "n"]
+        deadline = time.monotonic() + self.resend_for
+        delay = 0.05
+        while True:
+            try:
+                reply = self._send(name, prefix, argv)
+            except IN_DOUBT as exc:
+                self._drop_connection()
+                st.in_doubt = _InDoubt(call, seq)
+                argv[-1] = "r"
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.debug("%s %s in doubt (%s): resending", name, rid, exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            st.in_doubt = None
+            return reply
+
+    def run_many(
+        self, calls: list[tuple[str, str, tuple[Any, ...]]], *, raise_on_error: bool = True
+    ) -> list[Any]:
+        """Several calls in one pipelined round trip: [(name, prefix, args), ...].
+
+        Each call gets its own request id but no reply record (there is one per client,
+        for its latest call); a transition that may be pipelined keeps its request id
+        with what it wrote (a submit, with its DAG) and answers a resend from there. A
+        lost reply resends the whole pipeline with the same ids.
+        """
+        st = self._state()
+        argvs = []
+        for _, _, args in calls:
+            st.seq += 1
+            rid = f"{st.client}:{st.seq}"
+            argvs.append([rid if a is REQUEST_ID else a for a in args] + [rid, ""])
+        self.ensure_loaded()
+        deadline = time.monotonic() + self.resend_for
+        delay = 0.05
+        while True:
+            pipe = self._client.pipeline(transaction=False)
+            for (name, prefix, _), argv in zip(calls, argvs, strict=True):
+                if self._functions:
+                    pipe.fcall(self._prefix + name, 1, prefix, *argv)
+                else:
+                    self._scripts[name](keys=[prefix], args=argv, client=pipe)
+            try:
+                return list(pipe.execute(raise_on_error=raise_on_error))
+            except IN_DOUBT:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _send(self, name: str, prefix: str, argv: list[Any]) -> Any:
         if not self._functions:
-            return self._scripts[name](keys=[prefix], args=list(args), client=client)
-        if client is not None:  # a pipeline: queued, sent with the others
-            return client.fcall(self._prefix + name, 1, prefix, *args)
+            return self._scripts[name](keys=[prefix], args=argv)
         try:
-            return self._fcall(self._prefix + name, prefix, args)
+            return self._fcall(self._prefix + name, prefix, argv)
         except redis.ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
             self._load_library()  # the server restarted without its functions
-            return self._fcall(self._prefix + name, prefix, args)
+            return self._fcall(self._prefix + name, prefix, argv)
 
-    def _fcall(self, function: str, prefix: str, args: tuple[Any, ...]) -> Any:
+    def _fcall(self, function: str, prefix: str, argv: list[Any]) -> Any:
         """FCALL on this thread's own connection.
 
         The transitions are the hot path (a busy worker makes one call per job), and
         ``Redis.execute_command`` costs 18 us of client CPU per call here against 6 us
         for the same command sent on a held connection (pool checkout and release,
-        instrumentation hooks). A broken connection falls back to ``execute_command``,
-        which reconnects and retries as every other command does.
+        instrumentation hooks). It is also never resent blindly, as redis-py's retries
+        would: a lost reply is resent by ``run`` with the same request id.
         """
         conn = self._held_connection()
-        try:
-            conn.send_packed_command([hiredis.pack_command(("FCALL", function, 1, prefix, *args))])
-            return conn.read_response()
-        except (redis.ConnectionError, redis.TimeoutError):
-            conn.disconnect()
-            return self._client.fcall(function, 1, prefix, *args)
+        conn.send_packed_command([hiredis.pack_command(("FCALL", function, 1, prefix, *argv))])
+        reply = conn.read_response()
+        if isinstance(reply, redis.ResponseError):
+            raise reply
+        return reply
 
     def _held_connection(self) -> Any:
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():  # never share a socket across fork
-            local.conn = self._client.connection_pool.make_connection()
-            local.pid = os.getpid()
-        return local.conn
+        st = self._state()
+        if st.conn is None:
+            st.conn = self._client.connection_pool.make_connection()
+        return st.conn
+
+    def _drop_connection(self) -> None:
+        st = self._state()
+        if st.conn is not None:
+            st.conn.disconnect()
+            st.conn = None
 
     def ensure_loaded(self) -> None:
         """Load the library again if the server lost it (before a pipeline of calls)."""

@@ -1,0 +1,34 @@
+-- Every transition runs through request(): a call may be sent twice (its reply was lost
+-- to a timeout, a dropped connection or a restart), and the second send must not run it
+-- again. The client appends two arguments, taken off ARGV before the transition sees
+-- it: the request id "<client>:<seq>" and a mode: 'n' a new request, 'r' a resend, ''
+-- no record (pipelined calls; a submit keeps its request id with the DAG instead).
+--
+-- One record per client (thread): the sequence number and reply of its latest request.
+-- A resend of that request gets the recorded reply; an older request that arrives
+-- after a newer one ran (it was delayed on a connection the client gave up on) is
+-- refused, never run. Error replies are not recorded: a resend runs again, and
+-- transitions check everything before they write (a failed check writes nothing).
+local REQUEST_TTL_MS = 600000
+
+local function request(KEYS, ARGV, transition)
+  local mode = table.remove(ARGV)
+  local rid = table.remove(ARGV)
+  P = KEYS[1]
+  if mode == '' then return transition(KEYS, ARGV) end
+  local client, seq = string.match(rid, '^(.+):(%d+)$')
+  seq = tonumber(seq)
+  local key = P .. 'req:' .. client
+  local prev = redis.call('GET', key)
+  if prev then
+    local rec = cmsgpack.unpack(prev)
+    if rec[1] == seq then return rec[2] end
+    if rec[1] > seq then
+      return redis.error_reply('STALE request ' .. rid .. ': a newer one of this client ran')
+    end
+  end
+  local reply = transition(KEYS, ARGV)
+  if type(reply) == 'table' and reply.err then return reply end
+  redis.call('SET', key, cmsgpack.pack({seq, reply}), 'PX', REQUEST_TTL_MS)
+  return reply
+end

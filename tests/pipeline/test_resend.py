@@ -1,0 +1,215 @@
+"""A transition whose reply is lost runs once: the resend gets the first run's reply.
+
+Each test puts the fault proxy between the client and the real server and breaks the
+reply to one named FCALL: dropped with its connection after Redis ran the call, or
+delayed past the client's socket timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from pipeline.breaker import ServiceBreakers
+from pipeline.broker import Broker
+from pipeline.client import Client
+from pipeline.keys import Keys
+from pipeline.model import Dag
+from pipeline.registry import Registry, stage
+from pipeline.schedules import Schedules
+from tests.faultproxy import FaultProxy
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[FaultProxy]:
+    with FaultProxy(redis_url) as p:
+        yield p
+
+
+@pytest.fixture
+def pr(proxy: FaultProxy) -> Iterator[redis.Redis]:
+    """A client through the proxy with a short socket timeout."""
+    c = redis.Redis.from_url(proxy.url, socket_timeout=0.5, socket_connect_timeout=0.5)
+    yield c
+    c.close()
+
+
+def _work(registry: Registry) -> None:
+    @stage("work", registry=registry)
+    def work(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+        return 1
+
+
+def _submit(client: Client, n: int) -> list[Dag]:
+    dags = []
+    for i in range(n):
+        dag = Dag()
+        dag.add("w", "work", {"i": i})
+        client.submit(dag)
+        dags.append(dag)
+    return dags
+
+
+@pytest.mark.parametrize("action", ["drop", "delay"])
+def test_a_claim_whose_reply_is_lost_hands_out_the_same_job_once(
+    action: str,
+    proxy: FaultProxy,
+    pr: redis.Redis,
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    registry: Registry,
+) -> None:
+    _work(registry)
+    _submit(client, 2)
+    keys = Keys(namespace)
+    broker = Broker(pr, namespace=namespace, registry=registry)
+    proxy.on_reply("claim", 1, action, delay=1.5)
+    jobs, _ = broker.claim(["default"], 1)
+    assert proxy.fired() == 1
+    assert len(jobs) == 1
+    # One job active, held by the token this worker got; the other still waiting.
+    assert r.zcard(keys.active("default")) == 1
+    assert r.zcard(keys.wait("default")) == 1
+    job = client.job(jobs[0].id)
+    assert job is not None and job["owner"] == jobs[0].token and job["attempts"] == 1
+    assert broker.complete(jobs[0], 1)[0] is True
+
+
+def test_complete_and_next_claim_whose_reply_is_lost_record_once_and_hand_over(
+    proxy: FaultProxy,
+    pr: redis.Redis,
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    registry: Registry,
+) -> None:
+    _work(registry)
+    _submit(client, 3)
+    broker = Broker(pr, namespace=namespace, registry=registry)
+    (first,), _ = broker.claim(["default"], 1)
+    proxy.on_reply("complete", 1, "drop")
+    (accepted,), nxt = broker.complete_many([(first, 1)], next_from=["default"], count=1)
+    assert proxy.fired() == 1
+    assert accepted is True  # the first run's answer, not "discarded"
+    assert len(nxt) == 1
+    keys = Keys(namespace)
+    assert r.zcard(keys.active("default")) == 1 and r.zcard(keys.wait("default")) == 1
+    assert client.job(nxt[0].id)["owner"] == nxt[0].token  # type: ignore[index]
+    assert [e.type for e in client.events(first.dag_id)].count("completed") == 1
+
+
+def test_a_submit_whose_reply_is_lost_returns_its_dag(
+    proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
+) -> None:
+    _work(registry)
+    client = Client(pr, namespace=namespace, registry=registry)
+    dag = Dag()
+    for i in range(50):
+        dag.add(f"w{i}", "work", {"i": i})
+    proxy.on_reply("submit_dag", 1, "drop")
+    sub = client.submit(dag)
+    assert proxy.fired() == 1
+    assert sub.dag_id == dag.id and sub.created
+    info = client.dag(dag.id)
+    assert info is not None and info["total"] == 50
+
+
+def test_a_pipelined_submit_sent_again_finds_its_dags(
+    proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
+) -> None:
+    _work(registry)
+    client = Client(pr, namespace=namespace, registry=registry)
+    dags = [Dag() for _ in range(3)]
+    for d in dags:
+        d.add("w", "work")
+    proxy.on_reply("submit_dag", 2, "drop")  # redis-py sends the whole pipeline again
+    subs = client.submit_many(dags)
+    assert proxy.fired() == 1
+    assert [s.dag_id for s in subs] == [d.id for d in dags] and all(s.created for s in subs)
+
+
+def test_a_cancel_whose_reply_is_lost_reports_what_it_cancelled(
+    proxy: FaultProxy, pr: redis.Redis, namespace: str, client: Client, registry: Registry
+) -> None:
+    _work(registry)
+    dag = Dag()
+    for i in range(20):
+        dag.add(f"w{i}", "work", {"i": i})
+    client.submit(dag)
+    proxy.on_reply("cancel_dag", 1, "drop")
+    assert Client(pr, namespace=namespace, registry=registry).cancel(dag.id) == (20, 0)
+    assert proxy.fired() == 1
+
+
+def test_add_children_whose_reply_is_lost_adds_them_once(
+    proxy: FaultProxy,
+    pr: redis.Redis,
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    registry: Registry,
+) -> None:
+    _work(registry)
+    (dag,) = _submit(client, 1)
+    broker = Broker(pr, namespace=namespace, registry=registry)
+    (job,), _ = broker.claim(["default"], 1)
+    sub = Dag(dag.id)
+    for i in range(3):
+        sub.add(f"{job.name}.part{i}", "work", {"i": i})
+    proxy.on_reply("add_children", 1, "drop")
+    assert broker.add_children(job, sub) == 3
+    assert proxy.fired() == 1
+    info = client.dag(dag.id)
+    assert info is not None and info["total"] == 4
+    assert r.zcard(Keys(namespace).wait("default")) == 3
+
+
+def test_a_schedule_tick_whose_reply_is_lost_still_fires(
+    proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
+) -> None:
+    _work(registry)
+    client = Client(pr, namespace=namespace, registry=registry)
+    spec = Schedules(client).add("s1", "/nowhere/*.jpg", every=60, preset="image")
+    prefix = client.keys.prefix
+
+    def tick(at: int) -> int:
+        return int(client.scripts.run("claim_tick", prefix, "s1", at, 1, spec.id))
+
+    assert tick(1000) == 1
+    proxy.on_reply("claim_tick", 1, "drop")
+    assert tick(2000) == 1  # won, not "already taken" by its own first send
+    assert proxy.fired() == 1
+    assert tick(2000) == 0
+
+
+def test_a_service_failure_whose_reply_is_lost_counts_once(
+    proxy: FaultProxy, pr: redis.Redis, r: redis.Redis, namespace: str
+) -> None:
+    breakers = ServiceBreakers(pr, namespace=namespace)
+    proxy.on_reply("service_outcome", 1, "drop")
+    breakers.outcome("s3:bucket", False)
+    assert proxy.fired() == 1
+    assert int(r.hget(Keys(namespace).prefix + "breaker:s3:bucket", "failures") or 0) == 1
+
+
+def test_an_old_request_arriving_after_a_newer_one_is_refused(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    """A call delayed on a connection its client gave up on must not run late."""
+    from pipeline.scripts import library
+
+    _, prefix = library()
+    fn = prefix + "pause_queue"
+    ns = Keys(namespace).prefix
+    assert r.fcall(fn, 1, ns, "q1", "c1:2", "n") == 1
+    with pytest.raises(redis.ResponseError, match="STALE"):
+        r.fcall(fn, 1, ns, "q2", "c1:1", "n")
+    assert r.hget(Keys(namespace).meta("q2"), "paused") is None
+    # and the same request again returns its first reply without running
+    r.hdel(Keys(namespace).meta("q1"), "paused")
+    assert r.fcall(fn, 1, ns, "q1", "c1:2", "r") == 1
+    assert r.hget(Keys(namespace).meta("q1"), "paused") is None
