@@ -322,6 +322,66 @@ def cancel(ctx: click.Context, dag_id: str) -> None:
     click.echo(f"cancelled {cancelled} pending jobs; {running} running jobs told to stop")
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    from pipeline.retention import parse_duration
+
+    try:
+        return None if value is None else parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command()
+@click.option("--completed-age", callback=_duration, help="Keep completed DAGs this long.")
+@click.option("--completed-count", type=int, help="Keep at most this many completed DAGs.")
+@click.option("--failed-age", callback=_duration, help="Keep failed and cancelled DAGs this long.")
+@click.option("--failed-count", type=int, help="Keep at most this many failed DAGs.")
+@click.option("--dead-age", callback=_duration, help="Keep dead-letter entries this long.")
+@click.option("--dead-count", type=int, help="Keep at most this many dead-letter entries.")
+@click.option("--events-age", callback=_duration, help="Keep fleet events this long.")
+@click.option("--budget", type=int, help="Jobs deleted per step (each step is atomic).")
+@click.pass_context
+@friendly_errors
+def prune(
+    ctx: click.Context,
+    completed_age: float | None,
+    completed_count: int | None,
+    failed_age: float | None,
+    failed_count: int | None,
+    dead_age: float | None,
+    dead_count: int | None,
+    events_age: float | None,
+    budget: int | None,
+) -> None:
+    """Delete finished DAGs, dead-letter entries and fleet events past retention now.
+
+    Workers do this on their own every 30 s; unset options take the values the workers
+    use (MEDIAPIPE_RETENTION_* or the defaults). Durations: 90s, 15m, 24h, 14d.
+
+    \b
+    Example:
+      mediapipe prune --completed-age 1h --failed-age 2d
+    """
+    import dataclasses
+
+    from pipeline.retention import Retention
+
+    given: dict[str, Any] = {
+        "completed_age": completed_age,
+        "completed_count": completed_count,
+        "failed_age": failed_age,
+        "failed_count": failed_count,
+        "dead_age": dead_age,
+        "dead_count": dead_count,
+        "events_age": events_age,
+        "budget": budget,
+    }
+    retention = dataclasses.replace(
+        Retention.from_env() or Retention(), **{k: v for k, v in given.items() if v is not None}
+    )
+    click.echo(str(_client(ctx).prune(retention)))
+
+
 @main.command()
 @click.argument("queue")
 @click.option("--rate", default=None, help="Jobs started per interval, e.g. 5/1s or 100/60s.")

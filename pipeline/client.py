@@ -26,7 +26,7 @@ from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
 from pipeline.replies import as_str, as_str_dict
-from pipeline.retention import Retention
+from pipeline.retention import Pruned, Retention, prune
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import REQUEST_ID, Scripts
 from pipeline.submission import encode_meta, encode_nodes
@@ -246,12 +246,6 @@ class Client:
         """Hold the whole queue back for ``seconds`` (a service asked us to slow down)."""
         self._run("throttle_queue", queue, int(seconds * 1000))
 
-    def prune(self, retention: Retention | None = None) -> int:
-        """Apply retention until nothing more is due; returns jobs deleted."""
-        r = retention or Retention()
-        total = 0
-        while True:
-            n = int(self._run("prune", *r.script_args()))
-            total += n
-            if n == 0:
-                return total
+    def prune(self, retention: Retention | None = None, *, max_steps: int | None = None) -> Pruned:
+        """Apply retention in bounded steps until nothing more is due (or ``max_steps``)."""
+        return prune(self._run, retention or Retention(), max_steps=max_steps)

@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import os
+import random
 import signal
 import socket
 import threading
@@ -42,6 +43,7 @@ from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
 from pipeline.model import routed_queue
 from pipeline.registry import REGISTRY, Registry
+from pipeline.retention import Pruned, Retention, prune_step
 from pipeline.routing import orphan_queues
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
 from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
@@ -81,6 +83,8 @@ class NodeConfig:
     gpus: str = ""  # GPU models and memory found at start, for the registry
     scheduler: bool = True  # fire due schedules (each tick fires once, fleet-wide)
     batch_queues: tuple[str, ...] = ()  # served by batch lanes, not by this pool
+    # Finished DAGs, dead letters, old events (MEDIAPIPE_RETENTION_*); None: not here.
+    retention: Retention | None = field(default_factory=Retention.from_env)
 
 
 def listen_queues(queues: Iterable[str], tags: Iterable[str]) -> list[str]:
@@ -370,6 +374,10 @@ class WorkerNode:
             self._call(self.broker.reclaim_stalled, self.queues)
         if self.config.adaptive and self._due("adapt", self.config.adapt_interval, now):
             self._adapt()
+        retention = self.config.retention
+        # Jittered, so a fleet started together does not prune in step.
+        if retention and self._due("prune", retention.interval * random.uniform(0.9, 1.1), now):
+            self._prune(retention, now)
         if self.failbox:
             self._flush()
 
@@ -430,6 +438,26 @@ class WorkerNode:
         states = self._call(self.breakers.states) or {}
         for service, b in states.items():
             self.metrics.breaker.labels(service).set(BREAKER_STATES.get(b.get("state", ""), 0))
+
+    def _prune(self, retention: Retention, now: float) -> None:
+        """One bounded retention step (any node may: the transition is atomic, and Redis
+        spaces working steps fleet-wide). While more is due the next step comes after the
+        gap Redis names, not a whole interval later, one step per pass of the loop."""
+
+        def run(name: str, *args: Any) -> Any:
+            return self.broker.scripts.run(name, self.keys.prefix, *args)
+
+        try:
+            done: Pruned | None = self._call(prune_step, run, retention)
+        except redis.ResponseError:
+            log.warning("retention step failed; trying again next interval", exc_info=True)
+            return
+        if done is None:
+            return
+        if done.dags or done.dead:
+            log.debug("retention: %s", done)
+        if done.more:
+            self._timers["prune"] = now + max(done.retry_in, 0.005)
 
     def _reroute_orphans(self) -> None:
         """Jobs that preferred a capability no live worker has any more go to their

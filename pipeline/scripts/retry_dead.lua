@@ -10,8 +10,14 @@ if not redis.call('ZSCORE', P .. 'dead', id) then
   return redis.error_reply('job ' .. id .. ' is not in the dead-letter queue')
 end
 local dag = redis.call('HGET', k_job(id), 'dag')
-if redis.call('HGET', k_dag(dag), 'state') == 'cancelled' then
+local d = redis.call('HMGET', k_dag(dag), 'state', 'pruning')
+if d[1] == 'cancelled' then
   return redis.error_reply('DAG ' .. dag .. ' was cancelled; submit it again')
+end
+-- Retention has started deleting its jobs: reopening it would leave a DAG with parts
+-- missing that no later prune finds.
+if d[2] then
+  return redis.error_reply('DAG ' .. dag .. ' is being deleted by retention; submit it again')
 end
 local now = now_ms()
 redis.call('ZREM', P .. 'dead', id)

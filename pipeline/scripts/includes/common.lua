@@ -2,7 +2,9 @@
 -- carries the hash tag, so Redis Cluster routes the script to the slot holding every
 -- key of the namespace. Key names mirror pipeline/keys.py.
 local P -- set from KEYS[1] at the start of every call
-local EVENTS_PER_DAG = 100000
+-- A DAG's own stream keeps its latest events: a late watcher reads the state from the DAG
+-- hash, and the end event is always the newest entry, so a 10,000-job DAG still shows it.
+local EVENTS_PER_DAG = 10000
 local EVENTS_GLOBAL = 100000
 -- Wait-set score: priority band first (higher priority -> lower score), then FIFO sequence.
 local PRIO_SPAN = 1099511627776 -- 2^40 sequence numbers per priority band
@@ -21,6 +23,10 @@ local function k_active(q) return P .. 'q:' .. q .. ':active' end
 local function k_meta(q) return P .. 'q:' .. q .. ':meta' end
 local function k_marker(q) return P .. 'q:' .. q .. ':marker' end
 local function k_rate(q) return P .. 'q:' .. q .. ':rate' end
+local function k_retention() return P .. 'retention' end
+local function k_idem(key) return P .. 'idem:' .. key end
+-- How long a finished DAG's idempotency key lives when no prune has published a window.
+local IDEM_MS_DEFAULT = 86400000
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -78,6 +84,14 @@ local function enqueue(id, now)
   end
 end
 
+-- Drop the DAG's idempotency key, unless a newer DAG holds it by now.
+local function release_idem(dag)
+  local idem = redis.call('HGET', k_dag(dag), 'idem')
+  if idem and idem ~= '' and redis.call('GET', k_idem(idem)) == dag then
+    redis.call('DEL', k_idem(idem))
+  end
+end
+
 -- The DAG counts its jobs still open (not completed, dead, upstream_failed or
 -- cancelled), so "is it finished?" is one HINCRBY on the hot path, not a read of every
 -- counter; `completed` is derived (total - open - dead - upstream - cancelled).
@@ -86,12 +100,24 @@ end
 -- reopens a finished DAG and a later call closes it again.
 local function settle_dag(dag, now)
   local d = redis.call('HMGET', k_dag(dag), 'state', 'open', 'roots_failed', 'finished')
+  -- A cancelled DAG stops answering for its idempotency key at once: submitting again
+  -- starts the work over instead of returning the cancelled DAG.
+  if d[1] == 'cancelled' then release_idem(dag) end
   if not d[2] or tonumber(d[2]) > 0 or (d[4] and d[4] ~= '') then return end
   local state = d[1]
   if state == 'running' then
     if tonumber(d[3]) > 0 then state = 'failed' else state = 'completed' end
   end
   redis.call('HSET', k_dag(dag), 'state', state, 'finished', now)
+  if state ~= 'cancelled' then
+    -- The key keeps returning the finished DAG for the window every pruning node
+    -- publishes, then expires (or goes with the DAG if that is pruned first).
+    local idem = redis.call('HGET', k_dag(dag), 'idem')
+    if idem and idem ~= '' and redis.call('GET', k_idem(idem)) == dag then
+      local ms = tonumber(redis.call('HGET', k_retention(), 'idem_ms')) or IDEM_MS_DEFAULT
+      redis.call('PEXPIRE', k_idem(idem), ms)
+    end
+  end
   if state == 'completed' then
     redis.call('ZADD', P .. 'dags:done', now, dag)
   else
@@ -125,6 +151,10 @@ local function job_reopened(dag, id, from)
       redis.call('HSET', k_dag(dag), 'state', 'running')
     end
     redis.call('HSET', k_dag(dag), 'finished', '')
+    local idem = redis.call('HGET', k_dag(dag), 'idem')
+    if idem and idem ~= '' and redis.call('GET', k_idem(idem)) == dag then
+      redis.call('PERSIST', k_idem(idem))
+    end
     redis.call('ZREM', P .. 'dags:failed', dag)
     redis.call('ZREM', P .. 'dags:done', dag)
   end
