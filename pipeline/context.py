@@ -2,11 +2,18 @@
 
 The context knows nothing of Redis: it forwards to a ``Reporter``, which is the broker
 in the inline runner and a pipe to the worker's parent process in the pool.
+
+A runner that cannot kill the code it runs (the inline runner, a batch lane's one-by-one
+path) passes ``stop_check``: once the job's DAG is cancelled or its lease is lost, the
+next progress report raises ``JobStopped`` out of the stage.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from pipeline.errors import ServiceUnavailableError
@@ -22,15 +29,44 @@ class Reporter(Protocol):
     def add_children(self, job: ClaimedJob, sub: Dag) -> int: ...
 
 
+class JobStopped(BaseException):
+    """The job must stop now: its DAG was cancelled or its lease went to another worker.
+
+    A BaseException, like KeyboardInterrupt, so a stage's ``except Exception`` cannot
+    swallow it and carry on."""
+
+
 class JobContext:
     # Progress is throttled: a transcode reports many times a second, and every report
     # is a Redis write plus a stream entry.
     PROGRESS_INTERVAL = 0.25
 
-    def __init__(self, job: ClaimedJob, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        job: ClaimedJob,
+        reporter: Reporter,
+        stop_check: Callable[[], bool] | None = None,
+    ) -> None:
         self.job = job
         self._reporter = reporter
         self._last_progress = 0.0
+        self._stop_check = stop_check
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_check is not None and self._stop_check()
+
+    def check_stop(self) -> None:
+        """Raise JobStopped when the runner was told to stop this job."""
+        if self.stop_requested:
+            raise JobStopped(self.job.id)
+
+    def temp_created(self, path: str) -> None:
+        """A temporary output is about to be created: a runner that kills the job sweeps
+        it (``stages.output`` calls this before the file exists)."""
+        note = getattr(self._reporter, "temp_created", None)
+        if note is not None:
+            note(self.job, path)
 
     @property
     def job_id(self) -> str:
@@ -43,6 +79,7 @@ class JobContext:
     def progress(
         self, percent: float, message: str = "", *, force: bool = False, **fields: Any
     ) -> None:
+        self.check_stop()
         now = time.monotonic()
         if not force and percent < 100 and now - self._last_progress < self.PROGRESS_INTERVAL:
             return
@@ -65,3 +102,24 @@ class JobContext:
             raise ServiceUnavailableError(
                 f"{service} is unavailable (circuit open)", retry_after=wait
             )
+
+
+_current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
+    "mediapipe_job", default=None
+)
+
+
+def current() -> JobContext | None:
+    """The job whose stage function runs here (None outside a job)."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def running(ctx: JobContext) -> Iterator[JobContext]:
+    """Mark ``ctx`` as the job running in this thread while a stage function runs, so
+    output helpers name temporary files after the job and attempt."""
+    token = _current.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _current.reset(token)

@@ -75,11 +75,18 @@ def run(
         assert proc.stdout is not None
         state: dict[str, str] = {}
         started = time.monotonic()
-        for raw in proc.stdout:
-            key, _, value = raw.decode(errors="replace").strip().partition("=")
-            state[key] = value
-            if key == "progress" and progress is not None:
-                _report(state, duration, started, progress, label)
+        try:
+            for raw in proc.stdout:
+                key, _, value = raw.decode(errors="replace").strip().partition("=")
+                state[key] = value
+                if key == "progress" and progress is not None:
+                    _report(state, duration, started, progress, label)
+        except BaseException:
+            # Told to stop (JobStopped from a progress report, KeyboardInterrupt): ffmpeg
+            # must not outlive the job and keep writing its temporary outputs.
+            proc.kill()
+            proc.wait()
+            raise
         code = proc.wait()
         err.seek(0)
         tail = err.read().decode(errors="replace").strip().splitlines()[-12:]

@@ -11,19 +11,27 @@ A job the batch function declines (it returns None for it) or a batch that fails
 (the device went away) runs through the ordinary stage function, one job at a time, in the
 same process: nothing is lost and nothing waits for a GPU that is not there.
 
+A guard thread watches whatever the lane runs (a batch, or one job on that path): past the
+job timeout it fails them as timed out, and once every job in hand must stop (its DAG was
+cancelled, its lease was lost) and has not stopped by itself within ``STOP_GRACE``, it
+records them and ends the lane, removing their temporary outputs; the worker starts a new
+lane. A hung device call cannot be interrupted from Python any other way.
+
 The lane runs in its own process (CUDA state must not be forked into the CPU pool) and
 registers itself as a worker serving its queue, so submitters route to it while it lives.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +45,9 @@ from workers.inline import InlineRunner
 log = logging.getLogger("mediapipe.batch")
 
 HEARTBEAT = 2.0
+GUARD_POLL = 0.1  # how often the guard looks at the clock and the stop flags
+STOP_GRACE = 1.0  # a job told to stop gets this long to stop by itself (JobStopped)
+EXIT_TIMED_OUT, EXIT_STOPPED = 3, 4
 
 
 class BatchRunner(InlineRunner):
@@ -94,18 +105,9 @@ class BatchRunner(InlineRunner):
                 self._run_one(job)  # another stage routed here: run it the ordinary way
         if not batchable:
             return
-        # A hung device call cannot be interrupted from Python: past the longest timeout of
-        # its jobs the batch is failed as timed out and the lane exits (its supervisor
-        # starts a new one), as a pool child running too long is killed.
-        limits = [j.timeout for j in batchable]
-        limit = max(limits) if all(t > 0 for t in limits) else 0.0  # 0: a job without one
-        watchdog = None
-        if limit > 0:
-            watchdog = threading.Timer(limit, self._timed_out, args=(batchable, limit))
-            watchdog.daemon = True
-            watchdog.start()
         try:
-            outcomes = self.batch.fn(batchable)
+            with self._guarded(batchable):
+                outcomes = self.batch.fn(batchable)
             if len(outcomes) != len(batchable):
                 raise RuntimeError(f"{len(outcomes)} outcomes for {len(batchable)} jobs")
         except Exception:
@@ -116,12 +118,12 @@ class BatchRunner(InlineRunner):
                 exc_info=True,
             )
             outcomes = [None] * len(batchable)
-        finally:
-            if watchdog is not None:
-                watchdog.cancel()
         self.batches += 1
         for job, outcome in zip(batchable, outcomes, strict=True):
-            if outcome is None:
+            code = self.keeper.stop_code(job.id)
+            if code is not None:
+                self._record_stopped(job, code)  # finished, but no longer wanted
+            elif outcome is None:
                 self._run_one(job)
             elif isinstance(outcome, BaseException):
                 self._record_failure(job, outcome)
@@ -133,9 +135,45 @@ class BatchRunner(InlineRunner):
                     continue
                 self._record_done(job, body)
 
+    def _run_one(self, job: ClaimedJob) -> None:
+        # The one-by-one path runs the stage function in this process: the guard enforces
+        # the job's timeout, and stops it when it must stop and does not do so itself.
+        with self._guarded([job]):
+            super()._run_one(job)
+
+    @contextlib.contextmanager
+    def _guarded(self, jobs: list[ClaimedJob]) -> Iterator[None]:
+        limits = [j.timeout for j in jobs]
+        limit = max(limits) if all(t > 0 for t in limits) else 0.0  # 0: a job without one
+        done = threading.Event()
+        guard = threading.Thread(
+            target=self._guard, args=(jobs, limit, done), daemon=True, name="lane-guard"
+        )
+        guard.start()
+        try:
+            yield
+        finally:
+            done.set()
+            guard.join()
+
+    def _guard(self, jobs: list[ClaimedJob], limit: float, done: threading.Event) -> None:
+        deadline = time.monotonic() + limit if limit > 0 else float("inf")
+        stop_seen = float("inf")
+        while not done.wait(min(GUARD_POLL, max(0.0, deadline - time.monotonic()))):
+            now = time.monotonic()
+            if now >= deadline:
+                self._timed_out(jobs, limit)
+            codes = [self.keeper.stop_code(j.id) for j in jobs]
+            if any(c is None for c in codes):
+                stop_seen = float("inf")
+            elif now - min(stop_seen, now) >= STOP_GRACE:
+                self._stopped(jobs, codes)
+            else:
+                stop_seen = min(stop_seen, now)
+
     def _timed_out(self, jobs: list[ClaimedJob], limit: float) -> None:
         log.error(
-            "batch of %d %s jobs ran past %.0f s; failing them and restarting the lane",
+            "%d %s jobs ran past %.0f s; failing them and restarting the lane",
             len(jobs),
             self.batch.stage,
             limit,
@@ -145,7 +183,31 @@ class BatchRunner(InlineRunner):
                 self.broker.fail(job, JobTimeoutError(f"job ran past its timeout of {limit:g} s"))
             except Exception:  # Redis down: the leases expire and the jobs are reclaimed
                 log.warning("could not record the timeout of %s", job.id, exc_info=True)
-        os._exit(3)
+        self._exit(EXIT_TIMED_OUT)
+
+    def _stopped(self, jobs: list[ClaimedJob], codes: list[int | None]) -> None:
+        log.warning(
+            "%d %s jobs must stop (cancelled or lease lost); restarting the lane",
+            len(jobs),
+            self.batch.stage,
+        )
+        for job, code in zip(jobs, codes, strict=True):
+            if code == 2:
+                try:
+                    self.broker.fail_with(job, "Cancelled", "the DAG was cancelled", permanent=True)
+                except Exception:  # Redis down: the lease expires; reclaim ends it cancelled
+                    log.warning("could not record the cancel of %s", job.id, exc_info=True)
+        self._exit(EXIT_STOPPED)
+
+    def _exit(self, code: int) -> None:
+        """End the lane now: the code in hand cannot be interrupted any other way. Results
+        already made are reported first; unfinished temporary outputs are removed."""
+        with contextlib.suppress(Exception):
+            self._flush(fetch=False)
+        from stages.output import remove_live_temps
+
+        remove_live_temps()
+        os._exit(code)
 
 
 def lane_main(

@@ -8,6 +8,10 @@ together (at the next claim, or after ``flush_interval``): tiny jobs then cost a
 of a round trip each. A background thread keeps the leases of every held job alive, so a
 long job is not reclaimed as stalled while this process lives. Prefetched jobs that were
 never started are handed back when the runner stops.
+
+A job whose DAG is cancelled, or whose lease another worker took, is stopped: the stage
+function runs in this process and cannot be killed, so it is stopped at its next progress
+report (``JobStopped``), and a held job not yet started is not started.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipeline.broker import Broker
-from pipeline.context import JobContext
+from pipeline.context import JobContext, JobStopped, running
 from pipeline.jobs import ClaimedJob, RawJSON, encode_result
 from pipeline.registry import Registry
 
@@ -36,7 +40,8 @@ class LeaseKeeper(threading.Thread):
         self.broker = broker
         self.interval = interval
         self.held: dict[str, str] = {}  # job id -> token
-        self.stop_requested: set[str] = set()  # cancelled or lost: stop and discard
+        # job id -> extend_lease code: 2 its DAG was cancelled, 0 its lease was lost
+        self.stop_requested: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
 
@@ -48,7 +53,11 @@ class LeaseKeeper(threading.Thread):
     def drop(self, job: ClaimedJob) -> None:
         with self._lock:
             self.held.pop(job.id, None)
-            self.stop_requested.discard(job.id)
+            self.stop_requested.pop(job.id, None)
+
+    def stop_code(self, job_id: str) -> int | None:
+        """2 (cancelled) or 0 (lost) once the job must stop; None while it may run."""
+        return self.stop_requested.get(job_id)
 
     def run(self) -> None:
         while not self._stop_event.wait(self.interval):
@@ -62,7 +71,9 @@ class LeaseKeeper(threading.Thread):
                 log.warning("lease extension failed", exc_info=True)
                 continue
             with self._lock:
-                self.stop_requested.update(j for j, c in codes.items() if c in (0, 2))
+                for j, c in codes.items():
+                    if c in (0, 2) and j in self.held:
+                        self.stop_requested[j] = c
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -151,12 +162,30 @@ class InlineRunner:
         self._take(nxt)
 
     def _run_one(self, job: ClaimedJob) -> None:
+        code = self.keeper.stop_code(job.id)
+        if code is not None:
+            self._record_stopped(job, code)
+            return
         try:
             body = self.execute(job)
+        except JobStopped:
+            self._record_stopped(job, self.keeper.stop_code(job.id))
+            return
         except Exception as exc:
             self._record_failure(job, exc)
             return
         self._record_done(job, body)
+
+    def _record_stopped(self, job: ClaimedJob, code: int | None) -> None:
+        """A job stopped because its DAG was cancelled (it ends cancelled) or its lease was
+        lost (nothing is reported: the lease's new owner decides)."""
+        self.processed += 1
+        self.keeper.drop(job)
+        if code == 0:
+            log.warning("job %s: lease lost to another worker; stopped here", job.id)
+            return
+        outcome = self.broker.fail_with(job, "Cancelled", "the DAG was cancelled", permanent=True)
+        log.info("job %s stopped (%s): its DAG was cancelled", job.id, outcome)
 
     def _record_done(self, job: ClaimedJob, body: RawJSON) -> None:
         """Queue a result for the next completion (several go in one round trip)."""
@@ -174,7 +203,8 @@ class InlineRunner:
 
     def execute(self, job: ClaimedJob) -> RawJSON:
         spec = self.registry.get(job.stage)
-        ctx = JobContext(job, self.broker)
+        ctx = JobContext(job, self.broker, lambda: self.keeper.stop_code(job.id) is not None)
         # Encoded once here, where a bad result can still fail the job; the completion
         # sends this text as it is.
-        return encode_result(job.stage, spec.fn(ctx, job.params, job.inputs))
+        with running(ctx):
+            return encode_result(job.stage, spec.fn(ctx, job.params, job.inputs))

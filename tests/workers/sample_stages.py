@@ -142,6 +142,7 @@ def gpu_preferred(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> i
 # job alone (permanently), "decline" makes the lane run it through the stage function.
 @stage("t.batchable", registry=registry, attempts=1, prefers=("tbatch",))
 def batchable(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    time.sleep(params.get("sleep", 0.0))  # a slow job on the lane's one-by-one path
     return {"pid": os.getpid(), "batch": 0, "n": params.get("n")}
 
 
