@@ -12,6 +12,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
+import redis
 
 from pipeline.client import Client
 from pipeline.connection import redacted, resolve_url
@@ -64,6 +65,22 @@ def main(ctx: click.Context, redis_url: str | None, namespace: str) -> None:
 
 def _client(ctx: click.Context) -> Client:
     return Client.connect(ctx.obj["url"], namespace=ctx.obj["namespace"])
+
+
+def _follower(url: str | None, namespace: str) -> Client:
+    """A client for a command that follows DAGs: not checked at connect time (its calls
+    ride out an outage) and with socket timeouts, so a server that hangs instead of
+    closing its connections counts as down too. redis-py retries once (a connection gone
+    stale); longer outages are the Outage's, which says so and knows when to give up."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from pipeline.connection import connect
+
+    r = connect(
+        url, check=False, socket_timeout=10, socket_connect_timeout=5, retry=Retry(NoBackoff(), 1)
+    )
+    return Client(r, namespace=namespace)
 
 
 @main.group()
@@ -140,14 +157,22 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
       mediapipe status            # queues with waiting/active/delayed counts
       mediapipe status 6d0ea5aa51af494f --json
     """
+    from pipeline import liveness
+
     c = _client(ctx)
+    now_ms = liveness.redis_now_ms(c.redis)
+    workers = liveness.live_workers(c.redis, c.keys, now_ms)
     if dag_id:
         dag = c.dag(dag_id)
         if dag is None:
             raise SubmissionError(f"unknown DAG {dag_id}")
         jobs = c.jobs(dag_id)
+        lapsed = liveness.lapsed_jobs(c.redis, c.keys, jobs, now_ms)
         if as_json:
-            click.echo(json.dumps({"dag": dag, "jobs": jobs}, default=str))
+            for name, ms in lapsed.items():
+                jobs[name]["lease_expired_ms"] = ms
+            doc = {"dag": dag, "jobs": jobs, "workers_alive": len(workers)}
+            click.echo(json.dumps(doc, default=str))
             return
         click.echo(
             f"DAG {dag_id}: {dag['state']} {dag['percent']:.0f}% "
@@ -156,16 +181,21 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
         for name, j in jobs.items():
             err = j.get("error") or {}
             line = f"  {name:24} {j['state']:16} attempt {j['attempts']}/{j['max_attempts']}"
-            if j["state"] == "delayed" and j.get("waiting_for"):
+            if name in lapsed:
+                # Its worker stopped renewing it: the progress shown is stale.
+                line += f"  lease expired {liveness.ago(lapsed[name])}, waiting for a worker"
+            elif j["state"] == "delayed" and j.get("waiting_for"):
                 line += f"  waiting for {j['waiting_for']}"
             elif isinstance(err, dict) and err.get("message"):
                 line += f"  {err['type']}: {err['message']}"
             click.echo(line)
+        if not workers and dag["state"] == "running":
+            click.echo("  no worker is running: start one with `mediapipe worker`")
         return
     overview = {q: c.queue_counts(q) for q in c.queues()}
     overview_dead = c.redis.zcard(c.keys.dead)
-    workers = c.workers()
     gaps = c.capability_gaps()
+    expired = {q: liveness.lapsed_in_queue(c.redis, c.keys, q, now_ms) for q in overview}
     from pipeline.breaker import ServiceBreakers
 
     breakers = ServiceBreakers(c.redis, namespace=ctx.obj["namespace"]).states()
@@ -176,7 +206,9 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
                     "queues": overview,
                     "dead": overview_dead,
                     "workers": workers,
-                    "waiting_for_capability": gaps,
+                    "waiting_for_capability": gaps if workers else {},
+                    "waiting_for_a_worker": {} if workers else gaps,
+                    "leases_expired": {q: n for q, (n, _) in expired.items() if n},
                     "breakers": breakers,
                 }
             )
@@ -185,9 +217,15 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
     click.echo(f"Redis: {redacted(resolve_url(ctx.obj['url'], start_embedded=False))}")
     for q, counts in overview.items():
         paused = " (paused)" if counts["paused"] else ""
+        n, oldest = expired[q]
+        note = ""
+        if n:
+            note = f"  (1 lease expired {liveness.ago(oldest)})"
+            if n > 1:
+                note = f"  ({n} leases expired, oldest {liveness.ago(oldest)})"
         click.echo(
             f"  {q:16} waiting {counts['waiting']:6}  active {counts['active']:4}  "
-            f"delayed {counts['delayed']:5}{paused}"
+            f"delayed {counts['delayed']:5}{paused}{note}"
         )
     click.echo(f"  dead-letter queue: {overview_dead}")
     for w in workers:
@@ -201,8 +239,11 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
             f"  breaker {name}: {b.get('state', 'closed')} "
             f"(failures in a row {b.get('failures', 0)}, opened {b.get('opened_count', 0)}x)"
         )
+    if not workers:
+        click.echo("  no worker is running: start one with `mediapipe worker`")
     for q, n in gaps.items():
-        click.echo(f"  {n} jobs in {q} wait for a capability no live worker has")
+        why = "a capability no live worker has" if workers else "a worker"
+        click.echo(f"  {n} jobs in {q} wait for {why}")
 
 
 @main.command()
@@ -216,16 +257,19 @@ def watch(ctx: click.Context, dag_id: str) -> None:
     Example:
       mediapipe watch 6d0ea5aa51af494f
     """
+    from pipeline.outage import Outage
     from pipeline.progress_view import ProgressView
 
-    c = _client(ctx)
-    dag = c.dag(dag_id)
+    c = _follower(ctx.obj["url"], ctx.obj["namespace"])
+    outage = Outage()
+    dag = outage.call(lambda: c.dag(dag_id))
     if dag is None:
         raise SubmissionError(f"unknown DAG {dag_id}")
     label = str(dag["meta"].get("input", dag_id)).rsplit("/", 1)[-1]
-    with ProgressView(c, {dag_id: label}) as view:
+    with ProgressView(c, {dag_id: label}, outage=outage) as view:
+        outage.notice = view.notice
         view.run_until_done()
-    state = c.dag_state(dag_id)
+    state = outage.call(lambda: c.dag_state(dag_id))
     click.echo(f"{dag_id}: {state}")
     sys.exit(0 if state == "completed" else EXIT_FAILED)
 
@@ -666,6 +710,7 @@ def submit(
     )
     url = redis_url or ctx.obj["url"]
     embedded = url is None
+    planned: list[sub.Planned] = []
     try:
         planned = sub.plan(
             list(paths),
@@ -691,15 +736,29 @@ def submit(
                 metrics_port=metrics_port,
             )
         elif wait:
+            # Said before following, so a follower that gives up (or is killed) leaves
+            # the user what they need to re-attach with `mediapipe watch`.
+            for p in planned:
+                if p.dag_id:
+                    click.echo(f"mediapipe: submitted {p.dag_id}  {p.path}", err=True)
+            client = _follower(url, ctx.obj["namespace"])
             finished = sub.follow(client, planned, quiet=as_json)
         else:
             _print_submitted(planned, as_json)
             sys.exit(sub.EXIT_REJECTED if any(p.dag is None for p in planned) else 0)
         if not finished:
             sys.exit(sub.EXIT_INTERRUPTED)
-        sub.collect(client, planned)
-    except RedisUnavailableError as exc:
-        click.echo(f"mediapipe: {exc}", err=True)
+        from pipeline.outage import Outage
+
+        Outage().call(lambda: sub.collect(client, planned))
+    except (RedisUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
+        # A transition that lost Redis raises redis' own errors: the same outage.
+        message = (
+            str(exc) if isinstance(exc, RedisUnavailableError) else f"Redis unreachable: {exc}"
+        )
+        click.echo(f"mediapipe: {message}", err=True)
+        if as_json and any(p.dag_id for p in planned):
+            _print_submitted(planned, as_json, status="unknown")
         sys.exit(EXIT_REDIS)
     except Exception as exc:
         if debug:
@@ -724,15 +783,20 @@ def _with_path(message: str, path: object) -> str:
     return message if str(path) in message else f"{path}: {message}"
 
 
-def _print_submitted(planned: list[Any], as_json: bool) -> None:
+def _print_submitted(planned: list[Any], as_json: bool, status: str = "submitted") -> None:
     if as_json:
         docs = [
             {
                 "dag_id": p.dag_id,
-                "status": "submitted" if p.dag_id else "failed",
+                "status": status if p.dag_id else "failed",
                 "input": {"path": str(p.path)},
                 "outputs": [],
                 **({"error": p.error} if p.error else {}),
+                **(
+                    {"error": f"Redis unreachable; re-attach with: mediapipe watch {p.dag_id}"}
+                    if p.dag_id and status == "unknown"
+                    else {}
+                ),
             }
             for p in planned
         ]

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from pipeline.client import TERMINAL_DAG_STATES, Client
+from pipeline.outage import Outage
 
 
 @dataclass
@@ -36,14 +37,17 @@ class ProgressView:
         stream: TextIO | None = None,
         live: bool | None = None,
         quiet: bool = False,
+        outage: Outage | None = None,
     ) -> None:
         """``dags`` maps DAG id -> label (the input's file name). Without a terminal the
         view prints a line per stage change, or nothing when ``quiet`` (``--json`` output
-        must leave stderr to the one-line errors)."""
+        must leave stderr to the one-line errors). Polls ride out a Redis outage through
+        ``outage`` (raising RedisGaveUpError after its give-up time)."""
         self.client = client
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.quiet = quiet and not self.live
+        self.outage = outage or Outage(notice=self.notice)
         self.tracked = [Tracked(d, label) for d, label in dags.items()]
         self.console = Console(file=self.stream, force_terminal=self.live or None, highlight=False)
         self.progress = Progress(
@@ -71,6 +75,14 @@ class ProgressView:
         if self.live:
             self.progress.stop()
 
+    def notice(self, line: str) -> None:
+        """One line on the view's stream, above the bars when they are live."""
+        if self.live:
+            self.console.print(f"mediapipe: {line}", markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.stream.write(f"mediapipe: {line}\n")
+            self.stream.flush()
+
     def finished(self) -> bool:
         return all(t.done for t in self.tracked)
 
@@ -82,7 +94,7 @@ class ProgressView:
     def run_until_done(self, interval: float = 0.15, timeout: float | None = None) -> None:
         deadline = time.monotonic() + timeout if timeout else None
         while not self.finished():
-            self.poll()
+            self.outage.call(self.poll)
             if self.finished() or (deadline and time.monotonic() > deadline):
                 break
             time.sleep(interval)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline import presets
 from pipeline.client import TERMINAL_DAG_STATES, Client
-from pipeline.errors import MediapipeError
+from pipeline.errors import MediapipeError, RedisUnavailableError
 from pipeline.model import Dag
 from pipeline.progress_view import ProgressView
 from stages.manifest import OUTPUT_FIELDS
@@ -183,6 +183,10 @@ def run_embedded(
             metrics_port=metrics_port,
         ),
     )
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        # The progress view speaks for an outage in one line; the local pool's own
+        # lines about it would repeat it (--debug keeps them).
+        logging.getLogger("mediapipe.worker").addFilter(_quiet_about_redis)
     thread = threading.Thread(
         target=node.run, kwargs={"install_signals": False}, name="local-worker", daemon=True
     )
@@ -193,9 +197,18 @@ def run_embedded(
     except KeyboardInterrupt:
         _interrupt(client, node, thread, planned)
         return False
+    except RedisUnavailableError:
+        # The view gave up on Redis: nothing can be reported any more, so the local pool
+        # and its ffmpeg processes stop now instead of rendering for nobody.
+        _stop_local(node, thread, planned)
+        raise
     node.request_stop()
     thread.join(60)
     return True
+
+
+def _quiet_about_redis(record: logging.LogRecord) -> bool:
+    return "Redis unreachable" not in record.getMessage()
 
 
 def follow(client: Client, planned: list[Planned], *, quiet: bool = False) -> bool:
@@ -216,6 +229,12 @@ def _interrupt(client: Client, node: Any, thread: threading.Thread, planned: lis
         if p.dag_id:
             with contextlib.suppress(Exception):
                 client.cancel(p.dag_id)
+    _stop_local(node, thread, planned)
+
+
+def _stop_local(node: Any, thread: threading.Thread, planned: list[Planned]) -> None:
+    """Stop the local pool at once (with every process its jobs started) and sweep the
+    temporary files its jobs left."""
     node.request_stop()
     node.request_stop()  # a second request: no grace period
     thread.join(30)

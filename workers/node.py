@@ -42,6 +42,7 @@ from pipeline.errors import JobTimeoutError
 from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
 from pipeline.model import routed_queue
+from pipeline.outage import SERVICE_GIVE_UP, Outage
 from pipeline.registry import REGISTRY, Registry
 from pipeline.retention import Pruned, Retention, prune_step
 from pipeline.routing import orphan_queues
@@ -127,12 +128,17 @@ class WorkerNode:
             self.limits,
             initial,
         )
-        self.broker = Broker(
-            self._connect(),
-            namespace=cfg.namespace,
-            lease=cfg.lease,
-            registry=registry,
-            worker_id=new_worker_id(),
+        # A node started while Redis is down (a fleet booting before its Redis) waits for
+        # it instead of exiting: loading the transitions is the first call that needs it.
+        self.outage = Outage(default_give_up=SERVICE_GIVE_UP, notice=log.warning)
+        self.broker = self.outage.call(
+            lambda: Broker(
+                self._connect(),
+                namespace=cfg.namespace,
+                lease=cfg.lease,
+                registry=registry,
+                worker_id=new_worker_id(),
+            )
         )
         self.breakers = ServiceBreakers(
             self.broker.redis,
