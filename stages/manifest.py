@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.registry import stage
-from stages.output import atomic_output, file_facts
+from stages.output import atomic_output, file_facts, sweep_dag_temps
 from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
@@ -38,6 +38,9 @@ def collect_outputs(name: str, result: Any) -> list[dict[str, Any]]:
 @stores_outputs
 def manifest(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     out_dir = Path(params["out_dir"])
+    # Every other job of the DAG has finished: what any of their attempts left here (a
+    # worker killed with SIGKILL removes nothing) is garbage now.
+    sweep_dag_temps(out_dir, ctx.job.dag_id)
     probe = inputs.get("probe", {})
     outputs: list[dict[str, Any]] = []
     stages: dict[str, dict[str, Any]] = {}

@@ -1,9 +1,16 @@
 """Writing outputs so that nothing half-written is ever visible under a final name.
 
 Every output is produced under a temporary name in the destination directory and renamed
-into place only when complete (rename is atomic on one filesystem). A failure or a kill
-leaves at most a ``.part`` file, which the next attempt overwrites and which readers
-ignore.
+into place only when complete (rename is atomic on one filesystem). A failure inside the
+stage removes its temporary file; a kill cannot, so the names say whose they are:
+
+    .<final name>.<dag key>-<job key>-<attempt>-<random>.part[.<final suffix>]
+
+(keys are short hashes of the DAG and job ids). Whoever kills an attempt removes the
+files it had started (the worker parent learns each path before the file exists, through
+``JobContext.temp_created``; a lane removes its own before it exits), a later attempt of
+the same job removes what earlier attempts left next to its outputs, and the DAG's last
+stage removes whatever any attempt of its DAG left in the output folder.
 """
 
 from __future__ import annotations
@@ -11,49 +18,140 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline.context import current
+
 PART_SUFFIX = ".part"
+
+_live: set[Path] = set()  # temporary outputs of this process not yet renamed or removed
+_live_lock = threading.Lock()
+
+
+def _key(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def dag_key(dag_id: str) -> str:
+    return _key(dag_id)
+
+
+def _temp_path(final: Path, suffix: str) -> Path:
+    """The temporary name for ``final``, recording the job and attempt that write it."""
+    rand = uuid.uuid4().hex[:6]
+    ctx = current()
+    if ctx is None:
+        return final.with_name(f".{final.name}.{rand}{PART_SUFFIX}{suffix}")
+    job = ctx.job
+    prefix = f".{final.name}.{_key(job.dag_id)}-{_key(job.id)}-"
+    _sweep_earlier(final.parent, prefix, job.attempt)
+    tmp = final.with_name(f"{prefix}{job.attempt}-{rand}{PART_SUFFIX}{suffix}")
+    ctx.temp_created(str(tmp))
+    return tmp
+
+
+def _sweep_earlier(folder: Path, prefix: str, attempt: int) -> None:
+    """Remove what earlier attempts of this job left for the same output (they were
+    killed, or lost their lease and no longer own the job)."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for e in entries:
+            if not e.name.startswith(prefix) or PART_SUFFIX not in e.name:
+                continue
+            try:
+                earlier = int(e.name[len(prefix) :].split("-", 1)[0])
+            except ValueError:
+                continue
+            if earlier < attempt:
+                remove(Path(e.path))
+
+
+def remove(path: str | os.PathLike[str]) -> None:
+    """Remove a temporary file or folder if it is there."""
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
+def sweep_dag_temps(folder: str | os.PathLike[str], dag_id: str) -> list[str]:
+    """Remove every temporary output any attempt of ``dag_id`` left in ``folder`` (called
+    once every other job of the DAG has finished)."""
+    marker = f".{dag_key(dag_id)}-"
+    removed = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(folder) as entries:
+        for e in entries:
+            if e.name.startswith(".") and marker in e.name and PART_SUFFIX in e.name:
+                with _live_lock:
+                    mine = Path(e.path) in _live
+                if not mine:
+                    remove(e.path)
+                    removed.append(e.path)
+    return removed
+
+
+def remove_live_temps() -> None:
+    """Remove this process's unfinished temporary outputs (it is about to exit without
+    finishing the jobs writing them)."""
+    with _live_lock:
+        paths = list(_live)
+        _live.clear()
+    for p in paths:
+        remove(p)
+
+
+@contextlib.contextmanager
+def _tracked(tmp: Path) -> Iterator[None]:
+    with _live_lock:
+        _live.add(tmp)
+    try:
+        yield
+    finally:
+        with _live_lock:
+            _live.discard(tmp)
 
 
 @contextlib.contextmanager
 def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it to ``final`` on success.
 
-    The temporary name keeps the final suffix (``x.jpg.<id>.part.jpg``) so tools that pick
+    The temporary name keeps the final suffix (``x.jpg.<tag>.part.jpg``) so tools that pick
     the format from the file name (libvips, ffmpeg) still do.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}{final.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    tmp = _temp_path(final, final.suffix)
+    with _tracked(tmp):
+        try:
+            yield tmp
+            os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
 
 
 @contextlib.contextmanager
 def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Like ``atomic_output`` for a directory of files (an HLS package)."""
-    import shutil
-
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}{PART_SUFFIX}")
-    tmp.mkdir()
-    try:
-        yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _temp_path(final, "")
+    with _tracked(tmp):
+        tmp.mkdir()
+        try:
+            yield tmp
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def sha256_of(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

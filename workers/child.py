@@ -14,7 +14,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from pipeline.context import JobContext
+from pipeline.context import JobContext, running
 from pipeline.errors import PermanentError, ServiceUnavailableError
 from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.model import Dag
@@ -49,6 +49,11 @@ class PipeReporter:
         reply = self.conn.recv()
         return float(reply[1])
 
+    def temp_created(self, job: ClaimedJob, path: str) -> None:
+        # Sent before the file exists: when the parent kills this process, it knows every
+        # temporary output the job had started and removes them.
+        self.conn.send(("temp", job.id, path))
+
     def add_children(self, job: ClaimedJob, sub: Dag) -> int:
         self.conn.send(("add_children", job.id, sub))
         reply = self.conn.recv()
@@ -75,7 +80,8 @@ def child_main(conn: Connection, preload: list[str]) -> None:
         ref, job = msg
         try:
             fn = resolve(ref)
-            result = fn(JobContext(job, reporter), job.params, job.inputs)
+            with running(JobContext(job, reporter)) as ctx:
+                result = fn(ctx, job.params, job.inputs)
         except BaseException as exc:  # the parent decides retry vs dead from the class
             _send_error(conn, job, exc, traceback.format_exc())
             continue

@@ -20,6 +20,14 @@ from workers.child import child_main
 from workers.proctree import kill_tree
 
 
+def remove_temp(path: str) -> None:
+    # stages.output names and removes temporary outputs; imported here, not at module
+    # level, so a pool that runs no media stages does not load them.
+    from stages.output import remove
+
+    remove(path)
+
+
 @dataclass
 class Child:
     process: Any  # multiprocessing.Process of the chosen context
@@ -75,13 +83,33 @@ class Pool:
 
     def start(self, child: Child, ref: str, job: ClaimedJob, cost: int, now: float) -> None:
         child.job, child.cost, child.started = job, cost, now
+        child.extra["temps"] = []  # temporary outputs the job announced (see note_temp)
         child.deadline = now + job.timeout if job.timeout > 0 else float("inf")
         child.conn.send((ref, job))
+
+    @staticmethod
+    def note_temp(child: Child, path: str) -> None:
+        """The child's job is about to create a temporary output at ``path``."""
+        child.extra.setdefault("temps", []).append(path)
+
+    def _sweep(self, child: Child) -> None:
+        """After a kill: remove the temporary outputs the child's job had started, including
+        those announced in messages nobody read yet (a killed job cannot rename or remove
+        them, and no later attempt may come: its DAG was cancelled)."""
+        temps = child.extra.pop("temps", [])
+        with contextlib.suppress(EOFError, OSError):
+            while child.conn.poll():
+                msg = child.conn.recv()
+                if isinstance(msg, tuple) and msg and msg[0] == "temp":
+                    temps.append(msg[2])
+        for path in temps:
+            remove_temp(path)
 
     def replace(self, child: Child) -> Child:
         """Kill a child with everything it started and put a fresh one in its place."""
         kill_tree(child.pid)
         child.process.join(1)
+        self._sweep(child)
         child.conn.close()
         fresh = self._spawn()
         self.children[self.children.index(child)] = fresh
@@ -100,6 +128,7 @@ class Pool:
         for c in list(self.children):
             if c.busy:
                 kill_tree(c.pid)
+                self._sweep(c)
                 c.conn.close()
                 self.children.remove(c)
             else:
