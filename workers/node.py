@@ -718,6 +718,8 @@ class WorkerNode:
             self._call(self.broker.progress, job, pct, message, **fields)
         elif kind == "check_service":
             child.conn.send(("wait", self._service_wait(child, msg[2])))
+        elif kind == "temp":
+            Pool.note_temp(child, msg[2])  # swept if the child is killed
         elif kind == "add_children":
             try:
                 n = self.broker.add_children(job, msg[2])
