@@ -27,7 +27,8 @@ class StageSpec:
     attempts: int = 3
     backoff: Backoff = field(default_factory=Backoff)
     tags: tuple[str, ...] = ()  # capabilities a worker must have
-    max_stalls: int = 1
+    # 0: a stall spends an attempt like a failure; > 0 also dies after that many stalls
+    max_stalls: int = 0
     prefers: tuple[str, ...] = ()  # capabilities it runs best on, when a worker has them
 
 
@@ -92,7 +93,7 @@ def stage(
     attempts: int = 3,
     backoff: Backoff | None = None,
     tags: tuple[str, ...] = (),
-    max_stalls: int = 1,
+    max_stalls: int = 0,
     prefers: tuple[str, ...] = (),
     registry: Registry | None = None,
 ) -> Callable[[StageFn], StageFn]:

@@ -140,6 +140,9 @@ class WorkerNode:
                 worker_id=new_worker_id(),
             )
         )
+        # A lost reply is resent at once, briefly; past that the call stays in doubt and
+        # the loop sends it again, first thing, when Redis is back (_replay).
+        self.broker.scripts.resend_for = 1.0
         self.breakers = ServiceBreakers(
             self.broker.redis,
             namespace=cfg.namespace,
@@ -160,6 +163,8 @@ class WorkerNode:
         self.redis_ok = True
         self._reconnect_at = 0.0
         self._reconnect_delay = 0.1
+        self._in_doubt: tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]] | None = None
+        self._on_replay: Callable[[Any], None] | None = None
         self._need_claim = True
         self._next_claim = 0.0
         self._timers: dict[str, float] = {}
@@ -178,11 +183,14 @@ class WorkerNode:
 
     def _connect(self) -> redis.Redis:
         # One quick retry covers a connection that went stale while idle (server
-        # restarted); longer outages are the main loop's business, not redis-py's.
+        # restarted); longer outages are the main loop's business, not redis-py's. A
+        # call blocks the loop for at most a sixth of the lease (and 5 s), so the leases
+        # of running jobs are renewed in time even when a reply never comes.
+        timeout = max(1.0, min(5.0, self.config.lease / 6))
         return redis.Redis.from_url(
             self.url,
-            socket_timeout=10,
-            socket_connect_timeout=5,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
             health_check_interval=30,
         )
@@ -329,16 +337,46 @@ class WorkerNode:
             self._call(self.broker.release, jobs)
 
     # -- Redis calls that survive outages -------------------------------------------
-    def _call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    def _call(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        replay: Callable[[T], None] | None = None,
+        **kwargs: Any,
+    ) -> T | None:
+        """``fn(*args, **kwargs)``, or None while Redis is unreachable.
+
+        A transition whose reply was lost may have run. It is sent again, unchanged,
+        before any other call once Redis is back, so Redis answers it from its record of
+        the first run instead of running it twice; ``replay`` then gets that reply (the
+        jobs a lost claim took, the next jobs of a lost completion).
+        """
         if not self.redis_ok:
             return None
         try:
             return fn(*args, **kwargs)
         except _REDIS_DOWN as exc:
+            if self.broker.scripts.in_doubt:
+                self._in_doubt = (fn, args, kwargs)
+                self._on_replay = replay
             self.redis_ok = False
             self._reconnect_at = time.monotonic() + self._reconnect_delay
             log.warning("Redis unreachable (%s): keeping jobs running, retrying", exc)
             return None
+
+    def _replay(self) -> bool:
+        """Send the call left in doubt again; False when Redis went away again."""
+        if self._in_doubt is None:
+            return True
+        fn, args, kwargs = self._in_doubt
+        try:
+            reply = fn(*args, **kwargs)
+        except _REDIS_DOWN:
+            return False
+        self._in_doubt = None
+        if self._on_replay is not None:
+            self._on_replay(reply)
+        return True
 
     def _try_reconnect(self, *, force: bool = False) -> bool:
         now = time.monotonic()
@@ -347,13 +385,22 @@ class WorkerNode:
         try:
             self.broker.redis.ping()
         except _REDIS_DOWN:
-            self._reconnect_delay = min(5.0, self._reconnect_delay * 2)
+            # Never more than a quarter lease between tries: the node must be back to
+            # renew its leases well before other nodes may reclaim them (see below).
+            self._reconnect_delay = min(5.0, self.config.lease / 4, self._reconnect_delay * 2)
+            self._reconnect_at = now + self._reconnect_delay
+            return False
+        if not self._replay():
             self._reconnect_at = now + self._reconnect_delay
             return False
         log.info("Redis is back: resuming")
         self.redis_ok = True
         self._reconnect_delay = 0.1
-        self._timers.clear()  # extend leases and report results first
+        # Extend every lease this node holds and report its results now; reclaim others'
+        # expired leases only a lease from now: their workers were cut off as long as
+        # this one and get the same time to come back and renew.
+        self._timers.clear()
+        self._timers["stalls"] = now + self.config.lease
         self._need_claim = True
         return True
 
@@ -372,25 +419,31 @@ class WorkerNode:
         if self._due("extend", max(0.05, lease / 3), now):
             self._extend_leases()
         self._check_timeouts(now)
+        if self.failbox or self.outbox:
+            self._flush()  # results before reclaiming anything
         if self._due("heartbeat", self.config.heartbeat, now):
             self._heartbeat()
             self._observe()
             self._reroute_orphans()
         if self._due("stalls", self.config.stall_check or lease / 2, now):
-            self._call(self.broker.reclaim_stalled, self.queues)
+            # Every queue's expired leases, not only the queues this node serves: jobs
+            # claimed from a capability or lane queue whose workers are all gone.
+            self._call(self.broker.reclaim_stalled, ())
         if self.config.adaptive and self._due("adapt", self.config.adapt_interval, now):
             self._adapt()
         retention = self.config.retention
         # Jittered, so a fleet started together does not prune in step.
         if retention and self._due("prune", retention.interval * random.uniform(0.9, 1.1), now):
             self._prune(retention, now)
-        if self.failbox:
-            self._flush()
 
     def _extend_leases(self) -> None:
         assert self.pool is not None
         owned = {c.job.id: c.job.token for c in self.pool.children if c.job is not None}
         owned.update({j.id: j.token for j in self.held})
+        # Finished but not yet reported: the lease is still this node's until the result
+        # is in, or another node would run the job again after an outage.
+        owned.update({j.id: j.token for j, _ in self.outbox})
+        owned.update({f[0].id: f[0].token for f in self.failbox})
         codes = self._call(self.broker.extend, owned) if owned else {}
         for job_id, code in (codes or {}).items():
             if code in (0, 2):
@@ -537,14 +590,17 @@ class WorkerNode:
             return
         if not self._need_claim and now < self._next_claim:
             return
-        reply = self._call(self.broker.claim, self.queues, free)
-        if reply is None:
-            return
+        reply = self._call(self.broker.claim, self.queues, free, replay=self._claimed)
+        if reply is not None:
+            self._claimed(reply)
+
+    def _claimed(self, reply: tuple[list[ClaimedJob], float]) -> None:
         jobs, wake_in = reply
         self.held.extend(jobs)
         self._need_claim = bool(jobs)
         if not jobs:
-            self._next_claim = now + (min(wake_in, 1.0) if wake_in >= 0 else 1.0)
+            wait = min(wake_in, 1.0) if wake_in >= 0 else 1.0
+            self._next_claim = time.monotonic() + wait
             self.waker.arm()
 
     def _dispatch(self, now: float) -> None:
@@ -621,16 +677,24 @@ class WorkerNode:
             return
         done, self.outbox = self.outbox, []
         next_from = self.queues if claim > 0 and not self.stopping else ()
-        reply = self._call(self.broker.complete_many, done, next_from=next_from, count=claim)
+
+        def reported(reply: tuple[list[bool], list[ClaimedJob]]) -> None:
+            # also the replay of a lost completion: its results are in, drop them here
+            self.outbox = [o for o in self.outbox if not any(o is d for d in done)]
+            _, jobs = reply
+            self.held.extend(jobs)
+            if next_from and not jobs:
+                self._need_claim = False
+                self._next_claim = time.monotonic() + 1.0
+                self.waker.arm()
+
+        reply = self._call(
+            self.broker.complete_many, done, next_from=next_from, count=claim, replay=reported
+        )
         if reply is None:
             self.outbox = done + self.outbox  # report them when Redis is back
             return
-        _, jobs = reply
-        self.held.extend(jobs)
-        if next_from and not jobs:
-            self._need_claim = False
-            self._next_claim = time.monotonic() + 1.0
-            self.waker.arm()
+        reported(reply)
 
     def _fail(self, job: ClaimedJob, etype: str, msg: str, permanent: bool, tb: str) -> None:
         self.failed += 1

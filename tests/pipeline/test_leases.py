@@ -85,3 +85,24 @@ def test_released_jobs_return_at_once_without_spending_an_attempt(
     assert broker.release([job]) == 1
     (again,), _ = broker.claim(["default"])
     assert again.id == job.id and again.attempt == 1
+
+
+def test_a_stall_spends_an_attempt_and_the_job_dies_only_when_attempts_run_out(
+    r: redis.Redis, namespace: str, client: Client, registry: Registry
+) -> None:
+    @stage("work3", registry=registry, attempts=3)
+    def work3(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> str:
+        return "done"
+
+    dag = Dag()
+    dag.add("w", "work3")
+    client.submit(dag)
+    b = Broker(r, namespace=namespace, registry=registry, lease=0.1)
+    for attempt, expected in ((1, "waiting"), (2, "waiting"), (3, "dead")):
+        (job,), _ = b.claim(["default"])
+        assert job.attempt == attempt
+        time.sleep(0.15)
+        assert b.reclaim_stalled(["default"]) == [job.id]
+        assert client.job(job.id)["state"] == expected  # type: ignore[index]
+    err = client.dead()[0]["error"]
+    assert err["type"] == "StalledError" and "attempt 3 of 3" in err["message"]
