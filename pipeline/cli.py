@@ -17,6 +17,7 @@ import redis
 from pipeline.client import Client
 from pipeline.connection import redacted, resolve_url
 from pipeline.errors import RedisUnavailableError, SubmissionError
+from pipeline.outage import Outage
 from pipeline.server import EmbeddedServer
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -67,11 +68,12 @@ def _client(ctx: click.Context) -> Client:
     return Client.connect(ctx.obj["url"], namespace=ctx.obj["namespace"])
 
 
-def _follower(url: str | None, namespace: str) -> Client:
+def _follower(url: str | None, namespace: str, outage: Outage) -> Client:
     """A client for a command that follows DAGs: not checked at connect time (its calls
     ride out an outage) and with socket timeouts, so a server that hangs instead of
     closing its connections counts as down too. redis-py retries once (a connection gone
-    stale); longer outages are the Outage's, which says so and knows when to give up."""
+    stale); longer outages are ``outage``'s, which says so and knows when to give up
+    (a client loads the transitions into Redis, so even making one goes through it)."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -80,7 +82,7 @@ def _follower(url: str | None, namespace: str) -> Client:
     r = connect(
         url, check=False, socket_timeout=10, socket_connect_timeout=5, retry=Retry(NoBackoff(), 1)
     )
-    return Client(r, namespace=namespace)
+    return outage.call(lambda: Client(r, namespace=namespace))
 
 
 @main.group()
@@ -257,11 +259,10 @@ def watch(ctx: click.Context, dag_id: str) -> None:
     Example:
       mediapipe watch 6d0ea5aa51af494f
     """
-    from pipeline.outage import Outage
     from pipeline.progress_view import ProgressView
 
-    c = _follower(ctx.obj["url"], ctx.obj["namespace"])
     outage = Outage()
+    c = _follower(ctx.obj["url"], ctx.obj["namespace"], outage)
     dag = outage.call(lambda: c.dag(dag_id))
     if dag is None:
         raise SubmissionError(f"unknown DAG {dag_id}")
@@ -741,15 +742,14 @@ def submit(
             for p in planned:
                 if p.dag_id:
                     click.echo(f"mediapipe: submitted {p.dag_id}  {p.path}", err=True)
-            client = _follower(url, ctx.obj["namespace"])
-            finished = sub.follow(client, planned, quiet=as_json)
+            outage = Outage()
+            client = _follower(url, ctx.obj["namespace"], outage)
+            finished = sub.follow(client, planned, quiet=as_json, outage=outage)
         else:
             _print_submitted(planned, as_json)
             sys.exit(sub.EXIT_REJECTED if any(p.dag is None for p in planned) else 0)
         if not finished:
             sys.exit(sub.EXIT_INTERRUPTED)
-        from pipeline.outage import Outage
-
         Outage().call(lambda: sub.collect(client, planned))
     except (RedisUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
         # A transition that lost Redis raises redis' own errors: the same outage.

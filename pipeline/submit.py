@@ -21,6 +21,7 @@ from pipeline import presets
 from pipeline.client import TERMINAL_DAG_STATES, Client
 from pipeline.errors import MediapipeError, RedisUnavailableError
 from pipeline.model import Dag
+from pipeline.outage import Outage
 from pipeline.progress_view import ProgressView
 from stages.manifest import OUTPUT_FIELDS
 
@@ -211,10 +212,14 @@ def _quiet_about_redis(record: logging.LogRecord) -> bool:
     return "Redis unreachable" not in record.getMessage()
 
 
-def follow(client: Client, planned: list[Planned], *, quiet: bool = False) -> bool:
+def follow(
+    client: Client, planned: list[Planned], *, quiet: bool = False, outage: Outage | None = None
+) -> bool:
     ids = {p.dag_id: p.label for p in planned if p.dag_id}
     try:
-        with ProgressView(client, ids, quiet=quiet) as view:
+        with ProgressView(client, ids, quiet=quiet, outage=outage) as view:
+            if outage is not None:
+                outage.notice = view.notice
             view.run_until_done()
     except KeyboardInterrupt:
         return False

@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import secrets
 import sys
+import threading
+import time
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from pipeline.client import Client
+    from pipeline.outage import Outage
 
 __all__ = ["dashboard_command"]
 
@@ -45,9 +52,9 @@ def dashboard_command() -> click.Command:
         """
         import logging
 
-        from pipeline.client import Client
         from pipeline.dashboard.app import create_app, is_loopback, make_dashboard_server
         from pipeline.errors import RedisUnavailableError
+        from pipeline.outage import SERVICE_GIVE_UP, Outage
 
         # Actions are logged (an audit trail); werkzeug's line per request is not, since
         # every open page polls once a second.
@@ -59,8 +66,11 @@ def dashboard_command() -> click.Command:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         obj = ctx.find_root().obj or {}
         namespace = obj.get("namespace", "mp")
+        # A service: it waits for Redis at start and through outages (serving 503s
+        # meanwhile) unless MEDIAPIPE_REDIS_GIVE_UP says how long.
+        outage = Outage(default_give_up=SERVICE_GIVE_UP)
         try:
-            client = Client.connect(obj.get("url"), namespace=namespace)
+            client = _client(obj.get("url"), namespace, outage)
         except RedisUnavailableError as exc:
             click.echo(f"mediapipe: {exc}", err=True)
             sys.exit(EXIT_REDIS)
@@ -83,11 +93,36 @@ def dashboard_command() -> click.Command:
         if not is_loopback(host):
             click.echo("warning: not bound to loopback; every request needs the token", err=True)
         sys.stdout.flush()
+        serving = threading.Thread(target=server.serve_forever, name="dashboard", daemon=True)
+        serving.start()
         try:
-            server.serve_forever()
+            # The one place that watches Redis: requests only answer 503 while it is down.
+            while serving.is_alive():
+                outage.call(client.redis.ping)
+                time.sleep(1.0)
+        except RedisUnavailableError as exc:
+            click.echo(f"mediapipe: {exc}", err=True)
+            sys.exit(EXIT_REDIS)
         except KeyboardInterrupt:
             pass
         finally:
+            server.shutdown()
             server.server_close()
 
     return dashboard
+
+
+def _client(url: str | None, namespace: str, outage: Outage) -> Client:
+    """Socket timeouts and a single quick retry: a request made while Redis is down gets
+    its 503 at once instead of hanging in redis-py's backoff. Made through ``outage``:
+    a client loads the transitions into Redis."""
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    from pipeline.client import Client
+    from pipeline.connection import connect
+
+    r = connect(
+        url, check=False, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1)
+    )
+    return outage.call(lambda: Client(r, namespace=namespace))

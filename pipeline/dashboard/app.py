@@ -94,7 +94,10 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
 
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> Response:
-        log.warning("dashboard: redis error: %s", exc)
+        # Unreachable is said once per outage by the command's watch on Redis, not once
+        # per request (every open page polls each second).
+        unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
+        (log.debug if unreachable else log.warning)("dashboard: redis error: %s", exc)
         return _error(503, f"Redis unavailable: {type(exc).__name__}")
 
     @app.errorhandler(SubmissionError)

@@ -108,10 +108,11 @@ def test_takes_the_token_from_the_environment_and_does_not_print_it(
     assert _status(m.group(1) + "api/dlq/purge", method="POST", token="from-env") == 200
 
 
-def test_an_unreachable_redis_exits_3(namespace: str) -> None:
+def test_an_unreachable_redis_exits_3_after_the_give_up_time(namespace: str) -> None:
     out = subprocess.run(
         [sys.executable, "-c", GROUP, "--redis", "redis://127.0.0.1:1/0", "dashboard"],
         cwd=ROOT,
+        env={**os.environ, "MEDIAPIPE_REDIS_GIVE_UP": "0.5"},
         capture_output=True,
         text=True,
         timeout=60,
