@@ -11,6 +11,7 @@ Client.connect().submit(dag)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -29,9 +30,12 @@ from pipeline.replies import as_str, as_str_dict
 from pipeline.retention import Pruned, Retention, prune
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import REQUEST_ID, Scripts
-from pipeline.submission import encode_meta, encode_nodes
+from pipeline.submission import encode_batch, encode_jobs, encode_meta, encode_nodes
 
 TERMINAL_DAG_STATES = frozenset({"completed", "failed", "cancelled"})
+# Jobs written per step of a large submit (and set buckets per cancel step): a few ms of
+# Redis time each on a 2-core VM, so other clients wait no longer than that.
+STEP_JOBS = 200
 
 
 @dataclass(frozen=True)
@@ -58,22 +62,48 @@ class Client:
 
     # -- submitting -----------------------------------------------------------
     def submit(self, dag: Dag) -> Submitted:
-        """Validate and write the whole DAG in one atomic step; nothing is written on error."""
-        payload = encode_nodes(dag, self.registry, live=self._live_if_needed([dag]))
+        """Validate and write the DAG; nothing is written on a validation error.
+
+        Up to ``STEP_JOBS`` jobs go in one atomic call. A larger DAG is written in steps
+        of that many jobs (each step atomic and a few ms long, so a 100,000-job DAG never
+        holds Redis for seconds) while it is `building`, and runs once it is whole. A
+        submit that fails part-way cancels what it wrote.
+        """
+        jobs = encode_jobs(dag, self.registry, live=self._live_if_needed([dag]))
         meta = encode_meta(dag.meta)
+        idem = dag.idempotency_key or ""
         try:
-            dag_id, created = self._run(
-                "submit_dag", dag.id, dag.idempotency_key or "", meta, payload, REQUEST_ID
-            )
+            if len(jobs) <= STEP_JOBS:
+                reply = self._run("submit_dag", dag.id, idem, meta, encode_batch(jobs), REQUEST_ID)
+                return Submitted(as_str(reply[0]), bool(reply[1]))
+            first = encode_batch(jobs[:STEP_JOBS])
+            reply = self._run("submit_dag", dag.id, idem, meta, first, REQUEST_ID, "begin")
         except redis.ResponseError as exc:
             raise SubmissionError(str(exc)) from None
-        return Submitted(as_str(dag_id), bool(created))
+        if not int(reply[1]):  # the idempotency key named an existing DAG
+            return Submitted(as_str(reply[0]), False)
+        try:
+            for i in range(STEP_JOBS, len(jobs), STEP_JOBS):
+                part = encode_batch(jobs[i : i + STEP_JOBS])
+                self._run("submit_dag", dag.id, "", "", part, "", "part")
+            while int(self._run("submit_dag", dag.id, "", "", "", "", "seal", STEP_JOBS)[2]):
+                pass
+        except redis.ResponseError as exc:
+            raise SubmissionError(str(exc)) from None  # cancelled while building
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.cancel(dag.id)
+            raise
+        return Submitted(dag.id, True)
 
     def submit_many(self, dags: list[Dag], *, chunk: int = 500) -> list[Submitted]:
         """Submit many DAGs with pipelined round trips; each DAG is still atomic on its own."""
         live = self._live_if_needed(dags)
+        large = {d.id: self.submit(d) for d in dags if len(d.nodes) > STEP_JOBS}
         encoded = [
-            (d, encode_nodes(d, self.registry, live=live), encode_meta(d.meta)) for d in dags
+            (d, encode_nodes(d, self.registry, live=live), encode_meta(d.meta))
+            for d in dags
+            if d.id not in large
         ]
         out: list[Submitted] = []
         for i in range(0, len(encoded), chunk):
@@ -89,6 +119,9 @@ class Client:
                 if isinstance(reply, Exception):
                     raise SubmissionError(str(reply))
                 out.append(Submitted(as_str(reply[0]), bool(reply[1])))
+        if large:  # in the order given
+            small = iter(out)
+            out = [large[d.id] if d.id in large else next(small) for d in dags]
         return out
 
     def _live_if_needed(self, dags: list[Dag]) -> set[str] | None:
@@ -187,12 +220,17 @@ class Client:
 
     # -- acting ---------------------------------------------------------------
     def cancel(self, dag_id: str) -> tuple[int, int]:
-        """Cancel pending jobs; returns (cancelled, running and told to stop)."""
+        """Cancel pending jobs; returns (cancelled, running and told to stop). Runs in
+        steps of ``STEP_JOBS`` jobs; when it returns, no job of the DAG can start."""
+        cancelled = running = 0
         try:
-            cancelled, running = self._run("cancel_dag", dag_id)
+            while True:
+                c, r, done = self._run("cancel_dag", dag_id, STEP_JOBS // 2)
+                cancelled, running = cancelled + int(c), running + int(r)
+                if int(done):
+                    return cancelled, running
         except redis.ResponseError as exc:
             raise SubmissionError(str(exc)) from None
-        return int(cancelled), int(running)
 
     def dead(self, limit: int = 100) -> list[dict[str, Any]]:
         """The dead-letter queue, oldest first, each job with its full context."""

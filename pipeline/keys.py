@@ -80,6 +80,10 @@ class Keys:
     def dag_events(self, dag_id: str) -> str:
         return self.prefix + "dag:" + dag_id + ":events"
 
+    def dag_leaves(self, dag_id: str) -> str:
+        """Jobs of a DAG still being submitted in steps, to enqueue once it is whole."""
+        return self.prefix + "dag:" + dag_id + ":leaves"
+
     # -- queues ---------------------------------------------------------------
     def wait(self, queue: str) -> str:
         return self.prefix + "q:" + queue + ":wait"

@@ -20,6 +20,15 @@ def encode_nodes(
     ``extra_names`` are jobs that already exist in the DAG in Redis (for run-time fan-out)
     and so may not be reused.
     """
+    return encode_batch(encode_jobs(dag, registry, extra_names=extra_names, live=live))
+
+
+def encode_jobs(
+    dag: Dag, registry: Registry, *, extra_names: Iterable[str] = (), live: set[str] | None = None
+) -> list[dict[str, Any]]:
+    """``encode_nodes`` as a list, so a large DAG can be sent in several steps. Each job
+    says whether it is a root of the whole DAG (no job depends on it), which a step that
+    sees only part of the DAG cannot work out."""
     order = dag.validate(registry)
     taken = set(extra_names)
     jobs: list[dict[str, Any]] = []
@@ -27,6 +36,13 @@ def encode_nodes(
         if name in taken:
             raise SubmissionError(f"job name {name!r} is already used in DAG {dag.id}")
         jobs.append(encode_node(dag, dag.nodes[name], registry, live=live))
+    children = {c[0] for j in jobs for c in j["children"]}
+    for j in jobs:
+        j["root"] = 0 if j["id"] in children else 1
+    return jobs
+
+
+def encode_batch(jobs: list[dict[str, Any]]) -> str:
     return json.dumps(jobs, separators=(",", ":"))
 
 

@@ -1,28 +1,71 @@
--- submit_dag: write a whole DAG atomically and enqueue its leaves.
+-- submit_dag: write a DAG and enqueue its leaves; a large DAG in several bounded steps.
 -- KEYS[1] namespace prefix
 -- ARGV[1] dag id, ARGV[2] idempotency key ('' for none), ARGV[3] dag meta (JSON),
 -- ARGV[4] jobs (JSON list, children before parents; see create_jobs.lua),
--- ARGV[5] request id (kept with the DAG: a resent submit finds its own DAG)
--- Returns {dag_id, created (1) | existing (0)}.
+-- ARGV[5] request id (kept with the DAG: a resent submit finds its own DAG),
+-- ARGV[6] step: '' the whole DAG at once; 'begin' its first jobs, 'part' more jobs,
+-- 'seal' enqueue up to ARGV[7] of its leaves (repeated until none is left).
+-- Returns {dag_id, created (1) | existing (0), leaves still to enqueue}.
+--
+-- A DAG written in steps is in state `building` until its first seal step: none of its
+-- jobs is queued, so nothing runs on half a DAG, and a cancel stops the building (the
+-- next step gets an error). Each step holds Redis for a few ms, not seconds.
 --@include common.lua
 --@include create_jobs.lua
 local dag, idem, meta, req = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local step = ARGV[6] or ''
+local now = now_ms()
+
+if step == 'part' or step == 'seal' then
+  local state = redis.call('HGET', k_dag(dag), 'state')
+  if step == 'part' and state ~= 'building' then
+    return redis.error_reply('DAG ' .. dag .. ' is ' .. (state or 'gone') .. ', not building')
+  end
+  if step == 'seal' then
+    if state == 'building' then
+      redis.call('HSET', k_dag(dag), 'state', 'running')
+      local total = redis.call('HGET', k_dag(dag), 'total')
+      emit(dag, 'submitted', '', 'jobs', total)
+      emit_global(dag, 'submitted', '', 'jobs', total)
+    elseif state ~= 'running' then
+      return redis.error_reply('DAG ' .. dag .. ' is ' .. (state or 'gone') .. ', not building')
+    end
+    local ids = redis.call('LPOP', k_dag_leaves(dag), tonumber(ARGV[7]) or 1000)
+    for _, id in ipairs(ids or {}) do enqueue(id, now) end
+    return {dag, 1, redis.call('LLEN', k_dag_leaves(dag))}
+  end
+  local jobs = cjson.decode(ARGV[4])
+  for _, j in ipairs(jobs) do
+    if redis.call('EXISTS', k_job(j.id)) == 1 then
+      return redis.error_reply('job ' .. j.id .. ' already exists')
+    end
+  end
+  local roots = create_jobs(dag, jobs, now, true)
+  redis.call('HINCRBY', k_dag(dag), 'total', #jobs)
+  redis.call('HINCRBY', k_dag(dag), 'open', #jobs)
+  redis.call('HINCRBY', k_dag(dag), 'roots', #roots)
+  return {dag, 1, 0}
+end
+
 if idem ~= '' then
   local existing = redis.call('GET', P .. 'idem:' .. idem)
-  if existing and redis.call('EXISTS', k_dag(existing)) == 1 then return {existing, 0} end
+  if existing and redis.call('EXISTS', k_dag(existing)) == 1 then return {existing, 0, 0} end
 end
 if redis.call('EXISTS', k_dag(dag)) == 1 then
-  if req and redis.call('HGET', k_dag(dag), 'req') == req then return {dag, 1} end
+  if req and redis.call('HGET', k_dag(dag), 'req') == req then return {dag, 1, 0} end
   return redis.error_reply('DAG ' .. dag .. ' already exists')
 end
-local now = now_ms()
 local jobs = cjson.decode(ARGV[4])
-redis.call('HSET', k_dag(dag), 'id', dag, 'state', 'running', 'total', #jobs,
-  'open', #jobs, 'dead', 0, 'upstream', 0, 'cancelled', 0, 'roots', 0, 'roots_failed', 0,
-  'pct_sum', 0, 'created', now, 'finished', '', 'meta', meta, 'idem', idem, 'req', req or '')
+local building = step == 'begin'
+redis.call('HSET', k_dag(dag), 'id', dag, 'state', building and 'building' or 'running',
+  'total', #jobs, 'open', #jobs, 'dead', 0, 'upstream', 0, 'cancelled', 0, 'roots', 0,
+  'roots_failed', 0, 'pct_sum', 0, 'created', now, 'finished', '', 'meta', meta,
+  'idem', idem, 'req', req or '')
 if idem ~= '' then redis.call('SET', P .. 'idem:' .. idem, dag) end
-local roots = create_jobs(dag, jobs, now)
+local roots = create_jobs(dag, jobs, now, building)
 redis.call('HSET', k_dag(dag), 'roots', #roots)
-emit(dag, 'submitted', '', 'jobs', #jobs)
-emit_global(dag, 'submitted', '', 'jobs', #jobs)
-return {dag, 1}
+if not building then
+  emit(dag, 'submitted', '', 'jobs', #jobs)
+  emit_global(dag, 'submitted', '', 'jobs', #jobs)
+end
+return {dag, 1, 0}

@@ -17,6 +17,7 @@ local function k_results(id) return P .. 'job:' .. id .. ':results' end
 local function k_dag(id) return P .. 'dag:' .. id end
 local function k_dag_jobs(id) return P .. 'dag:' .. id .. ':jobs' end
 local function k_dag_events(id) return P .. 'dag:' .. id .. ':events' end
+local function k_dag_leaves(id) return P .. 'dag:' .. id .. ':leaves' end
 local function k_wait(q) return P .. 'q:' .. q .. ':wait' end
 local function k_delayed(q) return P .. 'q:' .. q .. ':delayed' end
 local function k_active(q) return P .. 'q:' .. q .. ':active' end

@@ -4,9 +4,12 @@
 -- string), prio, max_attempts, backoff (JSON string), timeout_ms, cost, tags, max_stalls,
 -- run_at (unix ms, 0 = none), delay_ms (from now),
 -- children: {{child_id, policy}, ...}. Children must come before their parents in the
--- list (the client sends them in topological order). Jobs with no children are enqueued.
--- Returns the ids of the batch's roots (jobs no other job in the batch depends on).
-local function create_jobs(dag, jobs, now)
+-- list (the client sends them in topological order). Jobs with no children are enqueued,
+-- or, with `defer`, listed in the DAG's leaves list for a later step to enqueue (a large
+-- DAG is written in several steps and runs only once all of it is there). `root` (1|0),
+-- when given, says whether no job of the whole DAG depends on the job.
+-- Returns the ids of the batch's roots.
+local function create_jobs(dag, jobs, now, defer)
   local has_parent = {}
   for _, j in ipairs(jobs) do
     for _, edge in ipairs(j.children) do has_parent[edge[1]] = true end
@@ -17,6 +20,7 @@ local function create_jobs(dag, jobs, now)
     local run_at = tonumber(j.run_at) or 0
     if (tonumber(j.delay_ms) or 0) > 0 then run_at = math.max(run_at, now + j.delay_ms) end
     local root = has_parent[j.id] and '0' or '1'
+    if j.root ~= nil then root = j.root == 1 and '1' or '0' end
     redis.call('HSET', k_job(j.id),
       'id', j.id, 'dag', dag, 'name', j.name, 'stage', j.stage, 'queue', j.queue,
       'params', j.params, 'prio', j.prio, 'max_attempts', j.max_attempts,
@@ -33,7 +37,9 @@ local function create_jobs(dag, jobs, now)
     if root == '1' then table.insert(roots, j.id) end
   end
   for _, j in ipairs(jobs) do
-    if #j.children == 0 then enqueue(j.id, now) end
+    if #j.children == 0 then
+      if defer then redis.call('RPUSH', k_dag_leaves(dag), j.id) else enqueue(j.id, now) end
+    end
   end
   return roots
 end
