@@ -41,6 +41,7 @@ class Retention:
     dead_age: float = 14 * DAY
     idempotency_age: float = DAY  # a finished DAG's idempotency key lives this long
     events_age: float = 7 * DAY  # fleet event stream entries ({ns}:events)
+    building_age: float = 3600.0  # a DAG still building this long was abandoned by its submit
     budget: int = 200  # jobs deleted per call (~2-4 ms of Redis time), so none blocks long
     interval: float = 30.0  # seconds between a worker node's passes
 
@@ -55,6 +56,7 @@ class Retention:
             int(self.dead_age * 1000),
             int(self.idempotency_age * 1000),
             int(self.events_age * 1000),
+            int(self.building_age * 1000),
         ]
 
     @classmethod

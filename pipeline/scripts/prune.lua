@@ -10,7 +10,8 @@
 -- ARGV[3] max failed DAGs, ARGV[4] max age of failed (ms), ARGV[5] job budget,
 -- ARGV[6] max dead-letter entries, ARGV[7] max age of dead-letter entries (ms),
 -- ARGV[8] idempotency window after a DAG finishes (ms, kept for settle_dag),
--- ARGV[9] max age of fleet events (ms)
+-- ARGV[9] max age of fleet events (ms), ARGV[10] age after which a DAG still building
+-- was abandoned by its submit (ms)
 -- Returns {DAGs deleted, jobs deleted, dead-letter entries trimmed, events trimmed,
 --          more (1: call again), wait before the next call (ms)}.
 --@include common.lua
@@ -81,6 +82,25 @@ local function trim_events(max_age)
   if events >= limit then more = 1 end
 end
 
+-- A submit killed while writing a large DAG in steps leaves it `building`: nothing of it
+-- is queued, so it would never finish. Once abandoned it is closed as cancelled and then
+-- pruned as failed DAGs are.
+local function close_abandoned(max_age)
+  local key = P .. 'dags:building'
+  for _, dag in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now - max_age, 'LIMIT', 0, 10)) do
+    redis.call('ZREM', key, dag)
+    if redis.call('HGET', k_dag(dag), 'state') == 'building' then
+      redis.call('HSET', k_dag(dag), 'state', 'cancelled', 'finished', now,
+        'cancel_cursor', 'done')
+      redis.call('DEL', k_dag_leaves(dag))
+      redis.call('ZADD', P .. 'dags:failed', now, dag)
+      emit(dag, 'dag_cancelled', '', 'reason', 'its submit stopped while writing it')
+      dags = dags + 1
+    end
+  end
+end
+
+close_abandoned(tonumber(ARGV[10] or '3600000'))
 prune_set(P .. 'dags:done', tonumber(ARGV[1]), tonumber(ARGV[2]))
 prune_set(P .. 'dags:failed', tonumber(ARGV[3]), tonumber(ARGV[4]))
 trim_dead(tonumber(ARGV[6]), tonumber(ARGV[7]))

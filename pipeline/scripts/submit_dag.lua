@@ -24,6 +24,7 @@ if step == 'part' or step == 'seal' then
   if step == 'seal' then
     if state == 'building' then
       redis.call('HSET', k_dag(dag), 'state', 'running')
+      redis.call('ZREM', P .. 'dags:building', dag)
       local total = redis.call('HGET', k_dag(dag), 'total')
       emit(dag, 'submitted', '', 'jobs', total)
       emit_global(dag, 'submitted', '', 'jobs', total)
@@ -62,6 +63,7 @@ redis.call('HSET', k_dag(dag), 'id', dag, 'state', building and 'building' or 'r
   'roots_failed', 0, 'pct_sum', 0, 'created', now, 'finished', '', 'meta', meta,
   'idem', idem, 'req', req or '')
 if idem ~= '' then redis.call('SET', P .. 'idem:' .. idem, dag) end
+if building then redis.call('ZADD', P .. 'dags:building', now, dag) end
 local roots = create_jobs(dag, jobs, now, building)
 redis.call('HSET', k_dag(dag), 'roots', #roots)
 if not building then

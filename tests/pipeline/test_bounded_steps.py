@@ -145,3 +145,29 @@ def test_a_large_submit_with_an_idempotency_key_returns_the_first_dag(
     client.submit(c)
     with pytest.raises(SubmissionError, match="already exists"):
         client.submit(c)
+
+
+def test_a_dag_whose_submit_died_while_building_is_closed_and_pruned(
+    r: redis.Redis, namespace: str, client: Client, registry: Registry
+) -> None:
+    import time
+
+    from pipeline.retention import Retention
+
+    _work(registry)
+    dag = _wide(2 * STEP_JOBS)
+    jobs = encode_jobs(dag, registry)
+    prefix = Keys(namespace).prefix
+    first = encode_batch(jobs[:STEP_JOBS])
+    client.scripts.run("submit_dag", prefix, dag.id, "", encode_meta({}), first, "rq", "begin")
+    # ... and the submitting process is killed here: no further step comes
+    time.sleep(0.05)
+    client.prune(Retention(building_age=0.02, failed_age=3600))
+    info = client.dag(dag.id)
+    assert info is not None and info["state"] == "cancelled" and info["finished"]
+    assert r.zscore(prefix + "dags:failed", dag.id) is not None
+    client.prune(Retention(building_age=0.02, failed_age=0))
+    assert client.dag(dag.id) is None
+    assert list(r.scan_iter(match=Keys(namespace).pattern())) == [] or all(
+        dag.id.encode() not in k for k in r.scan_iter(match=Keys(namespace).pattern())
+    )
