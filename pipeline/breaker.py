@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import redis
 
+from pipeline.clock import redis_now_ms
 from pipeline.keys import Keys
 from pipeline.replies import as_str
 from pipeline.scripts import Scripts
@@ -93,8 +94,7 @@ class ServiceBreakers:
         )
         if state is None:
             return "closed", 0.0
-        sec, usec = self.redis.time()
-        now_ms = int(sec) * 1000 + int(usec) // 1000
+        now_ms = redis_now_ms(self.redis)
         left = (int(opened_at or 0) + self.policy.cooldown * 1000 - now_ms) / 1000
         return as_str(state), max(left, 0.0)
 

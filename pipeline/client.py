@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from pipeline.clock import redis_now_ms
 from pipeline.connection import connect
 from pipeline.errors import SubmissionError
 from pipeline.events import Event, read_events
@@ -195,7 +195,7 @@ class Client:
 
     def workers(self) -> list[dict[str, str]]:
         """Live worker nodes (those whose heartbeat has not expired)."""
-        now_ms = int(time.time() * 1000)
+        now_ms = redis_now_ms(self.redis)
         out = []
         for wid in self.redis.zrangebyscore(self.keys.workers, f"({now_ms}", "+inf"):
             h = as_str_dict(self.redis.hgetall(self.keys.worker(as_str(wid))))

@@ -9,16 +9,15 @@ waits forever for a GPU that is not there.
 
 from __future__ import annotations
 
-import time
-
 import redis
 
+from pipeline.clock import redis_now_ms
 from pipeline.keys import Keys
 from pipeline.replies import as_str
 
 
 def live_queues(client: redis.Redis, keys: Keys) -> set[str]:
-    now_ms = int(time.time() * 1000)
+    now_ms = redis_now_ms(client)
     served: set[str] = set()
     for wid in client.zrangebyscore(keys.workers, f"({now_ms}", "+inf"):
         queues = client.hget(keys.worker(as_str(wid)), "queues")
