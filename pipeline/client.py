@@ -244,14 +244,16 @@ class Client:
             raise SubmissionError(str(exc)) from None
 
     def retry_all_dead(self) -> int:
+        """Retry each job that is in the dead-letter queue now, once. A retried job that
+        dies again while this runs stays dead: reading the queue until it is empty would
+        retry a poison job for as long as workers kill it faster than the loop runs."""
         n = 0
-        while ids := [as_str(i) for i in self.redis.zrange(self.keys.dead, 0, 99)]:
-            for i in ids:
-                try:
-                    self.retry_dead(i)
-                    n += 1
-                except SubmissionError:
-                    self.redis.zrem(self.keys.dead, i)  # its DAG was cancelled
+        for i in [as_str(i) for i in self.redis.zrange(self.keys.dead, 0, -1)]:
+            try:
+                self.retry_dead(i)
+                n += 1
+            except SubmissionError:
+                self.redis.zrem(self.keys.dead, i)  # its DAG was cancelled
         return n
 
     def purge_dead(self) -> int:

@@ -2,18 +2,46 @@
 
 All keys of a namespace share one hash tag (``{ns}``) so the whole namespace lives in one
 Redis Cluster slot and every Lua script may touch any of its keys. The Lua scripts build
-the same names from the prefix they are given; ``scripts/includes/keys.lua`` mirrors this
+the same names from the prefix they are given; ``scripts/includes/common.lua`` mirrors this
 module and the two must change together.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from pipeline.errors import SubmissionError
+
+# DAG ids, job names and namespaces are parts of key names. Limited to these characters
+# (no ':', '/', braces, spaces), one cannot end where another key name begins: a DAG
+# called "x:jobs" would otherwise share its key with the job set of DAG "x", and a
+# namespace holding '}' would move the Redis Cluster hash tag. The Lua scripts check the
+# same set before they write (includes/create_jobs.lua).
+ID_CHARS = "A-Za-z0-9._-"
+DAG_ID_MAX = 64
+JOB_NAME_MAX = 128
+NAMESPACE_MAX = 32
+_ID = re.compile(f"[{ID_CHARS}]+")
+
+
+def check_identifier(value: object, what: str, limit: int) -> str:
+    """``value`` if it is 1..``limit`` characters of ``[A-Za-z0-9._-]``; else a
+    SubmissionError naming ``what``."""
+    if not isinstance(value, str) or not _ID.fullmatch(value) or len(value) > limit:
+        raise SubmissionError(
+            f"invalid {what} {value!r}: use 1 to {limit} characters of letters, digits, "
+            "'.', '_' and '-'"
+        )
+    return value
 
 
 @dataclass(frozen=True)
 class Keys:
     namespace: str = "mp"
+
+    def __post_init__(self) -> None:
+        check_identifier(self.namespace, "namespace", NAMESPACE_MAX)
 
     @property
     def prefix(self) -> str:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from pipeline.errors import SubmissionError
+from pipeline.keys import DAG_ID_MAX, JOB_NAME_MAX, check_identifier
 
 PRIORITY_MIN = -1000
 PRIORITY_MAX = 1000
@@ -123,7 +124,7 @@ class Dag:
         idempotency_key: str | None = None,
         meta: Mapping[str, Any] | None = None,
     ) -> None:
-        self.id = dag_id or new_id()
+        self.id = new_id() if dag_id is None else check_identifier(dag_id, "DAG id", DAG_ID_MAX)
         self.idempotency_key = idempotency_key
         self.meta: dict[str, Any] = dict(meta or {})
         self.nodes: dict[str, Node] = {}
@@ -140,8 +141,7 @@ class Dag:
     ) -> str:
         if name in self.nodes:
             raise SubmissionError(f"duplicate job name {name!r} in DAG {self.id}")
-        if not name or "/" in name:
-            raise SubmissionError(f"invalid job name {name!r}: must be non-empty without '/'")
+        check_identifier(name, "job name", JOB_NAME_MAX)
         opts = options or JobOptions()
         if option_fields:
             opts = replace(opts, **option_fields)
@@ -157,6 +157,7 @@ class Dag:
 
     def validate(self, known_stages: Iterable[str] | None = None) -> list[str]:
         """Check the DAG as a whole; return node names in a dependency order (children first)."""
+        check_identifier(self.id, "DAG id", DAG_ID_MAX)
         if not self.nodes:
             raise SubmissionError(f"DAG {self.id} has no jobs")
         known = set(known_stages) if known_stages is not None else None

@@ -36,11 +36,8 @@ if step == 'part' or step == 'seal' then
     return {dag, 1, redis.call('LLEN', k_dag_leaves(dag))}
   end
   local jobs = cjson.decode(ARGV[4])
-  for _, j in ipairs(jobs) do
-    if redis.call('EXISTS', k_job(j.id)) == 1 then
-      return redis.error_reply('job ' .. j.id .. ' already exists')
-    end
-  end
+  local bad = check_jobs(dag, jobs, true)
+  if bad then return redis.error_reply('DAG ' .. dag .. ' refused: ' .. bad) end
   local roots = create_jobs(dag, jobs, now, true)
   redis.call('HINCRBY', k_dag(dag), 'total', #jobs)
   redis.call('HINCRBY', k_dag(dag), 'open', #jobs)
@@ -57,6 +54,9 @@ if redis.call('EXISTS', k_dag(dag)) == 1 then
   return redis.error_reply('DAG ' .. dag .. ' already exists')
 end
 local jobs = cjson.decode(ARGV[4])
+-- Everything checked before the first write (a refused payload leaves no key).
+local bad = check_jobs(dag, jobs, false)
+if bad then return redis.error_reply('DAG ' .. tostring(dag) .. ' refused: ' .. bad) end
 local building = step == 'begin'
 redis.call('HSET', k_dag(dag), 'id', dag, 'state', building and 'building' or 'running',
   'total', #jobs, 'open', #jobs, 'dead', 0, 'upstream', 0, 'cancelled', 0, 'roots', 0,

@@ -64,8 +64,11 @@ local function reset_pct(id, dag)
 end
 
 -- Put a job whose dependencies are satisfied into its queue (or the delayed set).
+-- A job's place in its priority band is fixed when it first enters the wait set (its
+-- `seq`, kept in the job hash): handed back, reclaimed after a stall or retried, it
+-- returns to that place, ahead of the jobs that became ready after it.
 local function enqueue(id, now)
-  local f = redis.call('HMGET', k_job(id), 'queue', 'prio', 'run_at')
+  local f = redis.call('HMGET', k_job(id), 'queue', 'prio', 'run_at', 'seq')
   local q, prio, run_at = f[1], tonumber(f[2]), tonumber(f[3] or '0') or 0
   if run_at > now then
     redis.call('HSET', k_job(id), 'state', 'delayed')
@@ -78,8 +81,13 @@ local function enqueue(id, now)
       redis.call('HSET', k_meta(q), 'next_due', run_at)
     end
   else
-    local seq = redis.call('INCR', P .. 'seq') % PRIO_SPAN
-    redis.call('HSET', k_job(id), 'state', 'waiting')
+    local seq = tonumber(f[4])
+    if seq then
+      redis.call('HSET', k_job(id), 'state', 'waiting')
+    else
+      seq = redis.call('INCR', P .. 'seq') % PRIO_SPAN
+      redis.call('HSET', k_job(id), 'state', 'waiting', 'seq', seq)
+    end
     redis.call('ZADD', k_wait(q), (1000 - prio) * PRIO_SPAN + seq, id)
     wake(q)
   end

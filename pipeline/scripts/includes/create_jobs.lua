@@ -9,6 +9,81 @@
 -- DAG is written in several steps and runs only once all of it is there). `root` (1|0),
 -- when given, says whether no job of the whole DAG depends on the job.
 -- Returns the ids of the batch's roots.
+--
+-- Lua does not roll back: a script that stops with an error part-way leaves what it
+-- wrote. So check_jobs runs first and looks at everything create_jobs will use; a
+-- payload it refuses writes nothing.
+
+-- Ids and names: the character set and lengths of pipeline/keys.py (no ':' or '/', so a
+-- name cannot reach into another key's name).
+local ID_PATTERN = '^[A-Za-z0-9._-]+$'
+local DAG_ID_MAX, JOB_NAME_MAX = 64, 128
+local POLICIES = {fail = true, ignore = true, continue = true}
+local JOB_MINS = {max_attempts = 1, cost = 1, timeout_ms = 0, max_stalls = 0}
+
+local function valid_id(s, max)
+  return type(s) == 'string' and #s <= max and string.find(s, ID_PATTERN) ~= nil
+end
+
+local function is_num(v, min)
+  return type(v) == 'number' and v == v and (min == nil or v >= min)
+end
+
+-- `earlier`: children may also be jobs an earlier step of this DAG wrote.
+local function check_job(dag, j, seen, earlier)
+  if type(j) ~= 'table' then return 'a job entry is not an object' end
+  if not valid_id(j.name, JOB_NAME_MAX) then return 'invalid job name ' .. tostring(j.name) end
+  if j.id ~= dag .. '/' .. j.name then
+    return 'job ' .. tostring(j.id) .. ' is not ' .. dag .. '/' .. j.name
+  end
+  if seen[j.id] then return 'job ' .. j.id .. ' is listed twice' end
+  for _, f in ipairs({'stage', 'queue'}) do
+    if type(j[f]) ~= 'string' or j[f] == '' then return 'job ' .. j.id .. ': no ' .. f end
+  end
+  for _, f in ipairs({'params', 'backoff', 'tags'}) do
+    if type(j[f]) ~= 'string' then return 'job ' .. j.id .. ': ' .. f .. ' is not a string' end
+  end
+  if j.fallback ~= nil and type(j.fallback) ~= 'string' then
+    return 'job ' .. j.id .. ': fallback is not a string'
+  end
+  if not is_num(j.prio, -1000) or j.prio > 1000 then return 'job ' .. j.id .. ': bad prio' end
+  for f, min in pairs(JOB_MINS) do
+    if not is_num(j[f], min) then return 'job ' .. j.id .. ': bad ' .. f end
+  end
+  for _, f in ipairs({'run_at', 'delay_ms', 'root'}) do
+    if j[f] ~= nil and not is_num(j[f]) then return 'job ' .. j.id .. ': bad ' .. f end
+  end
+  if type(j.children) ~= 'table' then return 'job ' .. j.id .. ': no children list' end
+  for _, edge in ipairs(j.children) do
+    -- Children come first: an edge to a job not listed before this one is a missing job
+    -- or a cycle, and either would leave a parent waiting for ever.
+    local child = type(edge) == 'table' and edge[1] or nil
+    if not (child and (seen[child] or (earlier and type(child) == 'string'
+        and redis.call('SISMEMBER', k_dag_jobs(dag), child) == 1))) then
+      return 'job ' .. j.id .. ' depends on ' .. tostring(child) .. ', not listed before it'
+    end
+    if not POLICIES[edge[2]] then
+      return 'job ' .. j.id .. ': unknown edge policy ' .. tostring(edge[2])
+    end
+  end
+end
+
+-- nil when the DAG id and every job are well formed and no job exists yet (unless
+-- `exists_ok(job)` accepts it); else the first problem found.
+local function check_jobs(dag, jobs, earlier, exists_ok)
+  if not valid_id(dag, DAG_ID_MAX) then return 'invalid DAG id ' .. tostring(dag) end
+  if type(jobs) ~= 'table' or #jobs == 0 then return 'no jobs' end
+  local seen = {}
+  for _, j in ipairs(jobs) do
+    local bad = check_job(dag, j, seen, earlier)
+    if bad then return bad end
+    seen[j.id] = true
+    if redis.call('EXISTS', k_job(j.id)) == 1 and not (exists_ok and exists_ok(j)) then
+      return 'job ' .. j.id .. ' already exists'
+    end
+  end
+end
+
 local function create_jobs(dag, jobs, now, defer)
   local has_parent = {}
   for _, j in ipairs(jobs) do
