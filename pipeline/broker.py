@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, disk_full
 from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
 from pipeline.model import Dag
@@ -141,6 +141,7 @@ class Broker:
 
     def fail(self, job: ClaimedJob, exc: BaseException, *, tb: str | None = None) -> str:
         """Record a failure: 'retry', 'dead', 'cancelled' or 'discarded'."""
+        exc = disk_full(exc) or exc
         return self.fail_with(
             job,
             type(exc).__name__,

@@ -11,6 +11,8 @@ is more often fixed by a retry than a misclassified permanent error is.
 
 from __future__ import annotations
 
+import errno
+
 
 class MediapipeError(Exception):
     """Base class of every error mediapipe raises on purpose."""
@@ -51,6 +53,27 @@ class ThrottledError(ServiceUnavailableError):
 
 class JobTimeoutError(RetryableError):
     """A job ran past its timeout and was stopped."""
+
+
+class DiskFullError(RetryableError):
+    """The disk or the quota ran out while a job wrote (ENOSPC, EDQUOT). Retryable: space
+    may be freed, and another worker may have room."""
+
+
+# What a full disk or an exhausted quota says when written to.
+_DISK_FULL = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded"}
+
+
+def disk_full(exc: BaseException, path: object = None) -> DiskFullError | None:
+    """A one-line DiskFullError for an OSError that says the disk or quota is full (naming
+    ``path``, or the file the error names), else None."""
+    if isinstance(exc, DiskFullError):
+        return exc
+    if not isinstance(exc, OSError) or exc.errno not in _DISK_FULL:
+        return None
+    where = path if path is not None else exc.filename
+    what = _DISK_FULL[exc.errno]
+    return DiskFullError(f"{what} writing {where}" if where is not None else what)
 
 
 class RedisUnavailableError(MediapipeError):

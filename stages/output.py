@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.context import current
+from pipeline.errors import disk_full
 
 PART_SUFFIX = ".part"
 
@@ -131,6 +132,11 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
         try:
             yield tmp
             os.replace(tmp, final)
+        except OSError as exc:
+            full = disk_full(exc, final)
+            if full is None:
+                raise
+            raise full from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -149,6 +155,11 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
+        except OSError as exc:
+            full = disk_full(exc, final)
+            if full is None:
+                raise
+            raise full from exc
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -97,12 +97,15 @@ class BatchRunner(InlineRunner):
                 log.warning("heartbeat failed", exc_info=True)
 
     def _run_held(self) -> None:
+        # A job leaves _held when it starts: a lane that ends early (_exit) hands back the
+        # jobs of its claim it never started.
         jobs = list(self._held)
-        self._held.clear()
         batchable = [j for j in jobs if j.stage == self.batch.stage]
         for job in jobs:
             if job.stage != self.batch.stage:
+                self._held.remove(job)
                 self._run_one(job)  # another stage routed here: run it the ordinary way
+        self._held.clear()
         if not batchable:
             return
         try:
@@ -119,12 +122,13 @@ class BatchRunner(InlineRunner):
             )
             outcomes = [None] * len(batchable)
         self.batches += 1
+        one_by_one = []
         for job, outcome in zip(batchable, outcomes, strict=True):
             code = self.keeper.stop_code(job.id)
             if code is not None:
                 self._record_stopped(job, code)  # finished, but no longer wanted
             elif outcome is None:
-                self._run_one(job)
+                one_by_one.append(job)
             elif isinstance(outcome, BaseException):
                 self._record_failure(job, outcome)
             else:
@@ -134,6 +138,14 @@ class BatchRunner(InlineRunner):
                     self._record_failure(job, bad)
                     continue
                 self._record_done(job, body)
+        if not one_by_one:
+            return
+        # What the batch finished is reported before the slower path starts: a job there
+        # that times out ends the lane, and must not take its neighbours' results with it.
+        self._flush(fetch=False)
+        self._held.extend(one_by_one)
+        while self._held:
+            self._run_one(self._held.popleft())
 
     def _run_one(self, job: ClaimedJob) -> None:
         # The one-by-one path runs the stage function in this process: the guard enforces
@@ -201,9 +213,12 @@ class BatchRunner(InlineRunner):
 
     def _exit(self, code: int) -> None:
         """End the lane now: the code in hand cannot be interrupted any other way. Results
-        already made are reported first; unfinished temporary outputs are removed."""
+        already made are reported first, jobs of the claim not yet started are handed
+        back, unfinished temporary outputs are removed."""
         with contextlib.suppress(Exception):
             self._flush(fetch=False)
+        with contextlib.suppress(Exception):  # Redis down: their leases expire instead
+            self.broker.release(list(self._held))
         from stages.output import remove_live_temps
 
         remove_live_temps()

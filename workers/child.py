@@ -15,7 +15,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.context import JobContext, running
-from pipeline.errors import PermanentError, ServiceUnavailableError
+from pipeline.errors import PermanentError, ServiceUnavailableError, disk_full
 from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.model import Dag
 
@@ -94,6 +94,7 @@ def child_main(conn: Connection, preload: list[str]) -> None:
 
 
 def _send_error(conn: Connection, job: ClaimedJob, exc: BaseException, tb: str) -> None:
+    exc = disk_full(exc) or exc  # one retryable line, however deep the write failed
     # For an unavailable service: how long to wait (-1: the worker decides); else None.
     wait = None
     if isinstance(exc, ServiceUnavailableError):
