@@ -174,7 +174,10 @@ def test_submit_wait_gives_up_after_the_configured_time(own: Own, tmp_path: Path
 
 
 def test_watch_rides_out_a_restart(own: Own) -> None:
-    own.cli.worker("mp", "--concurrency", "1", "--import", "tests.workers.sample_stages")
+    # A short lease: a completion lost with the AOF's last second is run again soon.
+    own.cli.worker(
+        "mp", "--concurrency", "1", "--lease", "5", "--import", "tests.workers.sample_stages"
+    )
     client = own.client()
     dag = Dag()
     dag.add("nap", "t.sleep", {"seconds": 3.0})
