@@ -8,6 +8,11 @@ which request. Faults:
   (matched by name, e.g. ``"claim"``), counted over every connection, is delayed by
   ``delay`` seconds (``"delay"``) or lost with its connection (``"drop"``: Redis ran the
   call, the client never hears of it);
+- ``on_request(function, nth, hook=...)``: the n-th call of a transition is lost on its
+  way, with its connection (Redis never sees it);
+- either can call ``hook(peer)`` first, with the client's address ``(host, port)``, so
+  a harness can find the process that sent the call (and kill it: a worker killed while
+  its claim's reply is in flight, or between a stage's end and its report);
 - ``blackhole(seconds)``: nothing passes either way for that long, new connections
   included (held, not refused, as a partitioned network does);
 - ``drop_all()``: every open connection is closed at once.
@@ -24,6 +29,7 @@ import socket
 import threading
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -76,10 +82,11 @@ def command_of(frame: bytes) -> tuple[str, str]:
 class _Rule:
     function: str
     nth: int
-    action: str  # "delay" | "drop"
+    action: str  # "delay" | "drop" (the reply), "lose" (the request)
     delay: float
     seen: int = 0
     fired: bool = False
+    hook: Callable[[tuple[str, int]], object] | None = None
 
 
 class _Link:
@@ -89,6 +96,10 @@ class _Link:
         self.proxy = proxy
         self.client = client
         self.upstream = proxy._connect_upstream()
+        try:
+            self.peer: tuple[str, int] = client.getpeername()
+        except OSError:
+            self.peer = ("", 0)
         self.pending: deque[tuple[str, str, _Rule | None]] = deque()
         self.lock = threading.Lock()
         self.closed = False
@@ -122,7 +133,16 @@ class _Link:
                     if end < 0:
                         break
                     cmd, fn = command_of(bytes(buf[pos:end]))
-                    self.pending.append((cmd, fn, self.proxy._match(fn)))
+                    rule = self.proxy._match(fn)
+                    if rule is not None and rule.action == "lose":
+                        # What came before it goes on; it and the connection do not.
+                        if pos:
+                            self.upstream.sendall(bytes(buf[:pos]))
+                        self.proxy._fire(rule, self.peer)
+                        self.proxy._count("requests lost")
+                        self.close()
+                        return
+                    self.pending.append((cmd, fn, rule))
                     pos = end
                 if pos:
                     self.upstream.sendall(bytes(buf[:pos]))
@@ -147,6 +167,8 @@ class _Link:
                     frame = bytes(buf[:end])
                     del buf[:end]
                     rule = self.pending.popleft()[2] if self.pending else None
+                    if rule is not None:
+                        self.proxy._fire(rule, self.peer)
                     if rule is not None and rule.action == "drop":
                         self.proxy._count("replies dropped")
                         self.close()
@@ -189,10 +211,39 @@ class FaultProxy:
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     # -- faults ---------------------------------------------------------------------
-    def on_reply(self, function: str, nth: int = 1, action: str = "drop", delay: float = 0.0):
-        """Break the reply to the ``nth`` FCALL of ``function`` from now on."""
+    def on_reply(
+        self,
+        function: str,
+        nth: int = 1,
+        action: str = "drop",
+        delay: float = 0.0,
+        hook: Callable[[tuple[str, int]], object] | None = None,
+    ) -> None:
+        """Break the reply to the ``nth`` FCALL of ``function`` from now on; ``hook(peer)``
+        is called first, with the address of the client that made the call."""
         with self._lock:
-            self._rules.append(_Rule(function, nth, action, delay))
+            self._rules.append(_Rule(function, nth, action, delay, hook=hook))
+
+    def on_request(
+        self,
+        function: str,
+        nth: int = 1,
+        hook: Callable[[tuple[str, int]], object] | None = None,
+    ) -> None:
+        """Lose the ``nth`` FCALL of ``function`` from now on, before Redis sees it, and
+        close its connection; ``hook(peer)`` is called first."""
+        with self._lock:
+            self._rules.append(_Rule(function, nth, "lose", 0.0, hook=hook))
+
+    def pending_rules(self) -> int:
+        """Rules not fired yet."""
+        with self._lock:
+            return sum(not r.fired for r in self._rules)
+
+    def clear_rules(self) -> None:
+        """Forget the rules not fired yet."""
+        with self._lock:
+            self._rules = [r for r in self._rules if r.fired]
 
     def fired(self) -> int:
         with self._lock:
@@ -219,6 +270,13 @@ class FaultProxy:
     def _count(self, what: str, n: int = 1) -> None:
         with self._lock:
             self.stats[what] += n
+
+    def _fire(self, rule: _Rule, peer: tuple[str, int]) -> None:
+        if rule.hook is not None:
+            try:
+                rule.hook(peer)
+            except Exception:  # a harness's hook must not break the proxy
+                self._count("hook errors")
 
     def _hold(self) -> None:
         while (left := self._hole_until - time.monotonic()) > 0:

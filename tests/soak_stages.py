@@ -1,0 +1,43 @@
+"""Stages of the fault soak (tests/faultsoak.py): each run of ``soak.tally`` leaves a start
+line and, when it gets to the end, an end line in a tally file, so the harness can count
+how many times a stage function started and finished, by which process, and when."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from pipeline.registry import REGISTRY, stage
+
+
+def _line(path: str, kind: str, ctx: Any) -> None:
+    with open(Path(path), "a") as f:  # one short append: atomic on Linux
+        f.write(f"{kind} {ctx.job.id} {ctx.job.attempt} {os.getpid()} {time.time():.6f}\n")
+
+
+@stage("soak.tally", registry=REGISTRY, attempts=6)
+def tally(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    _line(params["tally"], "S", ctx)
+    seconds = float(params.get("seconds", 0))
+    steps = max(1, int(seconds / 0.05))
+    for i in range(steps):
+        time.sleep(seconds / steps)
+        if i % 4 == 3:
+            ctx.progress(100 * (i + 1) / steps, "working")
+    _line(params["tally"], "E", ctx)
+    return {"n": params["n"], "inputs": sorted(inputs)}
+
+
+def read_tally(path: Path) -> dict[str, list[tuple[str, int, int, float]]]:
+    """job id -> its lines as (kind, attempt, pid, time), in file order."""
+    out: dict[str, list[tuple[str, int, int, float]]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) != 5:
+                continue  # a line cut by a kill mid-write
+            kind, job, attempt, pid, t = parts
+            out.setdefault(job, []).append((kind, int(attempt), int(pid), float(t)))
+    return out

@@ -1,0 +1,27 @@
+"""The fault soak, short: 30 s of network faults then 30 s of every fault (worker and
+Redis SIGKILLs, Ctrl-C, cancels) against real workers and a real Valkey, seeded, each
+followed by the invariants of tests/faultsoak.py. The long run is benchmarks/fault_soak.py
+(figures in docs/faults.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.faultsoak import Soak, SoakConfig
+
+SEED = int(os.environ.get("MEDIAPIPE_SOAK_SEED", "20261130"))
+
+
+@pytest.mark.parametrize("mode", ["network", "all"])
+def test_invariants_hold_under_random_faults(mode: str, tmp_path: Path) -> None:
+    cfg = SoakConfig(
+        mode=mode, seconds=30.0, seed=SEED, retention_age=5.0, home=str(tmp_path / "soak")
+    )
+    report = Soak(cfg).run()
+    print(report.text())
+    assert sum(report.faults.values()) >= 5, report.text()
+    assert report.dags.get("completed", 0) >= 20, report.text()
+    assert not report.violations, report.text()
