@@ -18,10 +18,18 @@ SEED = int(os.environ.get("MEDIAPIPE_SOAK_SEED", "20261130"))
 @pytest.mark.parametrize("mode", ["network", "all"])
 def test_invariants_hold_under_random_faults(mode: str, tmp_path: Path) -> None:
     cfg = SoakConfig(
-        mode=mode, seconds=30.0, seed=SEED, retention_age=5.0, home=str(tmp_path / "soak")
+        mode=mode,
+        seconds=30.0,
+        seed=SEED,
+        fault_interval=1.0,
+        retention_age=5.0,
+        home=str(tmp_path / "soak"),
     )
     report = Soak(cfg).run()
     print(report.text())
-    assert sum(report.faults.values()) >= 5, report.text()
+    assert sum(report.faults.values()) >= 10, report.text()
+    if mode == "all":
+        assert report.faults.get("kill redis", 0) >= 1, report.text()
+        assert report.faults.get("kill worker", 0) >= 1, report.text()
     assert report.dags.get("completed", 0) >= 20, report.text()
     assert not report.violations, report.text()
