@@ -15,9 +15,11 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.context import JobContext, running
-from pipeline.errors import PermanentError, ServiceUnavailableError, disk_full
+from pipeline.errors import PermanentError
 from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.model import Dag
+from workers import wire
+from workers.outcomes import Failure
 
 _functions: dict[str, Any] = {}
 
@@ -41,21 +43,21 @@ class PipeReporter:
         self.conn = conn
 
     def progress(self, job: ClaimedJob, percent: float, message: str = "", **fields: Any) -> None:
-        self.conn.send(("progress", job.id, percent, message, fields))
+        wire.send(self.conn, "progress", job.id, percent, message, fields)
 
     def check_service(self, job: ClaimedJob, service: str) -> float:
         """Seconds to wait before using ``service`` (0: go), as the parent's breaker says."""
-        self.conn.send(("check_service", job.id, service))
+        wire.send(self.conn, "check_service", job.id, service)
         reply = self.conn.recv()
         return float(reply[1])
 
     def temp_created(self, job: ClaimedJob, path: str) -> None:
         # Sent before the file exists: when the parent kills this process, it knows every
         # temporary output the job had started and removes them.
-        self.conn.send(("temp", job.id, path))
+        wire.send(self.conn, "temp", job.id, path)
 
     def add_children(self, job: ClaimedJob, sub: Dag) -> int:
-        self.conn.send(("add_children", job.id, sub))
+        wire.send(self.conn, "add_children", job.id, wire.dag_to_wire(sub))
         reply = self.conn.recv()
         if reply[0] == "error":
             raise PermanentError(reply[1])
@@ -69,7 +71,7 @@ def child_main(conn: Connection, preload: list[str]) -> None:
     for module in preload:
         importlib.import_module(module)
     reporter = PipeReporter(conn)
-    conn.send(("ready", os.getpid()))
+    wire.send(conn, "ready", os.getpid())
     while True:
         try:
             msg = conn.recv()
@@ -90,15 +92,9 @@ def child_main(conn: Connection, preload: list[str]) -> None:
         except PermanentError as bad:
             _send_error(conn, job, bad, "")
             continue
-        conn.send(("done", job.id, str(body)))
+        wire.send(conn, "done", job.id, str(body))
 
 
 def _send_error(conn: Connection, job: ClaimedJob, exc: BaseException, tb: str) -> None:
-    exc = disk_full(exc) or exc  # one retryable line, however deep the write failed
-    # For an unavailable service: how long to wait (-1: the worker decides); else None.
-    wait = None
-    if isinstance(exc, ServiceUnavailableError):
-        wait = exc.retry_after if exc.retry_after is not None else -1.0
-    conn.send(
-        ("error", job.id, type(exc).__name__, str(exc), isinstance(exc, PermanentError), tb, wait)
-    )
+    # What the error's class decided travels, not only its name (see workers/outcomes.py).
+    wire.send(conn, "error", job.id, Failure.of(exc, tb).to_json())

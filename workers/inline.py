@@ -19,15 +19,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipeline.breaker import ServiceBreakers
 from pipeline.broker import Broker
 from pipeline.context import JobContext, JobStopped, running
 from pipeline.jobs import ClaimedJob, RawJSON, encode_result
 from pipeline.registry import Registry
+from workers.outcomes import Failure, record
 
 log = logging.getLogger("mediapipe.inline")
 
@@ -100,6 +101,9 @@ class InlineRunner:
         lease = broker.lease_ms / 1000
         self.stall_check = stall_check if stall_check is not None else lease / 2
         self.keeper = LeaseKeeper(broker, max(0.05, lease / 3))
+        self.breakers = ServiceBreakers(
+            broker.redis, namespace=broker.keys.namespace, scripts=broker.scripts
+        )
         self.processed = 0
         self._held: deque[ClaimedJob] = deque()
         self._done: list[tuple[ClaimedJob, Any]] = []
@@ -184,7 +188,7 @@ class InlineRunner:
         if code == 0:
             log.warning("job %s: lease lost to another worker; stopped here", job.id)
             return
-        outcome = self.broker.fail_with(job, "Cancelled", "the DAG was cancelled", permanent=True)
+        outcome = record(self.broker, job, Failure.cancelled())
         log.info("job %s stopped (%s): its DAG was cancelled", job.id, outcome)
 
     def _record_done(self, job: ClaimedJob, body: RawJSON) -> None:
@@ -195,11 +199,13 @@ class InlineRunner:
         self._done.append((job, body))
 
     def _record_failure(self, job: ClaimedJob, exc: BaseException) -> None:
+        """What the error's class decides, as the worker node does (workers/outcomes.py):
+        retry or dead, or deferred without spending the attempt when a service is down."""
         self.processed += 1
         self.keeper.drop(job)
-        tb = "".join(traceback.format_exception(exc))
-        outcome = self.broker.fail(job, exc, tb=tb)
-        log.info("job %s failed (%s): %s", job.id, outcome, exc)
+        service = job.params.get("service") if isinstance(job.params, dict) else None
+        outcome = record(self.broker, job, Failure.of(exc), service=service, breakers=self.breakers)
+        log.info("job %s %s: %s", job.id, outcome, exc)
 
     def execute(self, job: ClaimedJob) -> RawJSON:
         spec = self.registry.get(job.stage)

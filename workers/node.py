@@ -46,8 +46,10 @@ from pipeline.outage import SERVICE_GIVE_UP, Outage
 from pipeline.registry import REGISTRY, Registry
 from pipeline.retention import Pruned, Retention, prune_step
 from pipeline.routing import orphan_queues
+from workers import wire
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
 from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
+from workers.outcomes import DEFER, THROTTLE, Failure, record
 from workers.pool import Child, Pool
 from workers.waker import Waker
 
@@ -153,7 +155,8 @@ class WorkerNode:
         self.health: HealthServer | None = None
         self.held: deque[ClaimedJob] = deque()
         self.outbox: list[tuple[ClaimedJob, Any]] = []
-        self.failbox: list[tuple[ClaimedJob, str, str, bool, str]] = []
+        # failures not yet recorded (Redis away): (job, failure, service it needs)
+        self.failbox: list[tuple[ClaimedJob, Failure, str | None]] = []
         self.in_use = 0
         self.done = 0
         self.failed = 0
@@ -456,7 +459,7 @@ class WorkerNode:
             if job.id == job_id:
                 self.held.remove(job)
                 if cancelled:
-                    self._fail(job, "Cancelled", "the DAG was cancelled", True, "")
+                    self._fail(job, Failure.cancelled())
                 return
         for child in self.pool.children:
             if child.job is not None and child.job.id == job_id:
@@ -464,7 +467,7 @@ class WorkerNode:
                 self._free(child)
                 self.pool.replace(child)
                 if cancelled:
-                    self._fail(job, "Cancelled", "the DAG was cancelled", True, "")
+                    self._fail(job, Failure.cancelled())
                 else:
                     log.warning("job %s: lease lost to another worker; stopped here", job_id)
                 return
@@ -478,7 +481,7 @@ class WorkerNode:
                 self.pool.replace(child)
                 msg = f"job {job.id} ran past its timeout of {job.timeout:g}s and was stopped"
                 log.warning(msg)
-                self._fail(job, JobTimeoutError.__name__, msg, False, "")
+                self._fail(job, Failure(JobTimeoutError.__name__, msg))
 
     def _observe(self) -> None:
         """Gauges that describe the present: capacity, queues, breakers."""
@@ -620,13 +623,8 @@ class WorkerNode:
             try:
                 spec = self.registry.get(job.stage)
             except Exception:
-                self._fail(
-                    job,
-                    "UnknownStage",
-                    f"stage {job.stage!r} is not installed on worker {self.worker_id}",
-                    False,
-                    "",
-                )
+                msg = f"stage {job.stage!r} is not installed on worker {self.worker_id}"
+                self._fail(job, Failure("UnknownStage", msg))
                 continue
             service = job.params.get("service") if isinstance(job.params, dict) else None
             probe = False
@@ -657,9 +655,8 @@ class WorkerNode:
     def _defer(self, job: ClaimedJob, delay: float, reason: str) -> None:
         self.metrics.deferred.labels(job.stage, job.queue).inc()
         if self._call(self.broker.release, [job], delay=delay, reason=reason) is None:
-            self.failbox.append(
-                (job, "ServiceUnavailableError", f"waiting for {reason}", False, "")
-            )
+            waiting = Failure("ServiceUnavailableError", f"waiting for {reason}", DEFER, wait=delay)
+            self.failbox.append((job, waiting, None))
         else:
             log.info("job %s deferred %.1fs: waiting for %s", job.id, delay, reason)
 
@@ -671,8 +668,8 @@ class WorkerNode:
     def _flush(self, claim: int = 0) -> None:
         if self.failbox and self.redis_ok:
             pending, self.failbox = self.failbox, []
-            for job, etype, msg, permanent, tb in pending:
-                self._fail(job, etype, msg, permanent, tb)
+            for job, failure, service in pending:
+                self._fail(job, failure, service)
         if not self.outbox or not self.redis_ok:
             return
         done, self.outbox = self.outbox, []
@@ -696,18 +693,31 @@ class WorkerNode:
             return
         reported(reply)
 
-    def _fail(self, job: ClaimedJob, etype: str, msg: str, permanent: bool, tb: str) -> None:
-        self.failed += 1
-        self.metrics.failed.labels(job.stage, job.queue).inc()
-        outcome = self._call(self.broker.fail_with, job, etype, msg, permanent=permanent, tb=tb)
+    def _fail(self, job: ClaimedJob, failure: Failure, service: str | None = None) -> None:
+        """Record what the failure's class decided (workers/outcomes.py), or keep it in
+        the failbox until Redis is back."""
+        if failure.action in (DEFER, THROTTLE):
+            self.metrics.deferred.labels(job.stage, job.queue).inc()
+        else:
+            self.failed += 1
+            self.metrics.failed.labels(job.stage, job.queue).inc()
+        outcome = record(
+            self.broker,
+            job,
+            failure,
+            service=service,
+            breakers=self.breakers,
+            policy=self.config.breaker,
+            call=self._call,
+        )
         if outcome == "retry":
             self.metrics.retried.labels(job.stage, job.queue).inc()
         elif outcome == "dead":
             self.metrics.dead.labels(job.stage, job.queue).inc()
         if outcome is None:
-            self.failbox.append((job, etype, msg, permanent, tb))
+            self.failbox.append((job, failure, service))
         else:
-            log.info("job %s failed (%s): %s: %s", job.id, outcome, etype, msg)
+            log.info("job %s %s: %s: %s", job.id, outcome, failure.error_type, failure.message)
 
     # -- waiting for children -----------------------------------------------------
     def _wait_timeout(self, now: float) -> float:
@@ -750,8 +760,13 @@ class WorkerNode:
         conn: Connection = child.conn
         try:
             while conn.poll():
-                self._on_message(child, conn.recv())
+                self._on_message(child, wire.recv(conn))
         except (EOFError, OSError):
+            self._on_crash(child)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            # Only plain, well-formed data is taken from a child (it decodes untrusted
+            # media); anything else ends it like a crash.
+            log.error("pool child %d sent a malformed message (%s)", child.pid, exc)
             self._on_crash(child)
 
     def _on_crash(self, child: Child) -> None:
@@ -766,9 +781,9 @@ class WorkerNode:
             how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             msg = f"the process running job {job.id} died ({how})"
             log.warning(msg)
-            self._fail(job, WorkerCrashedError.__name__, msg, False, "")
+            self._fail(job, Failure(WorkerCrashedError.__name__, msg))
 
-    def _on_message(self, child: Child, msg: tuple[Any, ...]) -> None:
+    def _on_message(self, child: Child, msg: list[Any]) -> None:
         kind = msg[0]
         job = child.job
         if kind == "ready":
@@ -777,20 +792,23 @@ class WorkerNode:
             return  # a late message from a job already stopped
         elif kind == "progress":
             _, _, pct, message, fields = msg
+            pct, message, fields = float(pct), str(message), dict(fields)
             if "speed" in fields:
                 self.metrics.ffmpeg_speed.labels(job.stage).set(float(fields["speed"]))
             self._call(self.broker.progress, job, pct, message, **fields)
         elif kind == "check_service":
-            child.conn.send(("wait", self._service_wait(child, msg[2])))
+            child.conn.send(("wait", self._service_wait(child, str(msg[2]))))
         elif kind == "temp":
-            Pool.note_temp(child, msg[2])  # swept if the child is killed
+            Pool.note_temp(child, str(msg[2]))  # swept if the child is killed
         elif kind == "add_children":
             try:
-                n = self.broker.add_children(job, msg[2])
+                n = self.broker.add_children(job, wire.dag_from_wire(msg[2]))
                 child.conn.send(("ok", n))
             except Exception as exc:  # includes Redis errors: the stage decides
                 child.conn.send(("error", str(exc)))
         elif kind == "done":
+            if not isinstance(msg[2], str):
+                raise TypeError("a result must arrive as JSON text")
             service = child.extra.pop("service", None)
             self.metrics.duration.labels(job.stage, job.queue).observe(
                 time.monotonic() - child.started
@@ -803,15 +821,9 @@ class WorkerNode:
                 self._call(self.breakers.outcome, service, True)
             self.outbox.append((job, RawJSON(msg[2])))
         elif kind == "error":
-            _, _, etype, message, permanent, tb, wait = msg
             service = child.extra.pop("service", None)
             self._free(child)
-            if wait is not None:
-                if etype == "ThrottledError" and wait > 0:
-                    self._call(self.broker.throttle, job.queue, wait)
-                self._service_down(job, service, message, wait)
-            else:
-                self._fail(job, etype, message, permanent, tb)
+            self._fail(job, Failure.from_json(msg[2]), service)
 
     def _service_wait(self, child: Child, service: str) -> float:
         """0 when the job may call ``service`` now; else seconds to wait. The half-open
@@ -823,16 +835,3 @@ class WorkerNode:
         if state == "closed" or (state == "half_open" and child.extra.get("probe")):
             return 0.0
         return max(left, 0.5)
-
-    def _service_down(
-        self, job: ClaimedJob, service: str | None, message: str, wait: float
-    ) -> None:
-        """A service the job needs failed it: count it against the breaker and defer the
-        job without spending its attempt, rather than fail it."""
-        state = self._call(self.breakers.outcome, service, False) if service else None
-        if wait < 0:
-            wait = (
-                self.config.breaker.cooldown if state == "open" else job.backoff.delay(job.attempt)
-            )
-        log.warning("job %s: %s", job.id, message)
-        self._defer(job, wait, f"{service or 'a service'} ({message})")

@@ -16,6 +16,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.jobs import ClaimedJob
+from workers import wire
 from workers.child import child_main
 from workers.proctree import kill_tree
 
@@ -97,10 +98,10 @@ class Pool:
         those announced in messages nobody read yet (a killed job cannot rename or remove
         them, and no later attempt may come: its DAG was cancelled)."""
         temps = child.extra.pop("temps", [])
-        with contextlib.suppress(EOFError, OSError):
+        with contextlib.suppress(EOFError, OSError, ValueError):
             while child.conn.poll():
-                msg = child.conn.recv()
-                if isinstance(msg, tuple) and msg and msg[0] == "temp":
+                msg = wire.recv(child.conn)
+                if msg[0] == "temp" and len(msg) == 3 and isinstance(msg[2], str):
                     temps.append(msg[2])
         for path in temps:
             remove_temp(path)

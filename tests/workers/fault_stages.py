@@ -39,3 +39,38 @@ def runs(tally_file: Path) -> dict[str, int]:
             job = line.split()[0]
             out[job] = out.get(job, 0) + 1
     return out
+
+
+@stage("f.pickle_to_parent", registry=REGISTRY, attempts=2)
+def pickle_to_parent(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> str:
+    """What a pool child taken over through a decoder could do: send its parent a pickle
+    (here a harmless one that would create a file when unpickled) instead of a message."""
+    import pickle
+
+    if ctx.job.attempt == 1:
+        evil = pickle.dumps(_Touch(params["marker"]))
+        ctx._reporter.conn.send_bytes(evil)
+        time.sleep(5)  # the parent must not wait for anything more from this child
+    return "second attempt"
+
+
+class _Touch:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Path.touch, (Path(self.path),))
+
+
+_down_once: set[str] = set()
+
+
+@stage("f.service_down_once", registry=REGISTRY, attempts=1)
+def service_down_once(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+    from pipeline.errors import ServiceUnavailableError
+
+    marker = Path(params["marker"])
+    if not marker.exists():
+        marker.write_text("down once")
+        raise ServiceUnavailableError("storage is down", retry_after=0.1)
+    return ctx.job.attempt
