@@ -41,6 +41,7 @@ from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.model import routed_queue
 from pipeline.registry import REGISTRY, BatchSpec, Registry
 from workers.inline import InlineRunner
+from workers.outcomes import Failure, record
 
 log = logging.getLogger("mediapipe.batch")
 
@@ -192,7 +193,8 @@ class BatchRunner(InlineRunner):
         )
         for job in jobs:
             try:
-                self.broker.fail(job, JobTimeoutError(f"job ran past its timeout of {limit:g} s"))
+                late = JobTimeoutError(f"job ran past its timeout of {limit:g} s")
+                record(self.broker, job, Failure.of(late, ""))
             except Exception:  # Redis down: the leases expire and the jobs are reclaimed
                 log.warning("could not record the timeout of %s", job.id, exc_info=True)
         self._exit(EXIT_TIMED_OUT)
@@ -206,7 +208,7 @@ class BatchRunner(InlineRunner):
         for job, code in zip(jobs, codes, strict=True):
             if code == 2:
                 try:
-                    self.broker.fail_with(job, "Cancelled", "the DAG was cancelled", permanent=True)
+                    record(self.broker, job, Failure.cancelled())
                 except Exception:  # Redis down: the lease expires; reclaim ends it cancelled
                     log.warning("could not record the cancel of %s", job.id, exc_info=True)
         self._exit(EXIT_STOPPED)
