@@ -42,7 +42,7 @@ from pipeline.errors import JobTimeoutError
 from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
 from pipeline.model import routed_queue
-from pipeline.outage import SERVICE_GIVE_UP, Outage
+from pipeline.outage import ENV_GIVE_UP, SERVICE_GIVE_UP, Outage, describe
 from pipeline.registry import REGISTRY, Registry
 from pipeline.retention import Pruned, Retention, prune_step
 from pipeline.routing import orphan_queues
@@ -162,6 +162,8 @@ class WorkerNode:
         self.failed = 0
         self.stopping = False
         self.hard_stop = False
+        self.gave_up = False  # Redis stayed away past the give-up time: exit code 3
+        self._down_since = 0.0
         self.drain_deadline = float("inf")
         self.redis_ok = True
         self._reconnect_at = 0.0
@@ -260,6 +262,8 @@ class WorkerNode:
                 self._wait(self._wait_timeout(now))
         finally:
             reported = self._shutdown()
+        if self.gave_up:
+            return 3
         return 0 if reported else 1
 
     def _start_scheduler(self) -> None:
@@ -272,7 +276,10 @@ class WorkerNode:
             while not self._scheduler_stop.is_set():
                 try:
                     run_scheduler(client, self._scheduler_stop)
-                except Exception:  # Redis away or a bad schedule: keep the node up
+                except _REDIS_DOWN as exc:  # the node's loop says so once, in one line
+                    log.debug("scheduler: Redis unreachable (%s); restarting", exc)
+                    self._scheduler_stop.wait(2)
+                except Exception:  # a bad schedule: keep the node up
                     log.warning("scheduler stopped; restarting", exc_info=True)
                     self._scheduler_stop.wait(5)
 
@@ -363,8 +370,13 @@ class WorkerNode:
                 self._in_doubt = (fn, args, kwargs)
                 self._on_replay = replay
             self.redis_ok = False
-            self._reconnect_at = time.monotonic() + self._reconnect_delay
-            log.warning("Redis unreachable (%s): keeping jobs running, retrying", exc)
+            self._down_since = time.monotonic()
+            self._reconnect_at = self._down_since + self._reconnect_delay
+            log.warning(
+                "Redis unreachable (%s): keeping jobs running, retrying %s",
+                exc,
+                describe(self.outage.give_up),
+            )
             return None
 
     def _replay(self) -> bool:
@@ -417,6 +429,14 @@ class WorkerNode:
     def _housekeeping(self, now: float) -> None:
         if not self.redis_ok and not self._try_reconnect():
             self._check_timeouts(now)
+            if now - self._down_since >= self.outage.give_up:
+                log.error(
+                    "Redis unreachable for %.0fs: giving up (%s=%g); stopping the running jobs",
+                    now - self._down_since,
+                    ENV_GIVE_UP,
+                    self.outage.give_up,
+                )
+                self.gave_up = self.hard_stop = True
             return
         lease = self.config.lease
         if self._due("extend", max(0.05, lease / 3), now):

@@ -114,3 +114,25 @@ def test_jobs_claimed_from_a_capability_queue_are_reclaimed_when_its_workers_are
     keys = Keys(namespace)
     assert stage_client.redis.zcard(keys.active("default@gpu")) == 0
     assert cpu.poll() is None
+
+
+def test_a_running_worker_gives_up_after_the_configured_time_with_exit_3(
+    own_server: EmbeddedServer, workers: Workers, namespace: str, tmp_path: Path
+) -> None:
+    client = Client(own_server.client(), namespace=namespace, registry=REGISTRY)
+    workers.client = client
+    os.environ["MEDIAPIPE_REDIS_GIVE_UP"] = "2"
+    try:
+        w = workers.spawn("--concurrency", "1", *FAULT_STAGES, url=own_server.url)
+    finally:
+        del os.environ["MEDIAPIPE_REDIS_GIVE_UP"]
+    dag = _tally_dag(1, tmp_path / "tally", seconds=30.0)
+    client.submit(dag)
+    wait_for(lambda: (client.job(dag.job_id("j0")) or {}).get("state") == "active", what="start")
+    own_server.stop()
+    t0 = time.monotonic()
+    assert w.wait(20) == 3
+    assert 2.0 <= time.monotonic() - t0 < 12.0
+    log = workers.log(w)
+    assert "giving up" in log and "Traceback" not in log
+    assert log.count("Redis unreachable (") == 1  # one notice, then one line to give up
