@@ -21,16 +21,18 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pipeline.breaker import ServiceBreakers
 from pipeline.broker import Broker
 from pipeline.context import JobContext, JobStopped, running
 from pipeline.jobs import ClaimedJob, RawJSON, encode_result
+from pipeline.outage import REDIS_DOWN, SERVICE_GIVE_UP, Outage
 from pipeline.registry import Registry
 from workers.outcomes import Failure, record
 
 log = logging.getLogger("mediapipe.inline")
+T = TypeVar("T")
 
 
 class LeaseKeeper(threading.Thread):
@@ -68,7 +70,9 @@ class LeaseKeeper(threading.Thread):
                 continue
             try:
                 codes = self.broker.extend(held)
-            except Exception:  # a Redis blip must not kill the keeper; the next tick retries
+            except REDIS_DOWN:  # the runner's own calls say so; the next tick retries
+                continue
+            except Exception:  # nothing may kill the keeper
                 log.warning("lease extension failed", exc_info=True)
                 continue
             with self._lock:
@@ -101,6 +105,7 @@ class InlineRunner:
         lease = broker.lease_ms / 1000
         self.stall_check = stall_check if stall_check is not None else lease / 2
         self.keeper = LeaseKeeper(broker, max(0.05, lease / 3))
+        self.outage = Outage(default_give_up=SERVICE_GIVE_UP, notice=log.warning)
         self.breakers = ServiceBreakers(
             broker.redis, namespace=broker.keys.namespace, scripts=broker.scripts
         )
@@ -117,7 +122,7 @@ class InlineRunner:
             while not stop() and (max_jobs is None or self.processed < max_jobs):
                 now = time.monotonic()
                 if now >= next_stall_check:
-                    self.broker.reclaim_stalled(self.queues)
+                    self._redis(self.broker.reclaim_stalled, self.queues)
                     next_stall_check = now + self.stall_check
                 self._tick(now)
                 if not self._held and not self._refill(now, next_stall_check):
@@ -128,10 +133,17 @@ class InlineRunner:
         finally:
             self._flush(fetch=False)
             if self._held:
-                self.broker.release(list(self._held))
+                self._redis(self.broker.release, list(self._held))
                 self._held.clear()
             self.keeper.stop()
         return self.processed
+
+    def _redis(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, riding out a Redis outage: one line when it starts and
+        one when it ends, retried with backoff meanwhile (``MEDIAPIPE_REDIS_GIVE_UP``:
+        never by default). A transition repeated with the same arguments is a resend of
+        the one whose reply was lost, so it runs once (see pipeline/scripts)."""
+        return self.outage.call(lambda: fn(*args, **kwargs))
 
     def _tick(self, now: float) -> None:
         """Called once per loop turn, busy or idle (subclasses heartbeat here)."""
@@ -143,11 +155,12 @@ class InlineRunner:
         if self._done:
             self._flush(fetch=True)
         else:
-            jobs, wake = self.broker.claim(self.queues, self.prefetch)
+            jobs, wake = self._redis(self.broker.claim, self.queues, self.prefetch)
             self._take(jobs)
             if not jobs:
                 wait = self.idle_wait if wake < 0 else min(wake, self.idle_wait)
-                self.broker.wait_for_work(self.queues, min(wait, max(0.01, next_stall_check - now)))
+                timeout = min(wait, max(0.01, next_stall_check - now))
+                self._redis(self.broker.wait_for_work, self.queues, timeout)
         return bool(self._held)
 
     def _take(self, jobs: list[ClaimedJob]) -> None:
@@ -158,8 +171,11 @@ class InlineRunner:
         if not self._done and not fetch:
             return
         done, self._done = self._done, []
-        _, nxt = self.broker.complete_many(
-            done, next_from=self.queues if fetch else (), count=self.prefetch
+        _, nxt = self._redis(
+            self.broker.complete_many,
+            done,
+            next_from=self.queues if fetch else (),
+            count=self.prefetch,
         )
         for job, _ in done:
             self.keeper.drop(job)
@@ -188,7 +204,7 @@ class InlineRunner:
         if code == 0:
             log.warning("job %s: lease lost to another worker; stopped here", job.id)
             return
-        outcome = record(self.broker, job, Failure.cancelled())
+        outcome = record(self.broker, job, Failure.cancelled(), call=self._redis)
         log.info("job %s stopped (%s): its DAG was cancelled", job.id, outcome)
 
     def _record_done(self, job: ClaimedJob, body: RawJSON) -> None:
@@ -204,7 +220,14 @@ class InlineRunner:
         self.processed += 1
         self.keeper.drop(job)
         service = job.params.get("service") if isinstance(job.params, dict) else None
-        outcome = record(self.broker, job, Failure.of(exc), service=service, breakers=self.breakers)
+        outcome = record(
+            self.broker,
+            job,
+            Failure.of(exc),
+            service=service,
+            breakers=self.breakers,
+            call=self._redis,
+        )
         log.info("job %s %s: %s", job.id, outcome, exc)
 
     def execute(self, job: ClaimedJob) -> RawJSON:

@@ -136,3 +136,36 @@ def test_a_running_worker_gives_up_after_the_configured_time_with_exit_3(
     log = workers.log(w)
     assert "giving up" in log and "Traceback" not in log
     assert log.count("Redis unreachable (") == 1  # one notice, then one line to give up
+
+
+def test_the_inline_runner_rides_out_a_restart_and_runs_each_job_once(
+    own_server: EmbeddedServer, namespace: str, tmp_path: Path
+) -> None:
+    """The inline runner (and the batch lanes built on it) keep their jobs through an
+    outage: a job finishing while Redis is away is reported when it is back."""
+    import threading
+
+    from pipeline.broker import Broker
+    from workers.inline import InlineRunner
+
+    def connect() -> object:
+        return own_server.client(socket_timeout=1.0)
+
+    client = Client(connect(), namespace=namespace, registry=REGISTRY)  # type: ignore[arg-type]
+    broker = Broker(connect(), namespace=namespace, registry=REGISTRY, lease=20.0)  # type: ignore[arg-type]
+    tally = tmp_path / "tally"
+    dag = _tally_dag(3, tally, seconds=1.0)
+    client.submit(dag)
+    done = threading.Event()
+    runner = InlineRunner(broker, idle_wait=0.2)
+    thread = threading.Thread(target=runner.run, args=(done.is_set,), daemon=True)
+    thread.start()
+    wait_for(lambda: (client.job(dag.job_id("j0")) or {}).get("state") == "active", what="start")
+    own_server.stop()
+    time.sleep(7.0)  # longer than a call resends by itself; j0 finishes meanwhile
+    own_server.ensure_running()
+    client = Client(connect(), namespace=namespace, registry=REGISTRY)  # type: ignore[arg-type]
+    wait_for(lambda: client.dag_state(dag.id) == "completed", 30, "the DAG to complete")
+    done.set()
+    thread.join(10)
+    _assert_ran_once(client, dag, tally)
