@@ -79,23 +79,21 @@ class BatchRunner(InlineRunner):
     def _tick(self, now: float) -> None:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT
-            try:
-                self.broker.heartbeat(
-                    5 * HEARTBEAT,
-                    {
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                        "tags": ",".join(self.tags),
-                        "queues": ",".join(self.queues),
-                        "capacity": self.batch.size,
-                        "in_use": len(self._held),
-                        "jobs_done": self.processed,
-                        "state": "running",
-                        "lane": f"batch:{self.batch.stage}",
-                    },
-                )
-            except Exception:  # a Redis blip: the next tick registers again
-                log.warning("heartbeat failed", exc_info=True)
+            self._redis(  # rides out an outage as the lane's other calls do
+                self.broker.heartbeat,
+                5 * HEARTBEAT,
+                {
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "tags": ",".join(self.tags),
+                    "queues": ",".join(self.queues),
+                    "capacity": self.batch.size,
+                    "in_use": len(self._held),
+                    "jobs_done": self.processed,
+                    "state": "running",
+                    "lane": f"batch:{self.batch.stage}",
+                },
+            )
 
     def _run_held(self) -> None:
         # A job leaves _held when it starts: a lane that ends early (_exit) hands back the
