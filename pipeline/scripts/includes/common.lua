@@ -108,7 +108,7 @@ end
 -- depends on) failed, failed otherwise; a cancelled DAG stays cancelled. retry_dead
 -- reopens a finished DAG and a later call closes it again.
 local function settle_dag(dag, now)
-  local d = redis.call('HMGET', k_dag(dag), 'state', 'open', 'roots_failed', 'finished')
+  local d = redis.call('HMGET', k_dag(dag), 'state', 'open', 'roots_failed', 'finished', 'idem')
   -- A cancelled DAG stops answering for its idempotency key at once: submitting again
   -- starts the work over instead of returning the cancelled DAG.
   if d[1] == 'cancelled' then release_idem(dag) end
@@ -121,7 +121,7 @@ local function settle_dag(dag, now)
   if state ~= 'cancelled' then
     -- The key keeps returning the finished DAG for the window every pruning node
     -- publishes, then expires (or goes with the DAG if that is pruned first).
-    local idem = redis.call('HGET', k_dag(dag), 'idem')
+    local idem = d[5]  -- read with the rest: settling is on the hot path
     if idem and idem ~= '' and redis.call('GET', k_idem(idem)) == dag then
       local ms = tonumber(redis.call('HGET', k_retention(), 'idem_ms')) or IDEM_MS_DEFAULT
       redis.call('PEXPIRE', k_idem(idem), ms)

@@ -16,19 +16,25 @@ local function request(KEYS, ARGV, transition)
   local rid = table.remove(ARGV)
   P = KEYS[1]
   if mode == '' then return transition(KEYS, ARGV) end
-  local client, seq = string.match(rid, '^(.+):(%d+)$')
-  seq = tonumber(seq)
+  local client, digits = string.match(rid, '^(.+):(%d+)$')
+  local seq = tonumber(digits)
   local key = P .. 'req:' .. client
-  local prev = redis.call('GET', key)
-  if prev then
-    local rec = cmsgpack.unpack(prev)
-    if rec[1] == seq then return rec[2] end
-    if rec[1] > seq then
+  -- The record is "<seq>:<msgpack of {reply}>": the sequence number is read from its
+  -- first bytes (GETRANGE, no copy of the reply), the reply read only for a resend.
+  local head = redis.call('GETRANGE', key, 0, 24)
+  if head ~= '' then
+    local at = string.find(head, ':', 1, true)
+    local last = tonumber(string.sub(head, 1, at - 1))
+    if last == seq then
+      local prev = redis.call('GET', key)
+      return cmsgpack.unpack(string.sub(prev, at + 1))[1]
+    end
+    if last > seq then
       return redis.error_reply('STALE request ' .. rid .. ': a newer one of this client ran')
     end
   end
   local reply = transition(KEYS, ARGV)
   if type(reply) == 'table' and reply.err then return reply end
-  redis.call('SET', key, cmsgpack.pack({seq, reply}), 'PX', REQUEST_TTL_MS)
+  redis.call('SET', key, digits .. ':' .. cmsgpack.pack({reply}), 'PX', REQUEST_TTL_MS)
   return reply
 end
