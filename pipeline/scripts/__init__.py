@@ -69,6 +69,11 @@ TRANSITIONS = (
 _INCLUDE = re.compile(r"^--@include (\S+)\n?", re.MULTILINE)
 _PRELUDE = "P = KEYS[1]\n"
 _WRAPPER = "request.lua"  # included by every transition, after its own includes
+# Transitions that record a compact reply and rebuild it on a resend (claim_next.lua).
+_COMPACT = {
+    "claim": ", compact_claim, expand_claim",
+    "complete": ", compact_complete, expand_complete",
+}
 
 # Errors that leave a call in doubt: it may or may not have run.
 IN_DOUBT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
@@ -117,7 +122,8 @@ def source(name: str) -> str:
     """One transition as a self-contained script (the EVALSHA path)."""
     names = _includes_of(_read(name + ".lua"))
     names = [n for n in names if n != _WRAPPER] + [_WRAPPER]
-    return _include_text(names) + _transition(name) + f"return request(KEYS, ARGV, t_{name})\n"
+    call = f"return request(KEYS, ARGV, t_{name}{_COMPACT.get(name, '')})\n"
+    return _include_text(names) + _transition(name) + call
 
 
 @cache
@@ -137,7 +143,7 @@ def library() -> tuple[str, str]:
     for t in TRANSITIONS:
         parts.append(
             f"redis.register_function('{prefix}{t}', "
-            f"function(KEYS, ARGV) return request(KEYS, ARGV, t_{t}) end)\n"
+            f"function(KEYS, ARGV) return request(KEYS, ARGV, t_{t}{_COMPACT.get(t, '')}) end)\n"
         )
     return "".join(parts), prefix
 

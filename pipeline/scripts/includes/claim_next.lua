@@ -40,6 +40,36 @@ local function activate(id, q, worker, token, lease_ms, now)
   return {id, q, token, f[1], f[2], f[3], f[4], attempt, f[6], f[7], f[8], f[9], results}
 end
 
+-- What a resent claim returns (see request.lua): the jobs its token still holds, read
+-- back from their hashes. The request record keeps only {wake, {id, queue, token}...},
+-- not the claimed jobs' params, which made recording a 32-job claim cost 18 % more
+-- server time per job. A job reclaimed since (its lease lapsed) is not handed out again.
+local function compact_claim(reply)
+  if not reply then return false end
+  local out = {reply[1]}
+  for i = 2, #reply do out[i] = {reply[i][1], reply[i][2], reply[i][3]} end
+  return out
+end
+
+local function expand_claim(rec)
+  if not rec then return false end
+  local out = {rec[1]}
+  for i = 2, #rec do
+    local id, q, token = rec[i][1], rec[i][2], rec[i][3]
+    local f = redis.call('HMGET', k_job(id), 'owner', 'state', unpack(CLAIM_FIELDS))
+    if f[1] == token and f[2] == 'active' then
+      local results = {}
+      if f[12] == '1' then results = redis.call('HGETALL', k_results(id)) end
+      out[#out + 1] = {id, q, token, f[3], f[4], f[5], f[6], tonumber(f[7]), f[8], f[9],
+        f[10], f[11], results}
+    end
+  end
+  return out
+end
+
+local function compact_complete(reply) return {reply[1], compact_claim(reply[2])} end
+local function expand_complete(rec) return {rec[1], expand_claim(rec[2])} end
+
 -- Claims up to `count` jobs; tokens are `token .. '/' .. i`, unique per claim.
 local function claim_next(queues, worker, token, lease_ms, now, count)
   local out = {-1}

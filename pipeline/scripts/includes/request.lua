@@ -11,7 +11,9 @@
 -- transitions check everything before they write (a failed check writes nothing).
 local REQUEST_TTL_MS = 600000
 
-local function request(KEYS, ARGV, transition)
+-- `compact` and `expand` (optional) let a transition keep a smaller record and rebuild
+-- its reply from it on a resend (a claim keeps the ids it handed out).
+local function request(KEYS, ARGV, transition, compact, expand)
   local mode = table.remove(ARGV)
   local rid = table.remove(ARGV)
   P = KEYS[1]
@@ -27,7 +29,9 @@ local function request(KEYS, ARGV, transition)
     local last = tonumber(string.sub(head, 1, at - 1))
     if last == seq then
       local prev = redis.call('GET', key)
-      return cmsgpack.unpack(string.sub(prev, at + 1))[1]
+      local rec = cmsgpack.unpack(string.sub(prev, at + 1))[1]
+      if expand then return expand(rec) end
+      return rec
     end
     if last > seq then
       return redis.error_reply('STALE request ' .. rid .. ': a newer one of this client ran')
@@ -35,6 +39,8 @@ local function request(KEYS, ARGV, transition)
   end
   local reply = transition(KEYS, ARGV)
   if type(reply) == 'table' and reply.err then return reply end
-  redis.call('SET', key, digits .. ':' .. cmsgpack.pack({reply}), 'PX', REQUEST_TTL_MS)
+  local rec = reply
+  if compact then rec = compact(reply) end
+  redis.call('SET', key, digits .. ':' .. cmsgpack.pack({rec}), 'PX', REQUEST_TTL_MS)
   return reply
 end
