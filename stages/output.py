@@ -119,6 +119,18 @@ def _tracked(tmp: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _full_disk_named(final: Path) -> Iterator[None]:
+    """A full disk while writing ``final`` becomes one retryable line naming it."""
+    try:
+        yield
+    except OSError as exc:
+        full = disk_full(exc, final)
+        if full is None:
+            raise
+        raise full from exc
+
+
+@contextlib.contextmanager
 def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; rename it to ``final`` on success.
 
@@ -130,13 +142,9 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = _temp_path(final, final.suffix)
     with _tracked(tmp):
         try:
-            yield tmp
-            os.replace(tmp, final)
-        except OSError as exc:
-            full = disk_full(exc, final)
-            if full is None:
-                raise
-            raise full from exc
+            with _full_disk_named(final):
+                yield tmp
+                os.replace(tmp, final)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -151,15 +159,11 @@ def atomic_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     with _tracked(tmp):
         tmp.mkdir()
         try:
-            yield tmp
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        except OSError as exc:
-            full = disk_full(exc, final)
-            if full is None:
-                raise
-            raise full from exc
+            with _full_disk_named(final):
+                yield tmp
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
