@@ -18,6 +18,7 @@ import redis
 import tests.workers.sample_stages  # noqa: F401  (registers the t.* stages)
 from pipeline.client import Client
 from pipeline.registry import REGISTRY
+from pipeline.server import EmbeddedServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -93,3 +94,12 @@ def workers(
     w = Workers(redis_url, namespace, stage_client, tmp_path)
     yield w
     w.kill_all()
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A server of the test's own, to stop and restart."""
+    server = EmbeddedServer(tmp_path / "home")
+    server.ensure_running()
+    yield server
+    server.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from tests.workers.conftest import Workers, wait_for
 from tests.workers.fault_stages import runs
 
 FAULT_STAGES = ("--import", "tests.workers.fault_stages")
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(tmp_path / "home")
-    server.ensure_running()
-    yield server
-    server.stop()
 
 
 def _tally_dag(n: int, tally: Path, seconds: float = 0.0, stage: str = "f.tally") -> Dag:

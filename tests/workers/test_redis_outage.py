@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from pipeline.client import Client
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY
 from pipeline.server import EmbeddedServer
 from tests.workers.conftest import Workers, wait_for
-
-
-@pytest.fixture
-def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(tmp_path / "home")
-    server.ensure_running()
-    yield server
-    server.stop()
 
 
 def _client(server: EmbeddedServer, namespace: str) -> Client:
