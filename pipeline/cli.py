@@ -110,6 +110,7 @@ def server_start() -> None:
 
 
 @server.command("stop")
+@friendly_errors
 def server_stop() -> None:
     """Shut the embedded server down cleanly (its data stays on disk).
 
@@ -122,6 +123,7 @@ def server_stop() -> None:
 
 
 @server.command("status")
+@friendly_errors
 def server_status() -> None:
     """Say whether the embedded server runs, and where (exit 1 when it does not).
 
