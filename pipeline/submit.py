@@ -24,6 +24,7 @@ from pipeline.model import Dag
 from pipeline.outage import Outage
 from pipeline.progress_view import ProgressView
 from stages.manifest import OUTPUT_FIELDS
+from stages.output import output_name
 
 log = logging.getLogger("mediapipe.submit")
 
@@ -64,19 +65,24 @@ def plan(
     from stages.probe import probe
 
     limits = MediaLimits.from_env()
-    used: set[Path] = set()
+    used: set[str] = set()
     storage = out if out.startswith("s3://") else None
     out_root = Path("scratch") if storage else Path(out)
-    planned: list[Planned] = []
-    for raw in paths:
-        path = Path(raw)
-        out_dir = _unique_dir(out_root, path.stem or "input", used)
+    planned = [Planned(Path(raw), _unique_dir(out_root, Path(raw).stem, used)) for raw in paths]
+    try:
+        # A named preset is checked once, before any input is probed or queued: a bad
+        # key rejects the whole submission, not each input after the others were queued.
+        fixed = None if preset == "auto" else presets.load(preset)
+    except MediapipeError as exc:
+        for item in planned:
+            item.error, item.status = str(exc), "failed"
+        return planned
+    for item in planned:
+        path, out_dir = item.path, item.out_dir
         name = out_dir.name
-        item = Planned(path, out_dir)
-        planned.append(item)
         try:
             item.facts = probe(path, limits)
-            chosen = presets.load(preset, item.facts["kind"])
+            chosen = fixed or presets.load(preset, item.facts["kind"])
             key = f"{idempotency_key}:{item.facts['sha256']}" if idempotency_key else None
             item.dag = presets.build_dag(
                 str(path.resolve()),
@@ -93,13 +99,17 @@ def plan(
     return planned
 
 
-def _unique_dir(root: Path, stem: str, used: set[Path]) -> Path:
-    candidate, n = root / stem, 1
-    while candidate in used:
+def _unique_dir(root: Path, stem: str, used: set[str]) -> Path:
+    """The input's own folder under ``root``: its stem made a safe name (``output_name``),
+    with "-2", "-3"... for a name already taken in this submission. Names are compared
+    case-folded, so two inputs never share a folder on a case-insensitive filesystem."""
+    base = output_name(stem)
+    name, n = base, 1
+    while name.casefold() in used:
         n += 1
-        candidate = root / f"{stem}-{n}"
-    used.add(candidate)
-    return candidate
+        name = f"{base}-{n}"
+    used.add(name.casefold())
+    return root / name
 
 
 def submit_all(client: Client, planned: list[Planned]) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from pipeline.registry import stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input
 from stages.media_facts import audio_facts
-from stages.output import atomic_output
+from stages.output import atomic_output, output_name, output_path
 from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
@@ -33,8 +33,8 @@ def audio_extract(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> d
 
         raise PermanentError(f"audio codec {codec!r} not supported (use aac or opus)")
     encoder, ext, muxer = CODECS[codec]
-    name = params.get("name") or Path(src).stem
-    final = Path(params["out_dir"]) / f"{name}_audio.{ext}"
+    name = output_name(params.get("name") or Path(src).stem)
+    final = output_path(params["out_dir"], f"{name}_audio.{ext}")
     copy = codec == "aac" and probe["audio"][0]["codec"] == "aac"
     with atomic_output(final) as tmp:
         opts: dict[str, Any] = {"acodec": "copy" if copy else encoder, "f": muxer}

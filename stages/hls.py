@@ -12,7 +12,7 @@ from typing import Any
 
 from pipeline.registry import stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input
-from stages.output import atomic_dir, file_facts
+from stages.output import atomic_dir, file_facts, output_name, output_path
 from stages.storage import fetch, stores_outputs
 from stages.timing import reports_timing
 
@@ -23,15 +23,17 @@ from stages.timing import reports_timing
 def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     renditions = inputs["video_ladder"]["renditions"]
     src = params["input"]
-    name = params.get("name") or Path(src).stem
+    name = output_name(params.get("name") or Path(src).stem)
     seconds = float(params.get("segment_seconds", 4))
-    final = Path(params["out_dir"]) / f"{name}_hls"
+    final = output_path(params["out_dir"], f"{name}_hls")
     variants = []
     with atomic_dir(final) as tmp:
         for i, r in enumerate(renditions):
-            sub = tmp / r["rung"]
+            # Rung names come from the ladder's result: checked again, since this stage
+            # replaces an existing package with whatever it builds here.
+            sub = output_path(tmp, r["rung"])
             sub.mkdir()
-            source = fetch(r["path"], tmp / f".{r['rung']}.mp4", params)
+            source = fetch(r["path"], output_path(tmp, f".{r['rung']}.mp4"), params)
             graph = safe_input(str(source)).output(
                 str(sub / "index.m3u8"),
                 c="copy",

@@ -35,7 +35,7 @@ from pipeline.errors import BadInputError
 from pipeline.registry import stage
 from stages.limits import IMAGE_LOADERS, MediaLimits
 from stages.media_facts import image_facts
-from stages.output import atomic_output
+from stages.output import atomic_output, output_path
 from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
@@ -154,7 +154,7 @@ def render(
             # rounded one, so rounding errors do not add up down the cascade.
             image = _resize(image, width, _scaled(header.height, width, header.width))
         for fmt in fmts:
-            final = Path(out_dir) / f"{stem}_{width}w.{EXTENSIONS[fmt]}"
+            final = output_path(out_dir, f"{stem}_{width}w.{EXTENSIONS[fmt]}")
             frames = header.pages if fmt == "webp" else 1
             with atomic_output(final) as tmp:
                 _save(image, tmp, fmt, frames, q[fmt], (effort or {}).get(fmt), keep_flags)

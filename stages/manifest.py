@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.registry import stage
-from stages.output import atomic_output, file_facts, sweep_dag_temps
+from stages.output import atomic_output, file_facts, output_path, sweep_dag_temps
 from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
@@ -86,7 +86,7 @@ def manifest(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[s
         "dag_id": ctx.job.dag_id,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    final = out_dir / "manifest.json"
+    final = output_path(out_dir, "manifest.json")
     with atomic_output(final) as tmp:
         tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     return {

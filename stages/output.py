@@ -11,6 +11,11 @@ files it had started (the worker parent learns each path before the file exists,
 ``JobContext.temp_created``; a lane removes its own before it exits), a later attempt of
 the same job removes what earlier attempts left next to its outputs, and the DAG's last
 stage removes whatever any attempt of its DAG left in the output folder.
+
+Names come from whoever named the input (a watched drop folder takes uploads), so
+``output_name`` turns one into a safe file name and ``output_path`` is how every stage
+builds a path to write: it refuses a part that is not a plain file name, and a path that
+resolves (symlinks included) outside the job's output folder.
 """
 
 from __future__ import annotations
@@ -18,17 +23,28 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import threading
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.context import current
-from pipeline.errors import disk_full
+from pipeline.errors import BadInputError, disk_full
 
 PART_SUFFIX = ".part"
+
+# An output name keeps ASCII letters, digits, ".", "_" and "-"; any other run of characters
+# becomes one "_". Accents are dropped first (café -> cafe) so Latin names stay readable.
+NAME_CHARS = "A-Za-z0-9._-"
+_NOT_NAME_CHAR = re.compile(f"[^{NAME_CHARS}]+")
+# Room left for what stages append ("_1080p_hls", "_2048w.avif") and for the temporary
+# name around that (".<name>.<8>-<8>-<attempt>-<6>.part.avif"): 255 bytes in all.
+MAX_NAME_BYTES = 100
+FALLBACK_NAME = "input"
 
 _live: set[Path] = set()  # temporary outputs of this process not yet renamed or removed
 _live_lock = threading.Lock()
@@ -40,6 +56,31 @@ def _key(text: str) -> str:
 
 def dag_key(dag_id: str) -> str:
     return _key(dag_id)
+
+
+def output_name(raw: str) -> str:
+    """A file name made from an untrusted name (an input's stem): only ``NAME_CHARS``, not
+    starting or ending with ".", "_" or "-" (no hidden file, no ``..``, nothing a tool reads
+    as an option), at most ``MAX_NAME_BYTES``, never empty (``FALLBACK_NAME``)."""
+    ascii_only = "".join(
+        c for c in unicodedata.normalize("NFKD", raw) if not unicodedata.combining(c)
+    )
+    name = _NOT_NAME_CHAR.sub("_", ascii_only).strip("._-")[:MAX_NAME_BYTES]
+    return name or FALLBACK_NAME
+
+
+def output_path(root: str | os.PathLike[str], *parts: str) -> Path:
+    """``root / parts``, where a stage may write: each part a plain file name (no "/", not
+    "." or "..", no NUL) and the whole resolving inside ``root`` even through symlinks,
+    else a BadInputError (a permanent failure: the job's params are at fault)."""
+    for part in parts:
+        if part in ("", ".", "..") or "/" in part or "\0" in part:
+            raise BadInputError(f"output name {part!r} is not a plain file name")
+    base = Path(root)
+    path = base.joinpath(*parts)
+    if not path.resolve().is_relative_to(base.resolve()):
+        raise BadInputError(f"output {path} resolves outside its output folder {base}")
+    return path
 
 
 def _temp_path(final: Path, suffix: str) -> Path:

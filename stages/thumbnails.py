@@ -16,7 +16,7 @@ from pipeline.registry import stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input
 from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS
 from stages.media_facts import image_facts
-from stages.output import atomic_output
+from stages.output import atomic_output, output_name, output_path
 from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
@@ -64,10 +64,10 @@ def video_poster(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
 
     probe = inputs["probe"]
     src = params["input"]
-    name = params.get("name") or Path(src).stem
+    name = output_name(params.get("name") or Path(src).stem)
     width = min(int(params.get("width", 1280)), probe["width"])
     at = pick_poster_time(src, probe.get("duration"))
-    final = Path(params["out_dir"]) / f"{name}_poster.jpg"
+    final = output_path(params["out_dir"], f"{name}_poster.jpg")
     with atomic_output(final) as tmp:
         graph = (
             safe_input(src, ss=at)
@@ -85,14 +85,14 @@ def video_poster(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
 def video_sprite(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     probe = inputs["probe"]
     src = params["input"]
-    name = params.get("name") or Path(src).stem
+    name = output_name(params.get("name") or Path(src).stem)
     every = float(params.get("every", 2.0))
     tile_w = int(params.get("width", 160))
     duration = probe.get("duration") or every
     count = max(1, math.ceil(duration / every))
     columns = min(count, int(params.get("columns", 10)))
     rows = math.ceil(count / columns)
-    final = Path(params["out_dir"]) / f"{name}_sprite.jpg"
+    final = output_path(params["out_dir"], f"{name}_sprite.jpg")
     with atomic_output(final) as tmp:
         graph = (
             safe_input(src)

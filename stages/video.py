@@ -22,7 +22,7 @@ from pipeline.errors import BadInputError
 from pipeline.registry import stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input
 from stages.media_facts import video_facts
-from stages.output import atomic_output
+from stages.output import atomic_output, output_name, output_path
 from stages.storage import stores_outputs
 from stages.timing import reports_timing
 
@@ -67,14 +67,14 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     probe = inputs["probe"]
     src = params["input"]
     out_dir = Path(params["out_dir"])
-    name = params.get("name") or Path(src).stem
+    name = output_name(params.get("name") or Path(src).stem)
     rungs = plan_rungs(probe["width"], probe["height"], params.get("rungs") or DEFAULT_RUNGS)
     has_audio = bool(probe.get("audio"))
     gpu = gpu_mode(str(params.get("gpu", "auto")), getattr(getattr(ctx, "job", None), "queue", ""))
     if gpu and probe.get("rotation"):
         # ffmpeg rotates in software filters, which cannot take frames held on the GPU.
         gpu = ""
-    finals = [out_dir / f"{name}_{r['name']}.mp4" for r in rungs]
+    finals = [output_path(out_dir, f"{name}_{r['name']}.mp4") for r in rungs]
     with contextlib.ExitStack() as stack:
         tmps = [stack.enter_context(atomic_output(f)) for f in finals]
         cmd = ladder_command(

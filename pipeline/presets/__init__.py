@@ -1,9 +1,11 @@
 """Presets: what to make of an input, as data (TOML), turned into a DAG.
 
 A preset names its kind (image or video) and has one table per stage with that stage's
-params; a stage whose table is absent is not run. ``auto`` picks the image or the video
-preset from the probe's kind. How stages depend on each other is fixed here, so a preset
-cannot build a DAG that waits for something that never comes.
+params; a stage whose table is absent is not run. Every table is checked against what its
+stage accepts (``schema.STAGE_KEYS``), and where outputs go is never a preset's to say.
+``auto`` picks the image or the video preset from the probe's kind. How stages depend on
+each other is fixed here, so a preset cannot build a DAG that waits for something that
+never comes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from pipeline.breaker import service_name
 from pipeline.errors import SubmissionError
 from pipeline.model import Dag, EdgePolicy
+from pipeline.presets.schema import validate_stage
+from stages.output import output_name
 
 BUILTIN = ("image", "video")
 
@@ -56,13 +60,27 @@ def load(preset: str, kind: str | None = None) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SubmissionError(f"preset {source}: invalid TOML ({exc})") from None
-    if data.get("kind") not in STAGES_BY_KIND:
+    validate(data, source)
+    data.setdefault("name", Path(source).stem)
+    return data
+
+
+def validate(data: dict[str, Any], source: str) -> None:
+    """A SubmissionError naming ``source`` and the key at fault, unless every table and key
+    is one its stage accepts, with a value of the right type and range."""
+    kind = data.get("kind")
+    if kind not in STAGES_BY_KIND:
         raise SubmissionError(f"preset {source}: kind must be image or video")
     unknown = set(data) - {"name", "kind", *NEEDS}
     if unknown:
         raise SubmissionError(f"preset {source}: unknown table(s) {', '.join(sorted(unknown))}")
-    data.setdefault("name", Path(source).stem)
-    return data
+    name = data.get("name", "")
+    if not isinstance(name, str) or len(name) > 100 or not name.isprintable():
+        raise SubmissionError(f"preset {source}: name must be a line of at most 100 characters")
+    for stage in sorted(set(data) & set(NEEDS)):
+        if stage not in STAGES_BY_KIND[kind]:
+            raise SubmissionError(f"preset {source}: [{stage}] does not apply to kind {kind}")
+        validate_stage(source, stage, data[stage])
 
 
 def build_dag(
@@ -82,8 +100,9 @@ def build_dag(
     them there under ``<name>/`` and the jobs carry the storage service's name, so the
     worker asks its circuit breaker before starting them.
     """
+    validate(preset, str(preset.get("name")))  # a preset built in code, not loaded
     kind = preset["kind"]
-    stem = name or Path(input_path).stem
+    stem = output_name(name or Path(input_path).stem)
     dag = Dag(
         idempotency_key=idempotency_key,
         meta={"input": input_path, "out_dir": out_dir, "preset": preset["name"]},
@@ -103,7 +122,8 @@ def build_dag(
         )
     for s in wanted:
         needs = [n for n in NEEDS[s] if n == "probe" or n in wanted]
-        dag.add(s, s, {**common, **preset[s]}, after=needs, priority=priority)
+        # ``common`` last: where a stage reads and writes is never the preset's to say.
+        dag.add(s, s, {**preset[s], **common}, after=needs, priority=priority)
     edges = {
         s: EdgePolicy.FAIL if s in ESSENTIAL else EdgePolicy.CONTINUE for s in ["probe", *wanted]
     }

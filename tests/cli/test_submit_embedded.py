@@ -96,7 +96,8 @@ def test_a_directory_is_rejected(cli: Cli, tmp_path: Path) -> None:
 def test_a_dag_that_fails_while_processing_exits_1(cli: Cli, tmp_path: Path) -> None:
     preset = tmp_path / "broken.toml"
     preset.write_text(
-        'kind = "video"\n[video_ladder]\nx264_preset = "no-such-preset"\n'
+        # A valid preset (checked at submit) whose bitrate only ffmpeg refuses.
+        'kind = "video"\n[video_ladder]\naudio_bitrate = "1"\n'
         'rungs = [{name = "240p", height = 240}]\n'
     )
     res = cli.run(
