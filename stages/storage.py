@@ -1,9 +1,10 @@
 """Where finished outputs go: a local folder, or S3-compatible object storage.
 
-With object storage, a stage writes into a local scratch folder; then, in the same job,
-the storage step uploads each output, verifies it (size and SHA-256 read back from the
-store), records its URI in place of the local path, and removes the scratch folder. The
-upload runs where the files are, so no shared disk is needed between workers.
+With object storage, a stage writes into a local scratch folder (new for each attempt, and
+private to the user); then, in the same job, the storage step uploads each output,
+verifies it (size and SHA-256 read back from the store), records its URI in place of the
+local path, and removes the scratch folder. The upload runs where the files are, so no
+shared disk is needed between workers.
 
 Failures are classified for the worker: an unreachable, failing (5xx) or throttling store
 raises ServiceUnavailableError (the job is deferred and the fleet's breaker counts it);
@@ -17,7 +18,9 @@ import contextlib
 import functools
 import mimetypes
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -196,15 +199,30 @@ def storage_for(params: dict[str, Any]) -> Storage:
 
 
 def scratch_dir(job_key: str) -> Path:
-    root = Path(
-        os.environ.get("MEDIAPIPE_SCRATCH")
-        or Path(tempfile.gettempdir()) / f"mediapipe-scratch-{os.getuid()}"
-    )
-    path = root / job_key.replace("/", "_")
-    if path.exists():
-        shutil.rmtree(path)  # a previous attempt's leftovers
-    path.mkdir(parents=True)
-    return path
+    """A new folder for one attempt of one job, only this user can enter (0700, from
+    ``mkdtemp``: a fresh, unguessable name). Renditions wait there until uploaded, so in
+    the shared temp dir a predictable path would let another user read or swap them, or
+    plant a symlink that makes the clean-up delete files elsewhere."""
+    root = os.environ.get("MEDIAPIPE_SCRATCH")
+    if root:
+        Path(root).mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", job_key)[:100]
+    prefix = f"mediapipe-scratch-{os.geteuid()}-{key}-"
+    parent = Path(root or tempfile.gettempdir())
+    for earlier in parent.glob(prefix + "*"):
+        _remove_own_dir(earlier)  # what a killed attempt of this job left
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+
+
+def _remove_own_dir(path: Path) -> None:
+    """Remove ``path`` only when it is a real directory of ours: never through a symlink
+    or into someone else's folder (rmtree itself does not follow links inside it)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _outputs(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
