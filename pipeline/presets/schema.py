@@ -74,10 +74,14 @@ def matching(pattern: re.Pattern[str], what: str) -> Check:
 
 def list_of(item: Check, *, min_len: int = 1, max_len: int = 16) -> Check:
     def check(v: Any) -> None:
+        what = f"a list of {min_len} to {max_len} items"
         if not isinstance(v, list) or not min_len <= len(v) <= max_len:
-            raise ValueError(f"a list of {min_len} to {max_len} items")
+            raise ValueError(what)
         for x in v:
-            item(x)
+            try:
+                item(x)
+            except ValueError as exc:
+                raise ValueError(f"{what}, each {exc}") from None
 
     return check
 
@@ -87,10 +91,10 @@ def table_of(checks: Mapping[str, Check]) -> Check:
 
     def check(v: Any) -> None:
         if not isinstance(v, dict):
-            raise ValueError(f"a table of {', '.join(checks)}")
+            raise ValueError(f"a table with keys among {', '.join(checks)}")
         for key, value in v.items():
             if key not in checks:
-                raise ValueError(f"a table of {', '.join(checks)}, not {key!r}")
+                raise ValueError(f"a table with keys among {', '.join(checks)} (not {key!r})")
             try:
                 checks[key](value)
             except ValueError as exc:
@@ -118,7 +122,7 @@ def distinct_rungs(v: Any) -> None:
         raise ValueError("rungs with distinct names (each names an output file)")
 
 
-LABEL_CHECK = matching(LABEL, "a name of 1 to 32 characters among A-Z a-z 0-9 _ -")
+LABEL_CHECK = matching(LABEL, "1 to 32 characters among A-Z a-z 0-9 _ -")
 BITRATE_CHECK = matching(BITRATE, "a bitrate such as 128k or 1.5M")
 RUNG: dict[str, Check] = {
     "name": LABEL_CHECK,
