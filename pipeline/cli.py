@@ -9,10 +9,12 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 import redis
+from click.core import ParameterSource
 
 from pipeline.client import Client
 from pipeline.connection import redacted, resolve_url
@@ -33,7 +35,7 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except RedisUnavailableError as exc:
-            click.echo(f"mediapipe: {exc}", err=True)
+            click.echo(redacted(f"mediapipe: {exc}"), err=True)
             sys.exit(EXIT_REDIS)
         except SubmissionError as exc:
             click.echo(f"mediapipe: {exc}", err=True)
@@ -48,11 +50,21 @@ def friendly_errors(fn: F) -> F:
     "redis_url",
     envvar="MEDIAPIPE_REDIS_URL",
     default=None,
-    help="Redis URL (redis://, rediss://, unix://). Default: the embedded server.",
+    help="Redis URL (redis://, rediss://, unix://), best given as $MEDIAPIPE_REDIS_URL or "
+    "--redis-file: on the command line its password shows in ps. Default: the embedded server.",
+)
+@click.option(
+    "--redis-file",
+    envvar="MEDIAPIPE_REDIS_URL_FILE",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Read the Redis URL from this file (first line), e.g. a mounted secret.",
 )
 @click.option("--namespace", default="mp", show_default=True, help="Key namespace in Redis.")
 @click.pass_context
-def main(ctx: click.Context, redis_url: str | None, namespace: str) -> None:
+def main(
+    ctx: click.Context, redis_url: str | None, redis_file: Path | None, namespace: str
+) -> None:
     """mediapipe: media renditions and transcodes as Redis-coordinated DAGs.
 
     \b
@@ -61,7 +73,35 @@ def main(ctx: click.Context, redis_url: str | None, namespace: str) -> None:
       export MEDIAPIPE_REDIS_URL=unix://...   (printed by the line above)
       mediapipe status
     """
+    if redis_file is not None:
+        redis_url = secret_from_file(redis_file, "--redis-file")
+    else:
+        warn_if_secret_on_argv(ctx, "redis_url", redis_url, "MEDIAPIPE_REDIS_URL or --redis-file")
     ctx.obj = {"url": redis_url, "namespace": namespace}
+
+
+def secret_from_file(path: Path, option: str) -> str:
+    """The first line of ``path``: a URL or token kept out of argv and the environment."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}", param_hint=option) from None
+    if not lines or not lines[0].strip():
+        raise click.BadParameter(f"{path} is empty", param_hint=option)
+    return lines[0].strip()
+
+
+def warn_if_secret_on_argv(ctx: click.Context, param: str, value: str | None, use: str) -> None:
+    """Say so when a password was typed on the command line: every local user can read
+    it in ``ps`` (and it lands in shell history)."""
+    if value and redacted(value) != value and _from_argv(ctx, param):
+        click.echo(
+            f"mediapipe: warning: a password on the command line shows in ps; use {use}", err=True
+        )
+
+
+def _from_argv(ctx: click.Context, param: str) -> bool:
+    return ctx.get_parameter_source(param) is ParameterSource.COMMANDLINE
 
 
 def _client(ctx: click.Context) -> Client:
@@ -659,7 +699,12 @@ def worker(
     is_flag=True,
     help="One JSON object per input on stdout (a list for several).",
 )
-@click.option("--redis", "redis_url", default=None, help="Redis URL: enqueue for a fleet.")
+@click.option(
+    "--redis",
+    "redis_url",
+    default=None,
+    help="Redis URL: enqueue for a fleet (as the global --redis; prefer MEDIAPIPE_REDIS_URL).",
+)
 @click.option(
     "--idempotency-key",
     default=None,
@@ -711,6 +756,7 @@ def submit(
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    warn_if_secret_on_argv(ctx, "redis_url", redis_url, "MEDIAPIPE_REDIS_URL or --redis-file")
     url = redis_url or ctx.obj["url"]
     embedded = url is None
     planned: list[sub.Planned] = []
@@ -755,7 +801,7 @@ def submit(
         Outage().call(lambda: sub.collect(client, planned))
     except (RedisUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
         # A transition that lost Redis raises redis' own errors: the same outage.
-        message = (
+        message = redacted(
             str(exc) if isinstance(exc, RedisUnavailableError) else f"Redis unreachable: {exc}"
         )
         click.echo(f"mediapipe: {message}", err=True)

@@ -1,12 +1,15 @@
-"""Where Redis is: ``--redis URL``, else ``MEDIAPIPE_REDIS_URL``, else the embedded server.
+"""Where Redis is: ``--redis-file PATH`` or ``MEDIAPIPE_REDIS_URL`` (``--redis URL`` works
+too, but shows its password to anyone running ``ps``), else the embedded server.
 
 URLs take the forms redis-py understands: ``redis://[user:pass@]host:port/db``,
-``rediss://`` for TLS, and ``unix:///path/to/socket?db=0``.
+``rediss://`` for TLS, and ``unix:///path/to/socket?db=0[&password=...]``. Anything
+printed or logged about one goes through ``redacted``.
 """
 
 from __future__ import annotations
 
 import os
+import re
 
 import redis
 
@@ -37,16 +40,30 @@ def connect(url: str | None = None, *, check: bool = True, **kwargs: object) -> 
             client.ping()
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             raise RedisUnavailableError(
-                f"Redis unreachable at {redacted(resolved)}: {exc}"
+                redacted(f"Redis unreachable at {resolved}: {exc}")
             ) from exc
     return client
 
 
-def redacted(url: str) -> str:
-    """The URL with its password hidden, for messages and logs."""
-    if "@" not in url or "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    user = creds.split(":", 1)[0]
-    return f"{scheme}://{user}:***@{host}"
+# user:password@, :password@ and token@ alike: whatever precedes the host's "@".
+_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^\s/?#]*)@")
+# password=, pwd=, token=, secret=, api_key=, auth=, X-Amz-Signature=... in a query or fragment.
+_SECRET_PARAM = re.compile(
+    r"(?P<lead>[?&;#])(?P<name>[^\s=&;#]*(?:pass|pwd|token|secret|key|auth|credential|sig)"
+    r"[^\s=&;#]*)=(?P<value>[^\s&;#]*)",
+    re.IGNORECASE,
+)
+
+
+def redacted(text: str) -> str:
+    """``text`` (a URL, or a message that quotes some) with every secret in it hidden:
+    the password of ``user:password@`` (the user stays, to tell accounts apart), a bare
+    ``secret@``, and the values of query or fragment parameters that name a password,
+    token, key or signature."""
+    text = _USERINFO.sub(_hide_userinfo, text)
+    return _SECRET_PARAM.sub(lambda m: f"{m['lead']}{m['name']}=***", text)
+
+
+def _hide_userinfo(m: re.Match[str]) -> str:
+    user, colon, _ = m["userinfo"].partition(":")
+    return f"{m['scheme']}{user}:***@" if colon else f"{m['scheme']}***@"

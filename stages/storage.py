@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipeline.connection import redacted
 from pipeline.errors import PermanentError, ServiceUnavailableError
 from stages.output import atomic_output, sha256_of
 
@@ -167,11 +168,14 @@ def s3_errors(where: str) -> Iterator[None]:
         if isinstance(exc, S3UploadFailedError) and exc.__context__ is not None:
             exc = exc.__context__
         if not isinstance(exc, ClientError):
-            raise ServiceUnavailableError(f"{where}: storage unreachable ({exc})") from None
+            # botocore quotes the endpoint URL, which may carry credentials.
+            raise ServiceUnavailableError(
+                redacted(f"{where}: storage unreachable ({exc})")
+            ) from None
         err = exc.response.get("Error", {})
         code = str(err.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        message = f"{where}: {code or status} {err.get('Message', '')}".strip()
+        message = redacted(f"{where}: {code or status} {err.get('Message', '')}".strip())
         if code in THROTTLING_CODES or status in (429, 503):
             raise ServiceUnavailableError(message) from None
         if code in PERMANENT_CODES or status in (400, 403, 404):

@@ -11,9 +11,11 @@ import secrets
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+from click.core import ParameterSource
 
 if TYPE_CHECKING:
     from pipeline.client import Client
@@ -39,19 +41,40 @@ def dashboard_command() -> click.Command:
         "--token",
         envvar="MEDIAPIPE_DASHBOARD_TOKEN",
         default=None,
-        help="Token for actions (retry, cancel, pause, purge). Default: a random one, printed.",
+        help="Token for actions (retry, cancel, pause, purge), best given as "
+        "$MEDIAPIPE_DASHBOARD_TOKEN or --token-file: on the command line it shows in ps. "
+        "Default: a random one, printed.",
+    )
+    @click.option(
+        "--token-file",
+        envvar="MEDIAPIPE_DASHBOARD_TOKEN_FILE",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help="Read the token from this file (first line), e.g. a mounted secret.",
     )
     @click.pass_context
-    def dashboard(ctx: click.Context, host: str, port: int, token: str | None) -> None:
+    def dashboard(
+        ctx: click.Context, host: str, port: int, token: str | None, token_file: Path | None
+    ) -> None:
         """Serve a live web dashboard: queues, workers, DAG graphs, the dead-letter queue.
 
         \b
         Example:
           mediapipe dashboard                  # prints http://127.0.0.1:8080/#token=...
-          MEDIAPIPE_DASHBOARD_TOKEN=s3cret mediapipe dashboard --port 9000
+          mediapipe dashboard --port 9000 --token-file /run/secrets/dashboard-token
         """
+        if token_file is not None:
+            token = _token_from(token_file)
+        elif token and ctx.get_parameter_source("token") is ParameterSource.COMMANDLINE:
+            # Any local user can read argv (ps, /proc); say so rather than refuse it.
+            click.echo(
+                "mediapipe: warning: --token shows in ps; use MEDIAPIPE_DASHBOARD_TOKEN "
+                "or --token-file",
+                err=True,
+            )
         import logging
 
+        from pipeline.connection import redacted
         from pipeline.dashboard.app import create_app, is_loopback, make_dashboard_server
         from pipeline.errors import RedisUnavailableError
         from pipeline.outage import SERVICE_GIVE_UP, Outage
@@ -72,7 +95,7 @@ def dashboard_command() -> click.Command:
         try:
             client = _client(obj.get("url"), namespace, outage)
         except RedisUnavailableError as exc:
-            click.echo(f"mediapipe: {exc}", err=True)
+            click.echo(redacted(f"mediapipe: {exc}"), err=True)
             sys.exit(EXIT_REDIS)
         generated = not token
         token = token or secrets.token_urlsafe(24)
@@ -101,7 +124,7 @@ def dashboard_command() -> click.Command:
                 outage.call(client.redis.ping)
                 time.sleep(1.0)
         except RedisUnavailableError as exc:
-            click.echo(f"mediapipe: {exc}", err=True)
+            click.echo(redacted(f"mediapipe: {exc}"), err=True)
             sys.exit(EXIT_REDIS)
         except KeyboardInterrupt:
             pass
@@ -110,6 +133,17 @@ def dashboard_command() -> click.Command:
             server.server_close()
 
     return dashboard
+
+
+def _token_from(path: Path) -> str:
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        message = f"cannot read {path}: {exc.strerror}"
+        raise click.BadParameter(message, param_hint="--token-file") from None
+    if not lines or not lines[0].strip():
+        raise click.BadParameter(f"{path} is empty", param_hint="--token-file")
+    return lines[0].strip()
 
 
 def _client(url: str | None, namespace: str, outage: Outage) -> Client:
