@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -98,16 +98,17 @@ class Outage:
     def down(self) -> bool:
         return self.down_since is not None
 
-    def call(self, fn: Callable[[], T]) -> T:
-        """``fn()``, retried while Redis is unreachable; raises RedisGaveUpError after
-        the give-up time."""
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)``, retried while Redis is unreachable; raises
+        RedisGaveUpError after the give-up time."""
         while True:
             try:
-                result = fn()
+                result = fn(*args, **kwargs)
             except REDIS_DOWN as exc:
                 self.failed(exc)
                 continue
-            self.recovered()
+            if self.down_since is not None:
+                self.recovered()
             return result
 
     def failed(self, exc: BaseException) -> None:

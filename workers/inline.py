@@ -143,7 +143,7 @@ class InlineRunner:
         one when it ends, retried with backoff meanwhile (``MEDIAPIPE_REDIS_GIVE_UP``:
         never by default). A transition repeated with the same arguments is a resend of
         the one whose reply was lost, so it runs once (see pipeline/scripts)."""
-        return self.outage.call(lambda: fn(*args, **kwargs))
+        return self.outage.call(fn, *args, **kwargs)
 
     def _tick(self, now: float) -> None:
         """Called once per loop turn, busy or idle (subclasses heartbeat here)."""

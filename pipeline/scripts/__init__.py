@@ -73,6 +73,7 @@ _WRAPPER = "request.lua"  # included by every transition, after its own includes
 _COMPACT = {
     "claim": ", compact_claim, expand_claim",
     "complete": ", compact_complete, expand_complete",
+    "submit_dag": ", nil, nil, submit_answers_itself",
 }
 
 # Errors that leave a call in doubt: it may or may not have run.
@@ -154,8 +155,21 @@ class _InDoubt:
     seq: int
 
 
+# Bumped in a forked child: a thread's state from before the fork (its socket, its
+# request ids) must not be shared with the parent. Cheaper than os.getpid() on every call.
+_fork_generation = 0
+
+
+def _forked() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class _ThreadState(threading.local):
-    pid: int = -1
+    generation: int = -1
     conn: Any = None
     client: str = ""
     seq: int = 0
@@ -196,8 +210,8 @@ class Scripts:
 
     def _state(self) -> _ThreadState:
         st = self._local
-        if st.pid != os.getpid():  # never share a socket or a request id across fork
-            st.pid = os.getpid()
+        if st.generation != _fork_generation:  # never share a socket or ids across fork
+            st.generation = _fork_generation
             st.conn = None
             st.client = uuid.uuid4().hex[:12]
             st.seq = 0
@@ -225,7 +239,7 @@ class Scripts:
         delay = 0.05
         while True:
             try:
-                reply = self._send(name, prefix, argv)
+                reply = self._send(name, prefix, argv, st)
             except IN_DOUBT as exc:
                 self._drop_connection()
                 st.in_doubt = _InDoubt(call, seq)
@@ -273,18 +287,18 @@ class Scripts:
                 time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _send(self, name: str, prefix: str, argv: list[Any]) -> Any:
+    def _send(self, name: str, prefix: str, argv: list[Any], st: _ThreadState) -> Any:
         if not self._functions:
             return self._scripts[name](keys=[prefix], args=argv)
         try:
-            return self._fcall(self._prefix + name, prefix, argv)
+            return self._fcall(self._prefix + name, prefix, argv, st)
         except redis.ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
             self._load_library()  # the server restarted without its functions
-            return self._fcall(self._prefix + name, prefix, argv)
+            return self._fcall(self._prefix + name, prefix, argv, st)
 
-    def _fcall(self, function: str, prefix: str, argv: list[Any]) -> Any:
+    def _fcall(self, function: str, prefix: str, argv: list[Any], st: _ThreadState) -> Any:
         """FCALL on this thread's own connection.
 
         The transitions are the hot path (a busy worker makes one call per job), and
@@ -293,18 +307,14 @@ class Scripts:
         instrumentation hooks). It is also never resent blindly, as redis-py's retries
         would: a lost reply is resent by ``run`` with the same request id.
         """
-        conn = self._held_connection()
+        conn = st.conn
+        if conn is None:
+            conn = st.conn = self._client.connection_pool.make_connection()
         conn.send_packed_command([hiredis.pack_command(("FCALL", function, 1, prefix, *argv))])
         reply = conn.read_response()
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply
-
-    def _held_connection(self) -> Any:
-        st = self._state()
-        if st.conn is None:
-            st.conn = self._client.connection_pool.make_connection()
-        return st.conn
 
     def _drop_connection(self) -> None:
         st = self._state()

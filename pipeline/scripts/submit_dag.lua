@@ -55,7 +55,7 @@ if redis.call('EXISTS', k_dag(dag)) == 1 then
 end
 local jobs = cjson.decode(ARGV[4])
 -- Everything checked before the first write (a refused payload leaves no key).
-local bad = check_jobs(dag, jobs, false)
+local bad = check_jobs(dag, jobs, false, nil, true)
 if bad then return redis.error_reply('DAG ' .. tostring(dag) .. ' refused: ' .. bad) end
 local building = step == 'begin'
 redis.call('HSET', k_dag(dag), 'id', dag, 'state', building and 'building' or 'running',

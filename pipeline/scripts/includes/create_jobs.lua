@@ -20,6 +20,11 @@ local ID_PATTERN = '^[A-Za-z0-9._-]+$'
 local DAG_ID_MAX, JOB_NAME_MAX = 64, 128
 local POLICIES = {fail = true, ignore = true, continue = true}
 local JOB_MINS = {max_attempts = 1, cost = 1, timeout_ms = 0, max_stalls = 0}
+-- Field lists as constants: a table built inside the per-job check cost every job of a
+-- submit an allocation.
+local JOB_NAMED = {'stage', 'queue'}
+local JOB_TEXT = {'params', 'backoff', 'tags'}
+local JOB_OPTIONAL_NUM = {'run_at', 'delay_ms', 'root'}
 
 local function valid_id(s, max)
   return type(s) == 'string' and #s <= max and string.find(s, ID_PATTERN) ~= nil
@@ -37,10 +42,10 @@ local function check_job(dag, j, seen, earlier)
     return 'job ' .. tostring(j.id) .. ' is not ' .. dag .. '/' .. j.name
   end
   if seen[j.id] then return 'job ' .. j.id .. ' is listed twice' end
-  for _, f in ipairs({'stage', 'queue'}) do
+  for _, f in ipairs(JOB_NAMED) do
     if type(j[f]) ~= 'string' or j[f] == '' then return 'job ' .. j.id .. ': no ' .. f end
   end
-  for _, f in ipairs({'params', 'backoff', 'tags'}) do
+  for _, f in ipairs(JOB_TEXT) do
     if type(j[f]) ~= 'string' then return 'job ' .. j.id .. ': ' .. f .. ' is not a string' end
   end
   if j.fallback ~= nil and type(j.fallback) ~= 'string' then
@@ -50,7 +55,7 @@ local function check_job(dag, j, seen, earlier)
   for f, min in pairs(JOB_MINS) do
     if not is_num(j[f], min) then return 'job ' .. j.id .. ': bad ' .. f end
   end
-  for _, f in ipairs({'run_at', 'delay_ms', 'root'}) do
+  for _, f in ipairs(JOB_OPTIONAL_NUM) do
     if j[f] ~= nil and not is_num(j[f]) then return 'job ' .. j.id .. ': bad ' .. f end
   end
   if type(j.children) ~= 'table' then return 'job ' .. j.id .. ': no children list' end
@@ -69,8 +74,10 @@ local function check_job(dag, j, seen, earlier)
 end
 
 -- nil when the DAG id and every job are well formed and no job exists yet (unless
--- `exists_ok(job)` accepts it); else the first problem found.
-local function check_jobs(dag, jobs, earlier, exists_ok)
+-- `exists_ok(job)` accepts it); else the first problem found. `fresh`: the DAG hash does
+-- not exist, so none of its jobs can (prune removes a DAG's jobs before its hash, and
+-- only a submit writes them together), and the read per job is skipped.
+local function check_jobs(dag, jobs, earlier, exists_ok, fresh)
   if not valid_id(dag, DAG_ID_MAX) then return 'invalid DAG id ' .. tostring(dag) end
   if type(jobs) ~= 'table' or #jobs == 0 then return 'no jobs' end
   local seen = {}
@@ -78,10 +85,19 @@ local function check_jobs(dag, jobs, earlier, exists_ok)
     local bad = check_job(dag, j, seen, earlier)
     if bad then return bad end
     seen[j.id] = true
-    if redis.call('EXISTS', k_job(j.id)) == 1 and not (exists_ok and exists_ok(j)) then
+    if not fresh and redis.call('EXISTS', k_job(j.id)) == 1
+        and not (exists_ok and exists_ok(j)) then
       return 'job ' .. j.id .. ' already exists'
     end
   end
+end
+
+-- A submit of a whole DAG, or the first step of a large one, keeps its request id in the
+-- DAG hash and answers a resend from there (submit_dag.lua); request.lua keeps no
+-- record for it. The later steps are recorded like any call.
+local function submit_answers_itself(ARGV)
+  local step = ARGV[6] or ''
+  return step == '' or step == 'begin'
 end
 
 local function create_jobs(dag, jobs, now, defer)

@@ -12,15 +12,23 @@
 local REQUEST_TTL_MS = 600000
 
 -- `compact` and `expand` (optional) let a transition keep a smaller record and rebuild
--- its reply from it on a resend (a claim keeps the ids it handed out).
-local function request(KEYS, ARGV, transition, compact, expand)
-  local mode = table.remove(ARGV)
-  local rid = table.remove(ARGV)
+-- its reply from it on a resend (a claim keeps the ids it handed out). `answers_itself`
+-- (optional) says, from the arguments, that the transition finds what a first send did
+-- and answers a resend from it (a submit keeps its request id with its DAG): no record
+-- is kept then, which saved a submit 6 us of its 40 of server time. Such a call that
+-- arrives late, after a newer one of its client, is not refused but answered the same.
+local function request(KEYS, ARGV, transition, compact, expand, answers_itself)
+  local n = #ARGV
+  local mode, rid = ARGV[n], ARGV[n - 1]
+  ARGV[n], ARGV[n - 1] = nil, nil
   P = KEYS[1]
-  if mode == '' then return transition(KEYS, ARGV) end
-  local client, digits = string.match(rid, '^(.+):(%d+)$')
+  if mode == '' or (answers_itself and answers_itself(ARGV)) then
+    return transition(KEYS, ARGV)
+  end
+  local colon = string.find(rid, ':%d+$')
+  local digits = string.sub(rid, colon + 1)
   local seq = tonumber(digits)
-  local key = P .. 'req:' .. client
+  local key = P .. 'req:' .. string.sub(rid, 1, colon - 1)
   -- The record is "<seq>:<msgpack of {reply}>": the sequence number is read from its
   -- first bytes (GETRANGE, no copy of the reply), the reply read only for a resend.
   local head = redis.call('GETRANGE', key, 0, 24)
