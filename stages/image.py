@@ -15,6 +15,10 @@ white. Metadata is stripped unless ``keep`` names what to keep. An animation kee
 first frame only, unless ``animated`` is set: then the WebP renditions are animated (AVIF
 and JPEG still get the first frame).
 
+The input is opened with the loader its magic bytes name, never another (stages/loaders.py):
+an SVG or a libvips matrix file named ``.jpg`` is refused before any parser sees it, and
+an Ultra HDR JPEG renders its primary image like any JPEG.
+
 No Pillow fallback: the probe admits only images that libvips reads (``IMAGE_LOADERS``), so
 a second decoder would only ever see files libvips has failed to decode, which are the
 corrupt ones, and Pillow would render their missing part as grey instead of failing.
@@ -31,8 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyvips
+
 from pipeline.errors import BadInputError
 from pipeline.registry import stage
+from stages import loaders
 from stages.limits import IMAGE_LOADERS, MediaLimits
 from stages.media_facts import image_facts
 from stages.output import atomic_output, output_path
@@ -93,8 +100,6 @@ def configure_vips_for_pool() -> None:
     also keyed on the file name, so a file replaced in place could be served stale.
     ``VIPS_CONCURRENCY``, when set, is honoured: libvips reads it itself at start-up.
     """
-    import pyvips
-
     pyvips.cache_set_max(0)
     if not os.environ.get("VIPS_CONCURRENCY"):
         pyvips.concurrency_set(POOL_THREADS)
@@ -108,6 +113,7 @@ class Header:
     height: int  # of one frame, as displayed
     pages: int  # frames to decode: 1 unless an animation is kept
     convert_profile: bool  # has an embedded ICC profile that is not sRGB
+    loader: str  # the libvips loader the magic bytes chose (jpegload_source...)
 
 
 def render(
@@ -215,19 +221,17 @@ def _scaled(length: int, width: int, source_width: int) -> int:
 
 def _read_header(src: Path, animated: bool, limit: int) -> Header:
     """Open the header only and check the loader and the pixel limit: nothing decoded yet."""
-    import pyvips
-
     if not src.is_file():
         raise BadInputError(f"{src}: no such file")
     if src.stat().st_size == 0:
         raise BadInputError(f"{src}: empty file (0 bytes)")
-    try:
-        header = pyvips.Image.new_from_source(_open(src), "", access="sequential")
-    except pyvips.Error as exc:
-        raise BadInputError(f"{src}: not a readable image ({_reason(exc)})") from None
-    loader = str(header.get("vips-loader"))
-    if loader not in IMAGE_LOADERS:
-        raise BadInputError(f"{src}: unsupported image format ({loader})")
+    loader = loaders.sniff_file(src)
+    if loader is None:
+        formats = ", ".join(loaders.LOADERS)
+        raise BadInputError(f"{src}: not an image (its content is none of {formats})")
+    header = loaders.open_image(src, loader, access="sequential")
+    if str(header.get("vips-loader")) not in IMAGE_LOADERS:  # the blocks make this unreachable
+        raise BadInputError(f"{src}: unsupported image format ({header.get('vips-loader')})")
     fields = set(header.get_fields())
     # Opened without n=-1, a multi-page image shows its first page: height is one frame.
     width, height = int(header.width), int(header.height)
@@ -239,17 +243,16 @@ def _read_header(src: Path, animated: bool, limit: int) -> Header:
         raise BadInputError(
             f"{src}: image of {what} = {pixels} pixels exceeds the limit of {limit} pixels"
         )
+    loaders.check_decodable(src, loader, header)
     orientation = int(header.get("orientation")) if "orientation" in fields else 1
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     icc = bytes(header.get("icc-profile-data")) if "icc-profile-data" in fields else None
-    return Header(width, height, pages, icc is not None and not _is_srgb(icc))
+    return Header(width, height, pages, icc is not None and not _is_srgb(icc), loader)
 
 
 def _decode(src: Path, header: Header, width: int, fail_on: str) -> Any:
     """Decode once at ``width``: 8-bit sRGB, upright, in memory. Bad data: BadInputError."""
-    import pyvips
-
     # fail_on goes to the loader in the option string: thumbnail_source() takes a fail_on
     # keyword but does not pass it on (libvips 8.18), and a truncated PNG or JPEG then
     # "decodes" with its missing rows black or grey. n=-1 loads every frame.
@@ -259,15 +262,21 @@ def _decode(src: Path, header: Header, width: int, fail_on: str) -> Any:
         # Only for a profile that is not sRGB: an sRGB-to-sRGB transform changes nothing
         # and costs far more than the decode (~470 ms at 2048x1365, against 34 ms).
         options["output_profile"] = "srgb"
+    loaders.clear_errors()
     try:
+        # thumbnail_source() picks its loader itself (it has to, to shrink on load); only
+        # the allowed loaders are unblocked, and the one it used is checked below.
         image = pyvips.Image.thumbnail_source(
-            _open(src), width, option_string=",".join(load), **options
+            loaders.source(src), width, option_string=",".join(load), **options
         )
+        used = str(image.get("vips-loader"))
+        if used != header.loader:
+            raise BadInputError(f"{src}: changed while it was read ({header.loader}, then {used})")
         # libvips is lazy: the pixels are decoded here, so bad data fails here, before
         # any output exists, and every later step reads this copy instead of the file.
         return _to_srgb8(image).copy_memory()
     except pyvips.Error as exc:
-        raise BadInputError(f"{src}: cannot decode image ({_reason(exc)})") from None
+        raise BadInputError(f"{src}: cannot decode image ({loaders.reason(exc, src)})") from None
 
 
 def _to_srgb8(image: Any) -> Any:
@@ -282,8 +291,6 @@ def _to_srgb8(image: Any) -> Any:
 
 def _resize(image: Any, width: int, frame_height: int) -> Any:
     """``image`` (one frame, or a strip of frames) at ``width`` x ``frame_height``."""
-    import pyvips
-
     fields = image.get_fields()
     page = int(image.get("page-height")) if "page-height" in fields else image.height
     if page == image.height:
@@ -327,17 +334,7 @@ def _save(
 
 
 def _open(src: Path) -> Any:
-    # A Source, not a file name: libvips reads a trailing "[...]" of a file name as load
-    # options, and thumbnail() fails on a name like "scan[1]". Measured: same speed.
-    import pyvips
-
-    return pyvips.Source.new_from_file(str(src))
-
-
-def _reason(exc: Any) -> str:
-    """The first line of libvips' detail, which says what is wrong with the file."""
-    lines = [ln.strip() for ln in str(getattr(exc, "detail", "") or exc).splitlines()]
-    return next((ln for ln in lines if ln), type(exc).__name__)
+    return loaders.source(src)
 
 
 def _is_srgb(icc: bytes) -> bool:

@@ -19,22 +19,23 @@ SAFE_DEMUXERS = (
 )
 SAFE_PROTOCOLS = "file"
 
-# The image loaders we accept (libvips names); anything else is "unsupported".
+# The image formats we accept: per format, the libvips loader that opens it from a Source
+# and the libvips class whose loaders (file, buffer, source) stay unblocked; stages/loaders.py
+# blocks every other loader. uhdrload is left out on purpose: an Ultra HDR JPEG renders
+# through jpegload like any JPEG (its primary image).
+IMAGE_FORMATS = {
+    "JPEG": ("jpegload_source", "VipsForeignLoadJpeg"),
+    "PNG": ("pngload_source", "VipsForeignLoadPng"),
+    "GIF": ("gifload_source", "VipsForeignLoadNsgif"),
+    "WebP": ("webpload_source", "VipsForeignLoadWebp"),
+    "TIFF": ("tiffload_source", "VipsForeignLoadTiff"),
+    "HEIF": ("heifload_source", "VipsForeignLoadHeif"),
+}
+# The loader names libvips reports (``vips-loader``) for those formats.
 IMAGE_LOADERS = frozenset(
-    {
-        "jpegload",
-        "jpegload_source",
-        "pngload",
-        "pngload_source",
-        "webpload",
-        "webpload_source",
-        "gifload",
-        "gifload_source",
-        "heifload",
-        "heifload_source",
-        "tiffload",
-        "tiffload_source",
-    }
+    name
+    for loader, _ in IMAGE_FORMATS.values()
+    for name in (loader, loader.removesuffix("_source"))
 )
 
 

@@ -1,9 +1,12 @@
 """probe: what an input is, from its header and first frame, before any heavy work.
 
-Images are sniffed by libvips (by content, not by file name); audio and video are opened
-with PyAV restricted to safe demuxers and the ``file`` protocol. Anything else, and
-anything corrupt, fails here as a permanent error naming the file and the reason, so the
-DAG stops before it writes a single output.
+Images are recognised by their magic bytes, never by their name, and opened with the one
+allowed libvips loader those bytes name (stages/loaders.py): a file that starts like a
+JPEG is a JPEG, and its errors are libjpeg's, not a demuxer's. Everything else is opened
+with PyAV restricted to safe demuxers and the ``file`` protocol. Anything corrupt, and
+anything this build cannot decode (a HEIF coded in HEVC), fails here as a permanent error
+naming the file and the reason on one line, so the DAG stops before it writes a single
+output.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 from pipeline.errors import BadInputError
 from pipeline.registry import stage
-from stages.limits import IMAGE_LOADERS, SAFE_DEMUXERS, SAFE_PROTOCOLS, MediaLimits
+from stages import loaders
+from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS, MediaLimits
 from stages.output import sha256_of
 from stages.timing import reports_timing
 
@@ -37,28 +41,17 @@ def probe(path: str | os.PathLike[str], limits: MediaLimits | None = None) -> di
     if size == 0:
         raise BadInputError(f"{p}: empty file (0 bytes)")
     facts: dict[str, Any] = {"path": str(p.resolve()), "bytes": size, "sha256": sha256_of(p)}
-    image = _open_image(p)
-    if image is not None:
-        facts.update(_probe_image(p, image, limits))
+    loader = loaders.sniff_file(p)
+    if loader is not None:
+        facts.update(_probe_image(p, loader, limits))
     else:
         facts.update(_probe_av(p, limits))
     return facts
 
 
-def _open_image(p: Path) -> Any:
-    """The image's header if libvips recognises the content as an allowed format."""
-    import pyvips
-
-    try:
-        # Header only: libvips reads no pixels until asked.
-        img = pyvips.Image.new_from_file(str(p), access="sequential")
-    except pyvips.Error:
-        return None
-    return img if img.get("vips-loader") in IMAGE_LOADERS else None
-
-
-def _probe_image(p: Path, img: Any, limits: MediaLimits) -> dict[str, Any]:
-    loader = str(img.get("vips-loader"))
+def _probe_image(p: Path, loader: str, limits: MediaLimits) -> dict[str, Any]:
+    # Header only: libvips reads no pixels until asked.
+    img = loaders.open_image(p, loader, access="sequential")
     fields = set(img.get_fields())
     orientation = int(img.get("orientation")) if "orientation" in fields else 1
     width, height = img.width, img.height
@@ -71,11 +64,13 @@ def _probe_image(p: Path, img: Any, limits: MediaLimits) -> dict[str, Any]:
             f"{p}: image of {width}x{height} = {pixels} pixels exceeds the "
             f"limit of {limits.max_image_pixels} pixels"
         )
+    loaders.check_decodable(p, loader, img)
+    name = loader.removesuffix("_source").removesuffix("load")
     display_w, display_h = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
     return {
         "kind": "image",
-        "container": loader.removesuffix("_source").removesuffix("load"),
-        "codec": loader.removesuffix("_source").removesuffix("load"),
+        "container": name,
+        "codec": name,
         "width": display_w,
         "height": display_h,
         "stored_width": width,
