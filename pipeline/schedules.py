@@ -21,12 +21,15 @@ docs/schedules.md for what happens on the days clocks change.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
 import math
+import multiprocessing
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -35,8 +38,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from functools import wraps
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import click
@@ -46,6 +50,10 @@ from croniter import CroniterBadCronError, CroniterBadDateError, croniter
 from pipeline.client import Client
 from pipeline.errors import RedisUnavailableError, SubmissionError
 from pipeline.replies import as_str
+from workers.wire import MAX_MESSAGE, dag_from_wire, dag_to_wire
+
+if TYPE_CHECKING:  # pipeline.submit loads the media stages: only the child needs them
+    from pipeline.submit import Planned
 
 log = logging.getLogger("mediapipe.schedules")
 
@@ -379,8 +387,6 @@ class Scheduler:
 
     # -- firing ----------------------------------------------------------------
     def _fire(self, spec: Schedule, tick: int, late: bool) -> Firing:
-        from pipeline.submit import plan
-
         inputs: list[tuple[Path, str | None]]
         if spec.watch:
             inputs = self._unseen(spec)
@@ -392,7 +398,7 @@ class Scheduler:
             key = f"schedule:{spec.name}:{tick}"
         if not inputs:
             return Firing(spec.name, tick, late)
-        planned = plan(
+        planned = plan_in_child(
             [str(p) for p, _ in inputs],
             spec.preset,
             spec.out,
@@ -475,6 +481,106 @@ class Scheduler:
         self.client.redis.xadd(
             self.client.keys.events, fields_, maxlen=_EVENTS_MAXLEN, approximate=True
         )
+
+
+# -- probing out of process --------------------------------------------------------------
+# Planning probes each input: libvips, PyAV and a first-frame decode of untrusted files. A
+# scheduler runs in a worker node, whose process holds the lease of every running job, so a
+# decoder crash there would take them all down. The probes run in a child process instead,
+# which answers in JSON (workers/wire.py: never a pickle from the side that decodes); the
+# DAGs are rebuilt and validated here.
+PROBE_TIMEOUT = 120.0  # seconds per input, as the probe stage's own timeout
+
+
+def plan_in_child(
+    paths: list[str], preset: str, out: str, *, priority: int, idempotency_key: str
+) -> list[Planned]:
+    """``pipeline.submit.plan`` run in a child process. An input whose probe crashes or hangs
+    the child is rejected with that reason; the others are planned as usual."""
+    from pipeline.submit import Planned
+
+    args = (preset, out, priority, idempotency_key)
+    answer = _plan_child_run(paths, args)
+    if not isinstance(answer, str):
+        return answer
+    if len(paths) == 1:
+        return [Planned(Path(paths[0]), Path(out), error=f"{paths[0]}: {answer}", status="failed")]
+    # Find the input that crashed it: each one alone.
+    planned: list[Planned] = []
+    for path in paths:
+        alone = _plan_child_run([path], args)
+        if isinstance(alone, str):
+            alone = [Planned(Path(path), Path(out), error=f"{path}: {alone}", status="failed")]
+        planned += alone
+    return planned
+
+
+def _plan_child_run(paths: list[str], args: tuple[str, str, int, str]) -> list[Planned] | str:
+    """The child's plans, or why there are none (it crashed, or ran out of time)."""
+    ctx = multiprocessing.get_context("forkserver")
+    parent_conn, child_conn = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_plan_child, args=(child_conn, paths, *args), daemon=True)
+    proc.start()
+    child_conn.close()
+    try:
+        if parent_conn.poll(PROBE_TIMEOUT * len(paths)):
+            with contextlib.suppress(EOFError):
+                answer = parent_conn.recv_bytes(MAX_MESSAGE)
+                try:
+                    return _plans_from_wire(paths, json.loads(answer))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    return "the probing process sent a malformed answer; not submitted"
+        else:
+            proc.kill()
+        proc.join(5)
+        code = proc.exitcode
+        if code is not None and code < 0:
+            return f"the probe crashed ({signal.Signals(-code).name}); not submitted"
+        return f"the probe crashed or timed out (exit code {code}); not submitted"
+    finally:
+        parent_conn.close()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(5)
+
+
+def _plan_child(
+    conn: Connection, paths: list[str], preset: str, out: str, priority: int, key: str
+) -> None:
+    from pipeline.submit import plan
+
+    planned = plan(paths, preset, out, priority=priority, idempotency_key=key)
+    doc = [
+        {
+            "path": str(p.path),
+            "out_dir": str(p.out_dir),
+            "facts": p.facts,
+            "error": p.error,
+            "status": p.status,
+            "dag": dag_to_wire(p.dag) if p.dag is not None else None,
+        }
+        for p in planned
+    ]
+    conn.send_bytes(json.dumps(doc, default=str).encode())
+
+
+def _plans_from_wire(paths: list[str], doc: Any) -> list[Planned]:
+    """The child's answer, checked: one plan per input asked for, in order."""
+    from pipeline.submit import Planned
+
+    if not isinstance(doc, list) or [d["path"] for d in doc] != paths:
+        raise ValueError("the probing child answered for other inputs than it was given")
+    return [
+        Planned(
+            Path(d["path"]),
+            Path(str(d["out_dir"])),
+            facts=dict(d["facts"]) if d.get("facts") is not None else None,
+            dag=dag_from_wire(d["dag"]) if d.get("dag") is not None else None,
+            error=None if d.get("error") is None else str(d["error"]),
+            status=str(d.get("status", "pending")),
+        )
+        for d in doc
+    ]
 
 
 def run_scheduler(

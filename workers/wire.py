@@ -1,10 +1,10 @@
-"""Messages from a pool child to its parent: JSON, never pickles.
+"""Messages from a child process to its parent: JSON, never pickles.
 
-A pool child decodes untrusted media; if a crafted file ever took it over, a pickle sent
-to the parent (which holds every job's lease) would run code there. So the child speaks
-plain JSON, one list per message ``[kind, job id, ...]``, and the parent checks each
-message's shape before using it. (Parent-to-child messages stay pickles: the parent is
-the trusted side.)
+A pool child, like the child that probes a schedule's inputs, decodes untrusted media; if
+a crafted file ever took it over, a pickle sent to the parent (which holds every job's
+lease) would run code there. So the child speaks plain JSON, one list per message
+``[kind, job id, ...]``, and the parent checks each message's shape before using it.
+(Parent-to-child messages stay pickles: the parent is the trusted side.)
 """
 
 from __future__ import annotations
@@ -44,14 +44,18 @@ def dag_to_wire(dag: Dag) -> dict[str, Any]:
                 "children": {c: str(p) for c, p in n.children.items()},
             }
         )
-    return {"id": dag.id, "nodes": nodes}
+    return {"id": dag.id, "idempotency_key": dag.idempotency_key, "meta": dag.meta, "nodes": nodes}
 
 
 def dag_from_wire(data: Any) -> Dag:
-    """The fan-out a child asked for, rebuilt (and so validated) in the parent."""
+    """A DAG a child asked for (a fan-out, or a schedule's input it probed), rebuilt (and
+    so validated) in the parent."""
     if not isinstance(data, dict) or not isinstance(data.get("nodes"), list):
         raise ValueError("not a DAG")
-    dag = Dag(str(data["id"]))
+    key, meta = data.get("idempotency_key"), data.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("not a DAG: meta is not an object")
+    dag = Dag(str(data["id"]), idempotency_key=None if key is None else str(key), meta=meta)
     for n in data["nodes"]:
         o = dict(n["options"])
         o["backoff"] = Backoff.from_json(o["backoff"]) if o.get("backoff") else None
