@@ -221,6 +221,11 @@ class WorkerNode:
             self.capacity, start_method=self.config.start_method, preload=self.config.preload
         )
         self.waker.start()
+        # Others' expired leases are reclaimed only a lease after this node came up: it
+        # may have started while Redis was away (or just before a restart), and the
+        # nodes that hold those leases get that long to come back and report, as after a
+        # reconnect (_try_reconnect). A crashed node's jobs wait one lease more at most.
+        self._timers["stalls"] = time.monotonic() + self.config.lease
         self._scheduler_stop = threading.Event()
         if self.config.scheduler:
             self._start_scheduler()
