@@ -619,6 +619,7 @@ def worker(
     import importlib
     import logging
 
+    from mediajobs.schedule_firing import run_scheduler
     from workers.batch import LaneSupervisor, lanes_for
     from workers.node import NodeConfig, WorkerNode
 
@@ -658,7 +659,7 @@ def worker(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
     )
-    node = WorkerNode(ctx.obj["url"], config=config)
+    node = WorkerNode(ctx.obj["url"], config=config, scheduler=run_scheduler)
     supervisor = LaneSupervisor(node.url, ctx.obj["namespace"], lanes, all_tags, modules, lease)
     supervisor.start()
     try:
@@ -856,8 +857,8 @@ def _print_submitted(planned: list[Any], as_json: bool, status: str = "submitted
 
 
 def _register_subcommands() -> None:
+    from mediajobs.schedule_commands import schedule_group
     from pipeline.dashboard import dashboard_command
-    from pipeline.schedules import schedule_group
 
     main.add_command(dashboard_command(), "dashboard")
     main.add_command(schedule_group(), "schedule")

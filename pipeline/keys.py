@@ -2,8 +2,9 @@
 
 All keys of a namespace share one hash tag (``{ns}``) so the whole namespace lives in one
 Redis Cluster slot and every Lua script may touch any of its keys. The Lua scripts build
-the same names from the prefix they are given; ``scripts/includes/common.lua`` mirrors this
-module and the two must change together.
+the same names from the prefix they are given: each ``k_<name>`` function in
+``scripts/includes/common.lua`` mirrors the method of the same meaning here, and
+tests/pipeline/test_keys.py runs both against a real server to prove they agree.
 """
 
 from __future__ import annotations
@@ -82,6 +83,38 @@ class Keys:
     def idempotency(self, key: str) -> str:
         return self.prefix + "idem:" + key
 
+    @property
+    def retention(self) -> str:
+        """Hash: when the next prune step may run, and how long idempotency keys live."""
+        return self.prefix + "retention"
+
+    # -- schedules --------------------------------------------------------------
+    @property
+    def schedules(self) -> str:
+        """Hash: schedule name -> the schedule as JSON."""
+        return self.prefix + "schedules"
+
+    def schedule_last(self, name: str) -> str:
+        """The newest tick of a schedule already taken (epoch seconds)."""
+        return self.prefix + "schedule:" + name + ":last"
+
+    def schedule_seen(self, name: str) -> str:
+        """Set: sha256 of every input a watching schedule has handled."""
+        return self.prefix + "schedule:" + name + ":seen"
+
+    # -- external services ------------------------------------------------------
+    def breaker(self, service: str) -> str:
+        """Hash: the circuit breaker of one external service (state, opened_at, ...)."""
+        return self.prefix + "breaker:" + service
+
+    def breaker_pattern(self) -> str:
+        """Glob matching every breaker of the namespace (SCAN)."""
+        return self._glob_prefix() + "breaker:*"
+
+    def service_rate(self, service: str) -> str:
+        """Counter of jobs started against a service in the current rate window."""
+        return self.prefix + "rate:" + service
+
     # -- jobs -----------------------------------------------------------------
     def job(self, job_id: str) -> str:
         return self.prefix + "job:" + job_id
@@ -133,4 +166,7 @@ class Keys:
 
     def pattern(self) -> str:
         """Glob matching every key of the namespace (used only by tests and ``purge``)."""
-        return self.prefix.replace("{", "\\{").replace("}", "\\}") + "*"
+        return self._glob_prefix() + "*"
+
+    def _glob_prefix(self) -> str:
+        return self.prefix.replace("{", "\\{").replace("}", "\\}")

@@ -82,7 +82,7 @@ def plan(
         name = out_dir.name
         try:
             item.facts = probe(path, limits)
-            chosen = fixed or presets.load(preset, item.facts["kind"])
+            chosen = fixed or presets.load(preset, item.facts["kind"], str(path))
             key = f"{idempotency_key}:{item.facts['sha256']}" if idempotency_key else None
             item.dag = presets.build_dag(
                 str(path.resolve()),
@@ -190,7 +190,6 @@ def run_embedded(
             preload=("stages",),
             grace=0.0,
             heartbeat=1.0,
-            scheduler=False,
             metrics_port=metrics_port,
         ),
     )

@@ -37,6 +37,7 @@ from redis.retry import Retry
 
 from pipeline.breaker import BreakerPolicy, Gate, ServiceBreakers
 from pipeline.broker import Broker, new_worker_id
+from pipeline.client import Client
 from pipeline.connection import resolve_url
 from pipeline.errors import JobTimeoutError
 from pipeline.jobs import ClaimedJob, RawJSON
@@ -57,6 +58,11 @@ log = logging.getLogger("mediapipe.worker")
 
 T = TypeVar("T")
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+# Fires due schedules until the event is set (the application's firing engine, e.g.
+# mediajobs.schedule_firing.run_scheduler); a node given one runs it in a thread.
+SchedulerLoop = Callable[[Client, threading.Event], None]
 
 
 class WorkerCrashedError(Exception):
@@ -84,7 +90,6 @@ class NodeConfig:
     metrics_port: int | None = None  # serve /metrics, /healthz, /readyz when set
     metrics_host: str = "127.0.0.1"
     gpus: str = ""  # GPU models and memory found at start, for the registry
-    scheduler: bool = True  # fire due schedules (each tick fires once, fleet-wide)
     batch_queues: tuple[str, ...] = ()  # served by batch lanes, not by this pool
     # Finished DAGs, dead letters, old events (MEDIAPIPE_RETENTION_*); None: not here.
     retention: Retention | None = field(default_factory=Retention.from_env)
@@ -113,8 +118,12 @@ class WorkerNode:
         config: NodeConfig | None = None,
         registry: Registry = REGISTRY,
         load_source: LoadSource | None = None,
+        scheduler: SchedulerLoop | None = None,
     ) -> None:
+        """``scheduler``: fire due schedules from this node too (each tick fires once,
+        fleet-wide, however many nodes run one); None: this node fires none."""
         self.config = cfg = config or NodeConfig()
+        self.scheduler = scheduler
         self.url = resolve_url(url)
         self.registry = registry
         self.keys = Keys(cfg.namespace)
@@ -227,8 +236,8 @@ class WorkerNode:
         # reconnect (_try_reconnect). A crashed node's jobs wait one lease more at most.
         self._timers["stalls"] = time.monotonic() + self.config.lease
         self._scheduler_stop = threading.Event()
-        if self.config.scheduler:
-            self._start_scheduler()
+        if self.scheduler is not None:
+            self._start_scheduler(self.scheduler)
         if self.config.metrics_port is not None:
             self.health = HealthServer(
                 self.metrics,
@@ -271,10 +280,7 @@ class WorkerNode:
             return 3
         return 0 if reported else 1
 
-    def _start_scheduler(self) -> None:
-        from pipeline.client import Client
-        from pipeline.schedules import run_scheduler
-
+    def _start_scheduler(self, run_scheduler: SchedulerLoop) -> None:
         client = Client(self._connect(), namespace=self.config.namespace, registry=self.registry)
 
         def loop() -> None:

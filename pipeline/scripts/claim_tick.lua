@@ -9,14 +9,14 @@
 -- -1: the schedule is gone or was replaced; -2: the schedule is paused.
 --@include common.lua
 local name, tick, fire = ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
-local raw = redis.call('HGET', P .. 'schedules', name)
+local raw = redis.call('HGET', k_schedules(), name)
 if not raw then return -1 end
 -- Paused and id are checked here, inside the same atomic step as the claim, so a pause
 -- or a remove that lands after a scheduler read the schedule still stops the firing.
 local spec = cjson.decode(raw)
 if spec.id ~= ARGV[4] then return -1 end
 if spec.paused then return -2 end
-local k_last = P .. 'schedule:' .. name .. ':last'
+local k_last = k_schedule_last(name)
 local last = tonumber(redis.call('GET', k_last) or '')
 if last and last >= tick then return 0 end
 redis.call('SET', k_last, ARGV[2])

@@ -24,17 +24,13 @@ import redis
 from click.testing import CliRunner
 
 import stages  # noqa: F401  (registers the media stages the image preset submits)
+from mediajobs.schedule_commands import schedule_group
+from mediajobs.schedule_firing import Firing, Scheduler, run_scheduler
 from pipeline.client import Client
+from pipeline.cron import parse_every
 from pipeline.errors import SubmissionError
 from pipeline.registry import REGISTRY
-from pipeline.schedules import (
-    Firing,
-    Scheduler,
-    Schedules,
-    parse_every,
-    run_scheduler,
-    schedule_group,
-)
+from pipeline.schedules import Schedules
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 PARIS = ZoneInfo("Europe/Paris")

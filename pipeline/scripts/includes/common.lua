@@ -1,6 +1,7 @@
 -- Shared by every script. KEYS[1] is the namespace prefix itself, e.g. "{mp}:"; it
 -- carries the hash tag, so Redis Cluster routes the script to the slot holding every
--- key of the namespace. Key names mirror pipeline/keys.py.
+-- key of the namespace. Each k_<name> below mirrors the Keys method of the same meaning in
+-- pipeline/keys.py (tests/pipeline/test_keys.py checks they agree).
 local P -- set from KEYS[1] at the start of every call
 -- A DAG's own stream keeps its latest events: a late watcher reads the state from the DAG
 -- hash, and the end event is always the newest entry, so a 10,000-job DAG still shows it.
@@ -26,6 +27,10 @@ local function k_marker(q) return P .. 'q:' .. q .. ':marker' end
 local function k_rate(q) return P .. 'q:' .. q .. ':rate' end
 local function k_retention() return P .. 'retention' end
 local function k_idem(key) return P .. 'idem:' .. key end
+local function k_schedules() return P .. 'schedules' end
+local function k_schedule_last(name) return P .. 'schedule:' .. name .. ':last' end
+local function k_breaker(service) return P .. 'breaker:' .. service end
+local function k_service_rate(service) return P .. 'rate:' .. service end
 -- How long a finished DAG's idempotency key lives when no prune has published a window.
 local IDEM_MS_DEFAULT = 86400000
 
