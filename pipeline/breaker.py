@@ -89,9 +89,7 @@ class ServiceBreakers:
 
     def state(self, service: str) -> tuple[str, float]:
         """(state, seconds until the cool-down ends) without changing anything."""
-        state, opened_at = self.redis.hmget(
-            self.keys.prefix + "breaker:" + service, "state", "opened_at"
-        )
+        state, opened_at = self.redis.hmget(self.keys.breaker(service), "state", "opened_at")
         if state is None:
             return "closed", 0.0
         now_ms = redis_now_ms(self.redis)
@@ -101,8 +99,9 @@ class ServiceBreakers:
     def states(self) -> dict[str, dict[str, str]]:
         """Every breaker's state, for ``mediapipe status``."""
         out = {}
-        for key in self.redis.scan_iter(match=self.keys.pattern().replace("*", "breaker:*")):
-            name = as_str(key).split("breaker:", 1)[1]
+        start = len(self.keys.breaker(""))
+        for key in self.redis.scan_iter(match=self.keys.breaker_pattern()):
+            name = as_str(key)[start:]
             out[name] = {as_str(k): as_str(v) for k, v in self.redis.hgetall(key).items()}
         return out
 

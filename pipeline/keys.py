@@ -74,6 +74,11 @@ class Keys:
         return self.prefix + "dags:failed"
 
     @property
+    def dags_building(self) -> str:
+        """DAGs still being submitted in steps, scored by when their submit began."""
+        return self.prefix + "dags:building"
+
+    @property
     def workers(self) -> str:
         return self.prefix + "workers"
 
@@ -82,6 +87,10 @@ class Keys:
 
     def idempotency(self, key: str) -> str:
         return self.prefix + "idem:" + key
+
+    def request(self, client: str) -> str:
+        """The latest request of one client thread and its reply (scripts/includes/request.lua)."""
+        return self.prefix + "req:" + client
 
     @property
     def retention(self) -> str:

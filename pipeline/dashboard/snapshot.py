@@ -89,7 +89,7 @@ class Snapshots:
     @property
     def schedules_key(self) -> str:
         # Written by pipeline/schedules.py: one JSON document per schedule name.
-        return self.keys.prefix + "schedules"
+        return self.keys.schedules
 
     def now_ms(self) -> int:
         """Redis's clock, so heartbeat ages do not depend on this host's clock."""

@@ -21,7 +21,7 @@ if state == 'cancelled' then
   if not cursor or cursor == 'done' then return {0, 0, 1} end -- already cancelled
 elseif state == 'running' or state == 'building' then
   redis.call('HSET', k_dag(dag), 'state', 'cancelled', 'cancel_cursor', '0')
-  redis.call('ZREM', P .. 'dags:building', dag)
+  redis.call('ZREM', k_dags_building(), dag)
   cursor = '0'
 else
   return {0, 0, 1} -- finished

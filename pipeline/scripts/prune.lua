@@ -45,7 +45,7 @@ local function prune_set(set, max_count, max_age)
     local ids = redis.call('SPOP', k_dag_jobs(dag), budget)
     for _, id in ipairs(ids) do
       redis.call('UNLINK', k_job(id), k_progress(id), k_parents(id), k_deps(id), k_results(id))
-      redis.call('ZREM', P .. 'dead', id)
+      redis.call('ZREM', k_dead(), id)
     end
     jobs = jobs + #ids
     budget = budget - #ids
@@ -61,7 +61,7 @@ end
 -- A dead-letter entry is trimmed from the queue only; its job stays with its DAG (for
 -- `status`) until the DAG itself is pruned.
 local function trim_dead(max_count, max_age)
-  local key = P .. 'dead'
+  local key = k_dead()
   local n = redis.call('ZCARD', key)
   if n == 0 then return end
   local excess = math.max(n - max_count, redis.call('ZCOUNT', key, '-inf', now - max_age))
@@ -75,7 +75,7 @@ local function trim_dead(max_count, max_age)
 end
 
 local function trim_events(max_age)
-  local key = P .. 'events'
+  local key = k_events()
   if budget <= 0 or redis.call('EXISTS', key) == 0 then return end
   local limit = budget * 100
   events = redis.call('XTRIM', key, 'MINID', '~', math.max(0, now - max_age) .. '-0', 'LIMIT', limit)
@@ -86,14 +86,14 @@ end
 -- is queued, so it would never finish. Once abandoned it is closed as cancelled and then
 -- pruned as failed DAGs are.
 local function close_abandoned(max_age)
-  local key = P .. 'dags:building'
+  local key = k_dags_building()
   for _, dag in ipairs(redis.call('ZRANGEBYSCORE', key, '-inf', now - max_age, 'LIMIT', 0, 10)) do
     redis.call('ZREM', key, dag)
     if redis.call('HGET', k_dag(dag), 'state') == 'building' then
       redis.call('HSET', k_dag(dag), 'state', 'cancelled', 'finished', now,
         'cancel_cursor', 'done')
       redis.call('DEL', k_dag_leaves(dag))
-      redis.call('ZADD', P .. 'dags:failed', now, dag)
+      redis.call('ZADD', k_dags_failed(), now, dag)
       emit(dag, 'dag_cancelled', '', 'reason', 'its submit stopped while writing it')
       dags = dags + 1
     end
@@ -101,8 +101,8 @@ local function close_abandoned(max_age)
 end
 
 close_abandoned(tonumber(ARGV[10] or '3600000'))
-prune_set(P .. 'dags:done', tonumber(ARGV[1]), tonumber(ARGV[2]))
-prune_set(P .. 'dags:failed', tonumber(ARGV[3]), tonumber(ARGV[4]))
+prune_set(k_dags_done(), tonumber(ARGV[1]), tonumber(ARGV[2]))
+prune_set(k_dags_failed(), tonumber(ARGV[3]), tonumber(ARGV[4]))
 trim_dead(tonumber(ARGV[6]), tonumber(ARGV[7]))
 trim_events(tonumber(ARGV[9]))
 if dags + jobs + dead + events > 0 then

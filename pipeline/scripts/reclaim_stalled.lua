@@ -13,7 +13,7 @@ local now = now_ms()
 local out = {}
 local queues = {}
 for i = 2, #ARGV do queues[#queues + 1] = ARGV[i] end
-if #queues == 0 then queues = redis.call('SMEMBERS', P .. 'queues') end
+if #queues == 0 then queues = redis.call('SMEMBERS', k_queues()) end
 for _, q in ipairs(queues) do
   local expired = redis.call('ZRANGEBYSCORE', k_active(q), '-inf', now, 'LIMIT', 0,
     tonumber(ARGV[1]))

@@ -6,7 +6,7 @@
 --@include common.lua
 --@include settle.lua
 local id = ARGV[1]
-if not redis.call('ZSCORE', P .. 'dead', id) then
+if not redis.call('ZSCORE', k_dead(), id) then
   return redis.error_reply('job ' .. id .. ' is not in the dead-letter queue')
 end
 local dag = redis.call('HGET', k_job(id), 'dag')
@@ -20,7 +20,7 @@ if d[2] then
   return redis.error_reply('DAG ' .. dag .. ' is being deleted by retention; submit it again')
 end
 local now = now_ms()
-redis.call('ZREM', P .. 'dead', id)
+redis.call('ZREM', k_dead(), id)
 job_reopened(dag, id, 'dead')
 redis.call('HSET', k_job(id), 'attempts', 0, 'stalls', 0, 'finished', '', 'run_at', 0)
 restore_parents(id, dag)

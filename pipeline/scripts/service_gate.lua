@@ -10,7 +10,7 @@
 -- Returns {1 | 0, retry_in_ms, state}.
 --@include common.lua
 local name = ARGV[1]
-local key = P .. 'breaker:' .. name
+local key = k_breaker(name)
 local now = now_ms()
 local b = redis.call('HMGET', key, 'state', 'opened_at', 'probe_until')
 local state = b[1] or 'closed'
@@ -30,7 +30,7 @@ if state == 'half_open' then
 end
 local rate_max = tonumber(ARGV[4])
 if rate_max > 0 then
-  local rkey = P .. 'rate:' .. name
+  local rkey = k_service_rate(name)
   local used = redis.call('INCR', rkey)
   if used == 1 then redis.call('PEXPIRE', rkey, tonumber(ARGV[5])) end
   if used > rate_max then

@@ -5,7 +5,7 @@
 -- Returns the breaker's state after the outcome.
 --@include common.lua
 local name, outcome = ARGV[1], ARGV[2]
-local key = P .. 'breaker:' .. name
+local key = k_breaker(name)
 local now = now_ms()
 local state = redis.call('HGET', key, 'state') or 'closed'
 if outcome == 'ok' then

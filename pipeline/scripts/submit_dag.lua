@@ -24,7 +24,7 @@ if step == 'part' or step == 'seal' then
   if step == 'seal' then
     if state == 'building' then
       redis.call('HSET', k_dag(dag), 'state', 'running')
-      redis.call('ZREM', P .. 'dags:building', dag)
+      redis.call('ZREM', k_dags_building(), dag)
       local total = redis.call('HGET', k_dag(dag), 'total')
       emit(dag, 'submitted', '', 'jobs', total)
       emit_global(dag, 'submitted', '', 'jobs', total)
@@ -46,7 +46,7 @@ if step == 'part' or step == 'seal' then
 end
 
 if idem ~= '' then
-  local existing = redis.call('GET', P .. 'idem:' .. idem)
+  local existing = redis.call('GET', k_idem(idem))
   if existing and redis.call('EXISTS', k_dag(existing)) == 1 then return {existing, 0, 0} end
 end
 if redis.call('EXISTS', k_dag(dag)) == 1 then
@@ -62,8 +62,8 @@ redis.call('HSET', k_dag(dag), 'id', dag, 'state', building and 'building' or 'r
   'total', #jobs, 'open', #jobs, 'dead', 0, 'upstream', 0, 'cancelled', 0, 'roots', 0,
   'roots_failed', 0, 'pct_sum', 0, 'created', now, 'finished', '', 'meta', meta,
   'idem', idem, 'req', req or '')
-if idem ~= '' then redis.call('SET', P .. 'idem:' .. idem, dag) end
-if building then redis.call('ZADD', P .. 'dags:building', now, dag) end
+if idem ~= '' then redis.call('SET', k_idem(idem), dag) end
+if building then redis.call('ZADD', k_dags_building(), now, dag) end
 local roots = create_jobs(dag, jobs, now, building)
 redis.call('HSET', k_dag(dag), 'roots', #roots)
 if not building then

@@ -6,16 +6,16 @@
 --@include common.lua
 local id, ttl = ARGV[1], tonumber(ARGV[2])
 local now = now_ms()
-local key = P .. 'worker:' .. id
+local key = k_worker(id)
 if ttl == 0 then
   redis.call('DEL', key)
-  redis.call('ZREM', P .. 'workers', id)
+  redis.call('ZREM', k_workers(), id)
 else
   local fields = {'last_seen', now}
   for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', key, unpack(fields))
   redis.call('PEXPIRE', key, ttl)
-  redis.call('ZADD', P .. 'workers', now + ttl, id)
+  redis.call('ZADD', k_workers(), now + ttl, id)
 end
-redis.call('ZREMRANGEBYSCORE', P .. 'workers', '-inf', now)
-return redis.call('ZCARD', P .. 'workers')
+redis.call('ZREMRANGEBYSCORE', k_workers(), '-inf', now)
+return redis.call('ZCARD', k_workers())

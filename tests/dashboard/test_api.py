@@ -170,7 +170,7 @@ def test_pause_resume_cancel_and_purge(
 def test_schedules_are_listed_from_their_hash(
     web: FlaskClient, client: Client, r: redis.Redis
 ) -> None:
-    key = client.keys.prefix + "schedules"
+    key = client.keys.schedules
     r.hset(key, "nightly", json.dumps({"cron": "0 3 * * *", "paths": ["/in/*.mov"]}))
     r.hset(key, "odd", "not json")
     schedules = web.get("/api/overview").get_json()["schedules"]

@@ -10,6 +10,16 @@ local EVENTS_GLOBAL = 100000
 -- Wait-set score: priority band first (higher priority -> lower score), then FIFO sequence.
 local PRIO_SPAN = 1099511627776 -- 2^40 sequence numbers per priority band
 
+local function k_seq() return P .. 'seq' end
+local function k_events() return P .. 'events' end
+local function k_dead() return P .. 'dead' end
+local function k_queues() return P .. 'queues' end
+local function k_dags_done() return P .. 'dags:done' end
+local function k_dags_failed() return P .. 'dags:failed' end
+local function k_dags_building() return P .. 'dags:building' end
+local function k_workers() return P .. 'workers' end
+local function k_worker(id) return P .. 'worker:' .. id end
+local function k_request(client) return P .. 'req:' .. client end
 local function k_job(id) return P .. 'job:' .. id end
 local function k_progress(id) return P .. 'job:' .. id .. ':progress' end
 local function k_parents(id) return P .. 'job:' .. id .. ':parents' end
@@ -47,7 +57,7 @@ end
 
 -- ... and, for what a fleet operator follows, on the namespace-wide stream too.
 local function emit_global(dag, ev, job, ...)
-  redis.call('XADD', P .. 'events', 'MAXLEN', '~', EVENTS_GLOBAL, '*',
+  redis.call('XADD', k_events(), 'MAXLEN', '~', EVENTS_GLOBAL, '*',
     'ev', ev, 'dag', dag, 'job', job, ...)
 end
 
@@ -90,7 +100,7 @@ local function enqueue(id, now)
     if seq then
       redis.call('HSET', k_job(id), 'state', 'waiting')
     else
-      seq = redis.call('INCR', P .. 'seq') % PRIO_SPAN
+      seq = redis.call('INCR', k_seq()) % PRIO_SPAN
       redis.call('HSET', k_job(id), 'state', 'waiting', 'seq', seq)
     end
     redis.call('ZADD', k_wait(q), (1000 - prio) * PRIO_SPAN + seq, id)
@@ -133,9 +143,9 @@ local function settle_dag(dag, now)
     end
   end
   if state == 'completed' then
-    redis.call('ZADD', P .. 'dags:done', now, dag)
+    redis.call('ZADD', k_dags_done(), now, dag)
   else
-    redis.call('ZADD', P .. 'dags:failed', now, dag)
+    redis.call('ZADD', k_dags_failed(), now, dag)
   end
   emit(dag, 'dag_' .. state, '')
   emit_global(dag, 'dag_' .. state, '')
@@ -169,7 +179,7 @@ local function job_reopened(dag, id, from)
     if idem and idem ~= '' and redis.call('GET', k_idem(idem)) == dag then
       redis.call('PERSIST', k_idem(idem))
     end
-    redis.call('ZREM', P .. 'dags:failed', dag)
-    redis.call('ZREM', P .. 'dags:done', dag)
+    redis.call('ZREM', k_dags_failed(), dag)
+    redis.call('ZREM', k_dags_done(), dag)
   end
 end

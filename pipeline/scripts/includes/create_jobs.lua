@@ -120,7 +120,7 @@ local function create_jobs(dag, jobs, now, defer)
       'pending', n, 'failed_deps', 0, 'has_deps', n > 0 and '1' or '0', 'root', root,
       'pct', 0, 'created', now, 'state', 'waiting_children')
     redis.call('SADD', k_dag_jobs(dag), j.id)
-    redis.call('SADD', P .. 'queues', j.queue)
+    redis.call('SADD', k_queues(), j.queue)
     for _, edge in ipairs(j.children) do
       redis.call('HSET', k_deps(j.id), edge[1], 'pending')
       redis.call('HSET', k_parents(edge[1]), j.id, edge[2])

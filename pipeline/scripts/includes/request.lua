@@ -28,7 +28,7 @@ local function request(KEYS, ARGV, transition, compact, expand, answers_itself)
   local colon = string.find(rid, ':%d+$')
   local digits = string.sub(rid, colon + 1)
   local seq = tonumber(digits)
-  local key = P .. 'req:' .. string.sub(rid, 1, colon - 1)
+  local key = k_request(string.sub(rid, 1, colon - 1))
   -- The record is "<seq>:<msgpack of {reply}>": the sequence number is read from its
   -- first bytes (GETRANGE, no copy of the reply), the reply read only for a resend.
   local head = redis.call('GETRANGE', key, 0, 24)

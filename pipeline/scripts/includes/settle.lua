@@ -84,7 +84,7 @@ end
 -- Move a job to the dead-letter queue and tell its parents.
 local function kill_job(id, dag, err, now)
   redis.call('HSET', k_job(id), 'state', 'dead', 'finished', now, 'error', err, 'owner', '')
-  redis.call('ZADD', P .. 'dead', now, id)
+  redis.call('ZADD', k_dead(), now, id)
   emit(dag, 'dead', id, 'error', err)
   emit_global(dag, 'dead', id)
   fail_parents(id, dag, err, now)
