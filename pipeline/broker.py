@@ -13,6 +13,7 @@ import socket
 import traceback
 import uuid
 from collections.abc import Mapping, Sequence
+from enum import IntEnum
 from typing import Any
 
 import redis
@@ -28,6 +29,14 @@ from pipeline.submission import encode_nodes
 log = logging.getLogger("mediapipe.broker")
 
 DEFAULT_LEASE = 30.0
+
+
+class LeaseStatus(IntEnum):
+    """What ``extend_lease`` says of one job (the codes its script returns)."""
+
+    LOST = 0  # reclaimed or finished elsewhere: stop it and discard its result
+    OK = 1  # extended: keep running
+    CANCELLED = 2  # extended, but its DAG was cancelled: stop it, it ends cancelled
 
 
 def new_worker_id() -> str:
@@ -75,15 +84,15 @@ class Broker:
         return self.redis.blpop(markers, timeout=max(timeout, 0.01)) is not None
 
     # -- while running --------------------------------------------------------
-    def extend(self, jobs: Mapping[str, str]) -> dict[str, int]:
-        """Extend leases of {job id: token}. Codes: 1 ok, 2 cancelled, 0 lost."""
+    def extend(self, jobs: Mapping[str, str]) -> dict[str, LeaseStatus]:
+        """Extend leases of {job id: token}; what became of each."""
         if not jobs:
             return {}
         args: list[Any] = [self.lease_ms]
         for jid, token in jobs.items():
             args += [jid, token]
         codes = self._run("extend_lease", *args)
-        return {jid: int(c) for jid, c in zip(jobs, codes, strict=True)}
+        return {jid: LeaseStatus(int(c)) for jid, c in zip(jobs, codes, strict=True)}
 
     def progress(self, job: ClaimedJob, percent: float, message: str = "", **fields: Any) -> bool:
         flat: list[Any] = []

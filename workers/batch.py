@@ -35,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.broker import Broker
+from pipeline.broker import Broker, LeaseStatus
 from pipeline.errors import JobTimeoutError, PermanentError
 from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.model import routed_queue
@@ -197,14 +197,14 @@ class BatchRunner(InlineRunner):
                 log.warning("could not record the timeout of %s", job.id, exc_info=True)
         self._exit(EXIT_TIMED_OUT)
 
-    def _stopped(self, jobs: list[ClaimedJob], codes: list[int | None]) -> None:
+    def _stopped(self, jobs: list[ClaimedJob], codes: list[LeaseStatus | None]) -> None:
         log.warning(
             "%d %s jobs must stop (cancelled or lease lost); restarting the lane",
             len(jobs),
             self.batch.stage,
         )
         for job, code in zip(jobs, codes, strict=True):
-            if code == 2:
+            if code == LeaseStatus.CANCELLED:
                 try:
                     record(self.broker, job, Failure.cancelled())
                 except Exception:  # Redis down: the lease expires; reclaim ends it cancelled

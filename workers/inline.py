@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from pipeline.breaker import ServiceBreakers
-from pipeline.broker import Broker
+from pipeline.broker import Broker, LeaseStatus
 from pipeline.context import JobContext, JobStopped, running
 from pipeline.jobs import ClaimedJob, RawJSON, encode_result
 from pipeline.outage import REDIS_DOWN, SERVICE_GIVE_UP, Outage
@@ -43,8 +43,8 @@ class LeaseKeeper(threading.Thread):
         self.broker = broker
         self.interval = interval
         self.held: dict[str, str] = {}  # job id -> token
-        # job id -> extend_lease code: 2 its DAG was cancelled, 0 its lease was lost
-        self.stop_requested: dict[str, int] = {}
+        # job id -> why it must stop: its DAG was cancelled, or its lease was lost
+        self.stop_requested: dict[str, LeaseStatus] = {}
         self._lock = threading.Lock()
         self._stop_event = threading.Event()
 
@@ -58,8 +58,8 @@ class LeaseKeeper(threading.Thread):
             self.held.pop(job.id, None)
             self.stop_requested.pop(job.id, None)
 
-    def stop_code(self, job_id: str) -> int | None:
-        """2 (cancelled) or 0 (lost) once the job must stop; None while it may run."""
+    def stop_code(self, job_id: str) -> LeaseStatus | None:
+        """CANCELLED or LOST once the job must stop; None while it may run."""
         return self.stop_requested.get(job_id)
 
     def run(self) -> None:
@@ -77,7 +77,7 @@ class LeaseKeeper(threading.Thread):
                 continue
             with self._lock:
                 for j, c in codes.items():
-                    if c in (0, 2) and j in self.held:
+                    if c != LeaseStatus.OK and j in self.held:
                         self.stop_requested[j] = c
 
     def stop(self) -> None:
@@ -196,12 +196,12 @@ class InlineRunner:
             return
         self._record_done(job, body)
 
-    def _record_stopped(self, job: ClaimedJob, code: int | None) -> None:
+    def _record_stopped(self, job: ClaimedJob, code: LeaseStatus | None) -> None:
         """A job stopped because its DAG was cancelled (it ends cancelled) or its lease was
         lost (nothing is reported: the lease's new owner decides)."""
         self.processed += 1
         self.keeper.drop(job)
-        if code == 0:
+        if code == LeaseStatus.LOST:
             log.warning("job %s: lease lost to another worker; stopped here", job.id)
             return
         outcome = record(self.broker, job, Failure.cancelled(), call=self._redis)

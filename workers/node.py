@@ -36,7 +36,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from pipeline.breaker import BreakerPolicy, Gate, ServiceBreakers
-from pipeline.broker import Broker, new_worker_id
+from pipeline.broker import Broker, LeaseStatus, new_worker_id
 from pipeline.client import Client
 from pipeline.connection import resolve_url
 from pipeline.errors import JobTimeoutError
@@ -480,11 +480,11 @@ class WorkerNode:
         owned.update({f[0].id: f[0].token for f in self.failbox})
         codes = self._call(self.broker.extend, owned) if owned else {}
         for job_id, code in (codes or {}).items():
-            if code in (0, 2):
-                self._stop_job(job_id, cancelled=code == 2)
+            if code != LeaseStatus.OK:
+                self._stop_job(job_id, cancelled=code == LeaseStatus.CANCELLED)
 
     def _stop_job(self, job_id: str, *, cancelled: bool) -> None:
-        """Its DAG was cancelled (2) or its lease was lost to another worker (0)."""
+        """Its DAG was cancelled or its lease was lost to another worker."""
         assert self.pool is not None
         for job in list(self.held):
             if job.id == job_id:

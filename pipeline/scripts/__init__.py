@@ -1,7 +1,8 @@
 """The Lua transitions, one file per state change, run atomically inside Redis.
 
-Each ``<name>.lua`` holds the body of one transition; shared fragments live in
-``includes/`` and are pulled in with ``--@include file.lua`` lines.
+Each ``<name>.lua`` holds the body of one transition (the list of transitions is the
+folder's); shared fragments live in ``includes/`` and are pulled in with
+``--@include file.lua`` lines.
 
 On Redis >= 7 and Valkey the transitions are loaded once as a function library
 (``FUNCTION LOAD``) and called with ``FCALL``: the helpers are defined once at load time
@@ -42,29 +43,15 @@ from redis.commands.core import Script
 
 log = logging.getLogger("mediapipe.scripts")
 
-TRANSITIONS = (
-    "submit_dag",
-    "claim",
-    "extend_lease",
-    "report_progress",
-    "complete",
-    "fail",
-    "promote_delayed",
-    "reclaim_stalled",
-    "cancel_dag",
-    "retry_dead",
-    "pause_queue",
-    "resume_queue",
-    "add_children",
-    "prune",
-    "release_jobs",
-    "worker_heartbeat",
-    "service_gate",
-    "service_outcome",
-    "throttle_queue",
-    "reroute_orphans",
-    "claim_tick",
-)
+
+def _discover() -> tuple[str, ...]:
+    """Every ``<name>.lua`` of this folder is a transition: adding one is adding its file.
+    Sorted, so the library (and the digest in its name) is the same on every machine."""
+    files = resources.files(__package__).iterdir()
+    return tuple(sorted(f.name.removesuffix(".lua") for f in files if f.name.endswith(".lua")))
+
+
+TRANSITIONS = _discover()
 
 _INCLUDE = re.compile(r"^--@include (\S+)\n?", re.MULTILINE)
 _PRELUDE = "P = KEYS[1]\n"

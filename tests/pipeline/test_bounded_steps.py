@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from pipeline.broker import Broker
+from pipeline.broker import Broker, LeaseStatus
 from pipeline.client import STEP_JOBS, Client
 from pipeline.errors import SubmissionError
 from pipeline.keys import Keys
@@ -88,7 +88,7 @@ def test_a_job_claimed_between_cancel_steps_is_told_to_stop(
     client.cancel(dag.id)  # finishes the cancel
     assert broker.claim(["default"], 5)[0] == []  # nothing left to start
     codes = broker.extend({j.id: j.token for j in jobs})
-    assert set(codes.values()) == {2}  # each told to stop
+    assert set(codes.values()) == {LeaseStatus.CANCELLED}  # each told to stop
     for j in jobs:
         assert broker.fail(j, RuntimeError("stopped")) == "cancelled"
     info = client.dag(dag.id)

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from pipeline.broker import Broker
+from pipeline.broker import Broker, LeaseStatus
 from pipeline.client import Client
 from pipeline.keys import Keys
 from pipeline.model import Dag
@@ -40,7 +40,8 @@ def test_cancel_stops_pending_jobs_and_tells_running_ones_to_stop(
     assert client.dag_state(dag.id) == "cancelled"
     assert broker.claim(["default"])[0] == []
     assert client.queue_counts("default") == {"waiting": 0, "active": 1, "delayed": 0, "paused": 0}
-    assert broker.extend({running.id: running.token}) == {running.id: 2}  # told to stop
+    told_to_stop = {running.id: LeaseStatus.CANCELLED}
+    assert broker.extend({running.id: running.token}) == told_to_stop
 
     broker.complete(running, "finished anyway")
     info = client.dag(dag.id)

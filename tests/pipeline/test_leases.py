@@ -7,7 +7,7 @@ from typing import Any
 
 import redis
 
-from pipeline.broker import Broker
+from pipeline.broker import Broker, LeaseStatus
 from pipeline.client import Client
 from pipeline.model import Dag
 from pipeline.registry import Registry, stage
@@ -38,7 +38,8 @@ def test_expired_lease_is_reclaimed_exactly_once_and_the_old_owner_is_discarded(
 
     (again,), _ = new.claim(["default"])
     assert again.id == job.id and again.attempt == 2 and again.token != job.token
-    assert old.extend({job.id: job.token}) == {job.id: 0}  # the old owner learns it lost it
+    # the old owner learns it lost it
+    assert old.extend({job.id: job.token}) == {job.id: LeaseStatus.LOST}
     assert new.complete(again, "new owner")[0] is True
     assert old.complete(job, "old owner")[0] is False
 
@@ -58,7 +59,7 @@ def test_extending_a_lease_keeps_the_job(
     (job,), _ = b.claim(["default"])
     for _ in range(5):
         time.sleep(0.1)
-        assert b.extend({job.id: job.token}) == {job.id: 1}
+        assert b.extend({job.id: job.token}) == {job.id: LeaseStatus.OK}
     assert b.reclaim_stalled(["default"]) == []
     assert b.complete(job, 1)[0] is True
 
