@@ -1,7 +1,8 @@
 """audio_extract: the soundtrack as its own file (AAC in .m4a, or Opus in .opus).
 
 AAC input is copied, not re-encoded (no generation loss, no CPU). A video without audio
-is not an error: the stage reports that there was nothing to extract.
+is not an error: the stage reports that there was nothing to extract. The source's tags
+(title, location, handler names, chapters) are dropped unless the preset keeps them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.registry import stage
-from stages.ffmpeg_run import compile_cmd, run, safe_input
+from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
 from stages.media_facts import audio_facts
 from stages.output import atomic_output, output_name, output_path
 from stages.storage import stores_outputs
@@ -37,7 +38,11 @@ def audio_extract(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> d
     final = output_path(params["out_dir"], f"{name}_audio.{ext}")
     copy = codec == "aac" and probe["audio"][0]["codec"] == "aac"
     with atomic_output(final) as tmp:
-        opts: dict[str, Any] = {"acodec": "copy" if copy else encoder, "f": muxer}
+        opts: dict[str, Any] = {
+            "acodec": "copy" if copy else encoder,
+            "f": muxer,
+            **strip_metadata(bool(params.get("keep_metadata", False))),
+        }
         if not copy:
             opts["audio_bitrate"] = params.get("bitrate", "128k")
         graph = safe_input(src)["a:0"].output(str(tmp), **opts)

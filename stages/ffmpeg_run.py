@@ -36,6 +36,30 @@ def ffmpeg_exe() -> str:
     return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
+@cache
+def has_filter(name: str) -> bool:
+    """Whether this ffmpeg build has the filter ``name`` (zscale needs libzimg, which an
+    ``$MEDIAPIPE_FFMPEG`` built elsewhere may lack)."""
+    listing = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostdin", "-filters"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    return any(line.split()[1:2] == [name] for line in listing.splitlines())
+
+
+def strip_metadata(keep: bool) -> dict[str, Any]:
+    """Output options that drop the input's metadata: global tags (a phone's GPS
+    ``location``, ``title``, ``creation_time``, the device's make and model), stream tags
+    (``handler_name``), chapters and their titles. ffmpeg copies all of them by default,
+    so an output made without these options carries where and when it was filmed. With
+    ``keep`` the container's global tags are copied (ffmpeg's default, made explicit)."""
+    if keep:
+        return {"map_metadata": 0}
+    return {"map_metadata": -1, "map_chapters": -1}
+
+
 def safe_input(path: str, **kwargs: Any) -> Any:
     """An ffmpeg-python input that can only read the file itself: the ``file`` protocol and
     media demuxers only, so a crafted playlist or concat script cannot pull in other files

@@ -2,7 +2,9 @@
 
 The ladder's MP4s are already H.264/AAC with aligned keyframes, so packaging is a stream
 copy: no second encode. The whole package is written to a temporary directory and
-renamed into place, so a player never sees a master playlist without its segments.
+renamed into place, so a player never sees a master playlist without its segments. The
+segments carry no metadata but what the ladder kept (none, unless the preset says so), and
+no data or subtitle streams. The master playlist's facts give the largest variant's size.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.registry import stage
-from stages.ffmpeg_run import compile_cmd, run, safe_input
+from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
 from stages.output import atomic_dir, file_facts, output_name, output_path
 from stages.storage import fetch, stores_outputs
 from stages.timing import reports_timing
@@ -43,6 +45,9 @@ def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dic
                 hls_segment_type="fmp4",
                 hls_fmp4_init_filename="init.mp4",
                 hls_segment_filename=str(sub / "seg_%04d.m4s"),
+                dn=None,
+                sn=None,
+                **strip_metadata(bool(params.get("keep_metadata", False))),
             )
             run(compile_cmd(graph), source=r["path"])
             if source != Path(r["path"]):
@@ -60,13 +65,14 @@ def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dic
             lines.append(f"{r['rung']}/index.m3u8")
         (tmp / "master.m3u8").write_text("\n".join(lines) + "\n")
     master = final / "master.m3u8"
+    largest = max(renditions, key=lambda r: (r["width"] or 0) * (r["height"] or 0))
     return {
         "hls": file_facts(
             master,
             kind="hls",
             format="m3u8",
-            width=None,
-            height=None,
+            width=largest["width"],
+            height=largest["height"],
             duration=renditions[0]["duration"],
             variants=[r["rung"] for r, _ in variants],
         )

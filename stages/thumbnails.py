@@ -2,7 +2,9 @@
 
 The poster skips black or flat frames (a fade-in, a black leader): a few candidate times
 are decoded at a tiny size and the first whose luma is bright and varied enough wins.
-The picture itself is then cut by ffmpeg, which applies the display rotation.
+The picture itself is then cut by ffmpeg, which applies the display rotation; HDR and
+BT.2020 video is converted to BT.709 SDR first, as for the ladder (stages/color.py), and
+the JPEGs carry none of the source's metadata.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.registry import stage
-from stages.ffmpeg_run import compile_cmd, run, safe_input
+from stages.color import to_sdr, video_color
+from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
 from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS
 from stages.media_facts import image_facts
 from stages.output import atomic_output, output_name, output_path
@@ -70,9 +73,10 @@ def video_poster(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     final = output_path(params["out_dir"], f"{name}_poster.jpg")
     with atomic_output(final) as tmp:
         graph = (
-            safe_input(src, ss=at)
-            .video.filter("scale", width, -2)
-            .output(str(tmp), vframes=1, q=3, f="image2")
+            to_sdr(safe_input(src, ss=at).video, video_color(src))
+            .filter("scale", width, -2)
+            .filter("format", "yuvj420p")
+            .output(str(tmp), vframes=1, q=3, f="image2", **strip_metadata(False))
         )
         run(compile_cmd(graph), source=src)
     ctx.progress(100, "poster")
@@ -95,11 +99,16 @@ def video_sprite(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     final = output_path(params["out_dir"], f"{name}_sprite.jpg")
     with atomic_output(final) as tmp:
         graph = (
-            safe_input(src)
-            .video.filter("fps", f"1/{every}")
+            to_sdr(safe_input(src).video, video_color(src))
+            # eof_action=pass: a clip shorter than half an interval still gives its one
+            # frame (the default rounding left such a sprite empty and ffmpeg wrote none).
+            .filter("fps", f"1/{every}", eof_action="pass")
             .filter("scale", tile_w, -2)
             .filter("tile", f"{columns}x{rows}")
-            .output(str(tmp), vframes=1, q=4, f="image2")
+            # Full-range 8-bit, what the JPEG encoder takes: from 10-bit input (HDR, or
+            # SDR from a phone) ffmpeg would otherwise pick limited range, which it refuses.
+            .filter("format", "yuvj420p")
+            .output(str(tmp), vframes=1, q=4, f="image2", **strip_metadata(False))
         )
         run(
             compile_cmd(graph), source=src, duration=duration, progress=ctx.progress, label="sprite"

@@ -8,7 +8,9 @@ the pixels to read), and the machine's cores are shared out among the rungs' enc
 their pixel counts instead of each x264 starting threads for every core; together 4-5 %
 less CPU for a 1080p/720p/480p ladder on 2 cores (see ``encoder_threads``).
 ffmpeg applies the display rotation itself (autorotate), so rungs are sized from the
-displayed frame. Output is H.264 yuv420p (plays everywhere) with AAC, moov up front.
+displayed frame and play upright without a display matrix. HDR and BT.2020 input is
+converted to BT.709 SDR first (stages/color.py). Output is H.264 yuv420p (plays everywhere)
+with AAC, moov up front, and none of the source's metadata unless the preset keeps it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import Any
 
 from pipeline.errors import BadInputError
 from pipeline.registry import stage
-from stages.ffmpeg_run import compile_cmd, run, safe_input
+from stages.color import BT709_TAGS, needs_conversion, to_sdr, video_color
+from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
 from stages.media_facts import video_facts
 from stages.output import atomic_output, output_name, output_path
 from stages.storage import stores_outputs
@@ -71,8 +74,10 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     rungs = plan_rungs(probe["width"], probe["height"], params.get("rungs") or DEFAULT_RUNGS)
     has_audio = bool(probe.get("audio"))
     gpu = gpu_mode(str(params.get("gpu", "auto")), getattr(getattr(ctx, "job", None), "queue", ""))
-    if gpu and probe.get("rotation"):
-        # ffmpeg rotates in software filters, which cannot take frames held on the GPU.
+    color = video_color(src)
+    if gpu and (probe.get("rotation") or needs_conversion(color)):
+        # ffmpeg rotates, and zscale converts colour, in software filters, which cannot
+        # take frames held on the GPU.
         gpu = ""
     finals = [output_path(out_dir, f"{name}_{r['name']}.mp4") for r in rungs]
     with contextlib.ExitStack() as stack:
@@ -86,6 +91,8 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
             audio_bitrate=params.get("audio_bitrate", "128k"),
             threads=int(params.get("threads", 0)),
             gpu=gpu,
+            color=color,
+            keep_metadata=bool(params.get("keep_metadata", False)),
         )
         run(
             cmd,
@@ -131,10 +138,14 @@ def ladder_command(
     audio_bitrate: str = "128k",
     threads: int = 0,
     gpu: str = "",
+    color: dict[str, Any] | None = None,
+    keep_metadata: bool = False,
 ) -> list[str]:
     """The one ffmpeg command for the whole ladder. ``gpu`` (see ``gpu_mode``): "decode"
     decodes with NVDEC and scales with scale_cuda, frames come back to memory for x264 (a
-    Hopper card has no NVENC); "nvenc" keeps them on the GPU for h264_nvenc."""
+    Hopper card has no NVENC); "nvenc" keeps them on the GPU for h264_nvenc. ``color``
+    (``stages.color.video_color``) says whether the frames need converting to BT.709 SDR
+    (CPU only); ``keep_metadata`` keeps the source's tags in the outputs."""
     import ffmpeg
 
     hw = {"hwaccel": "cuda", "hwaccel_output_format": "cuda"} if gpu else {}
@@ -148,7 +159,7 @@ def ladder_command(
                 v = v.filter("hwdownload").filter("format", "yuv420p")
             videos.append(v)
     else:
-        videos = _cascade(inp.video, rungs)
+        videos = _cascade(to_sdr(inp.video, color or {}), rungs)
     x264_threads = encoder_threads(rungs, threads)
     outs = []
     for i, (r, out) in enumerate(zip(rungs, outputs, strict=True)):
@@ -161,7 +172,10 @@ def ladder_command(
             # A keyframe every 2 s on every rung, at the same times: HLS can cut segments
             # there and a player can switch rungs at any segment boundary.
             "force_key_frames": "expr:gte(t,n_forced*2)",
+            **strip_metadata(keep_metadata),
         }
+        if color and needs_conversion(color):
+            opts.update(BT709_TAGS)
         if gpu == "nvenc":
             # Constant quality like x264's CRF; forced keyframes must be IDR for HLS cuts.
             opts.update({"vcodec": "h264_nvenc", "preset": "p4", "rc": "vbr",

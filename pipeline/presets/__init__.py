@@ -3,7 +3,9 @@
 A preset names its kind (image or video) and has one table per stage with that stage's
 params; a stage whose table is absent is not run. Every table is checked against what its
 stage accepts (``schema.STAGE_KEYS``), and where outputs go is never a preset's to say.
-``auto`` picks the image or the video preset from the probe's kind. How stages depend on
+``auto`` picks the image or the video preset from the probe's kind. A few keys sit at the
+top of a preset and apply to all its stages (``schema.PRESET_KEYS``: ``keep_metadata``).
+How stages depend on
 each other is fixed here, so a preset cannot build a DAG that waits for something that
 never comes.
 """
@@ -18,7 +20,7 @@ from typing import Any
 from pipeline.breaker import service_name
 from pipeline.errors import SubmissionError
 from pipeline.model import Dag, EdgePolicy
-from pipeline.presets.schema import validate_stage
+from pipeline.presets.schema import PRESET_KEYS, validate_preset_key, validate_stage
 from stages.output import output_name
 
 BUILTIN = ("image", "video")
@@ -40,11 +42,15 @@ STAGES_BY_KIND = {
 }
 
 
-def load(preset: str, kind: str | None = None) -> dict[str, Any]:
-    """A preset by name (image, video, auto) or TOML file path."""
+def load(preset: str, kind: str | None = None, input_path: str | None = None) -> dict[str, Any]:
+    """A preset by name (image, video, auto) or TOML file path. ``auto`` needs the input's
+    ``kind``, and its path to name the file when no preset fits (an audio-only file)."""
     if preset == "auto":
         if kind not in BUILTIN:
-            raise SubmissionError(f"preset auto: no preset for media of kind {kind!r}")
+            raise SubmissionError(
+                f"{input_path or 'preset auto'}: no preset for media of kind {kind!r}"
+                " (preset auto renders images and videos)"
+            )
         preset = str(kind)
     if preset in BUILTIN:
         text = resources.files(__package__).joinpath(f"{preset}.toml").read_text()
@@ -71,12 +77,14 @@ def validate(data: dict[str, Any], source: str) -> None:
     kind = data.get("kind")
     if kind not in STAGES_BY_KIND:
         raise SubmissionError(f"preset {source}: kind must be image or video")
-    unknown = set(data) - {"name", "kind", *NEEDS}
+    unknown = set(data) - {"name", "kind", *PRESET_KEYS, *NEEDS}
     if unknown:
         raise SubmissionError(f"preset {source}: unknown table(s) {', '.join(sorted(unknown))}")
     name = data.get("name", "")
     if not isinstance(name, str) or len(name) > 100 or not name.isprintable():
         raise SubmissionError(f"preset {source}: name must be a line of at most 100 characters")
+    for key in sorted(set(data) & set(PRESET_KEYS)):
+        validate_preset_key(source, kind, key, data[key])
     for stage in sorted(set(data) & set(NEEDS)):
         if stage not in STAGES_BY_KIND[kind]:
             raise SubmissionError(f"preset {source}: [{stage}] does not apply to kind {kind}")
@@ -108,6 +116,7 @@ def build_dag(
         meta={"input": input_path, "out_dir": out_dir, "preset": preset["name"]},
     )
     common: dict[str, Any] = {"input": input_path, "out_dir": out_dir, "name": stem}
+    shared = {k: preset[k] for k in PRESET_KEYS if k in preset}
     if storage:
         common.update(storage=storage, service=service_name(storage, endpoint))
         if endpoint:
@@ -123,7 +132,7 @@ def build_dag(
     for s in wanted:
         needs = [n for n in NEEDS[s] if n == "probe" or n in wanted]
         # ``common`` last: where a stage reads and writes is never the preset's to say.
-        dag.add(s, s, {**preset[s], **common}, after=needs, priority=priority)
+        dag.add(s, s, {**preset[s], **shared, **common}, after=needs, priority=priority)
     edges = {
         s: EdgePolicy.FAIL if s in ESSENTIAL else EdgePolicy.CONTINUE for s in ["probe", *wanted]
     }

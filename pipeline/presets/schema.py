@@ -164,6 +164,29 @@ STAGE_KEYS: dict[str, dict[str, Check]] = {
 }
 
 
+# Keys at the top of a preset, beside name and kind, that apply to every stage it runs.
+PRESET_KEYS: dict[str, Check] = {
+    # Video outputs carry none of the source's tags (GPS location, title, creation time,
+    # handler names, chapters) unless this is true; images say what to keep with
+    # [image_renditions] keep.
+    "keep_metadata": boolean,
+}
+# Video stages only: an image preset already has [image_renditions] keep.
+VIDEO_ONLY_KEYS = frozenset({"keep_metadata"})
+
+
+def validate_preset_key(source: str, kind: str, key: str, value: Any) -> None:
+    """Check one top-level key of preset ``source``; SubmissionError naming it if bad."""
+    if key in VIDEO_ONLY_KEYS and kind != "video":
+        raise SubmissionError(
+            f"preset {source}: {key} applies to video presets (images: [image_renditions] keep)"
+        )
+    try:
+        PRESET_KEYS[key](value)
+    except ValueError as exc:
+        raise SubmissionError(f"preset {source}: {key} must be {exc}, not {value!r}") from None
+
+
 def validate_stage(source: str, stage: str, params: Any) -> None:
     """Check one stage's table from preset ``source``; SubmissionError on the first fault."""
     where = f"preset {source}: [{stage}]"
