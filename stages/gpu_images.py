@@ -57,7 +57,7 @@ from stages.image import (
 )
 from stages.limits import MediaLimits
 from stages.media_facts import image_facts
-from stages.output import atomic_output
+from stages.output import atomic_output, output_name, output_path
 
 log = logging.getLogger("mediapipe.gpu_images")
 
@@ -303,7 +303,7 @@ def _render_on_device(
     fmts = _formats(opts.get("formats", DEFAULT_FORMATS))
     q = {**DEFAULT_QUALITY, **(opts.get("quality") or {})}
     effort = opts.get("effort") or {}
-    stem = opts.get("name") or job.src.stem
+    stem = output_name(opts.get("name") or job.src.stem)
     out_dir = Path(job.req.out_dir)
     height, width = int(pixels.shape[1]), int(pixels.shape[2])
     plan = [w for w in _widths(opts.get("widths", DEFAULT_WIDTHS)) if w <= width] or [width]
@@ -326,7 +326,7 @@ def _render_on_device(
         if any(f != "jpeg" for f in fmts):
             host = resized.permute(1, 2, 0).contiguous().cpu().numpy()
         for fmt in fmts:
-            final = out_dir / f"{stem}_{w}w.{EXTENSIONS[fmt]}"
+            final = output_path(out_dir, f"{stem}_{w}w.{EXTENSIONS[fmt]}")
             if fmt == "jpeg":
                 encoded = tvio.encode_jpeg(resized, quality=int(q["jpeg"]))
                 outputs.append((final, fmt, encoded.cpu().numpy().tobytes(), None))

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from pipeline.connection import redacted
 from pipeline.errors import PermanentError, ServiceUnavailableError
-from stages.output import atomic_output, sha256_of
+from stages.output import atomic_output, output_name, output_path, sha256_of
 
 OUTPUT_KEYS = ("renditions", "poster", "sprite", "audio", "hls", "manifest")
 PERMANENT_CODES = frozenset(
@@ -271,7 +271,10 @@ def stores_outputs(fn: StageFunction) -> StageFunction:
         job_key = getattr(getattr(ctx, "job", None), "id", None) or params.get("name", "job")
         scratch = scratch_dir(str(job_key))
         try:
-            result = fn(ctx, {**params, "out_dir": str(scratch / params.get("name", ""))}, inputs)
+            # The name is the input's and ends up in upload keys: made a plain file name
+            # inside the scratch folder, as every stage does with its own outputs.
+            local = output_path(scratch, output_name(str(params.get("name") or "")))
+            result = fn(ctx, {**params, "out_dir": str(local)}, inputs)
             service = params.get("service")
             check = getattr(ctx, "check_service", None)
 
