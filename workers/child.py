@@ -8,8 +8,10 @@ killed at any moment (timeout, shutdown) without leaving anything half-done in R
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import signal
+import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -64,10 +66,16 @@ class PipeReporter:
         return int(reply[1])
 
 
-def child_main(conn: Connection, preload: list[str]) -> None:
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def child_main(conn: Connection, preload: list[str], log_level: int | None = None) -> None:
     # The parent decides when a job stops: Ctrl-C in a terminal reaches the whole process
     # group, and a child must not die on it before the parent hands its job back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if log_level is not None:
+        # basicConfig does nothing where logging is set up already (a fork start).
+        logging.basicConfig(level=log_level, stream=sys.stderr, format=LOG_FORMAT)
     for module in preload:
         importlib.import_module(module)
     reporter = PipeReporter(conn)

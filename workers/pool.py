@@ -10,6 +10,7 @@ accident.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing as mp
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -57,13 +58,20 @@ class Pool:
         if start_method == "forkserver":
             self.ctx.set_forkserver_preload(["pipeline.context", "workers.child", *preload])
         self.preload = list(preload)
+        # A forkserver child starts without the parent's logging set-up: given the
+        # parent's level, it logs to stderr as the parent does (libvips' warnings from a
+        # render reach `submit --debug`).
+        self.log_level = logging.getLogger().getEffectiveLevel()
         self.children: list[Child] = []
         self.resize(size)
 
     def _spawn(self) -> Child:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
-            target=child_main, args=(child_conn, self.preload), daemon=True, name="mediapipe-child"
+            target=child_main,
+            args=(child_conn, self.preload, self.log_level),
+            daemon=True,
+            name="mediapipe-child",
         )
         proc.start()
         child_conn.close()
