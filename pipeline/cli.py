@@ -829,7 +829,10 @@ def submit(
 
 
 def _with_path(message: str, path: object) -> str:
-    return message if str(path) in message else f"{path}: {message}"
+    """``message`` naming the input once: as is when it names the input already, as typed
+    or as the absolute path the stages were given."""
+    named = {str(path), str(Path(str(path)).resolve())}
+    return message if any(n in message for n in named) else f"{path}: {message}"
 
 
 def _print_submitted(planned: list[Any], as_json: bool, status: str = "submitted") -> None:
