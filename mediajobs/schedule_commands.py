@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 import threading
-import time
 from dataclasses import asdict
 from datetime import datetime
 from typing import Any
@@ -149,7 +148,7 @@ def schedule_group() -> click.Group:
         """
         s = _schedules(ctx)
         specs = s.all()
-        now = time.time()
+        now = s.now()
         rows: list[tuple[Schedule, dict[str, Any]]] = []
         for spec, last in zip(specs, s.lasts([x.name for x in specs]), strict=True):
             after = max(now, spec.created, last or 0)

@@ -63,16 +63,16 @@ class Firing:
 class Scheduler:
     """Fires due schedules. Safe to run in any number of processes at once."""
 
-    def __init__(self, client: Client, *, clock: Clock = time.time) -> None:
+    def __init__(self, client: Client, *, clock: Clock | None = None) -> None:
+        """``clock``: epoch seconds; Redis' ``TIME`` unless given (as the store's)."""
         self.client = client
         self.schedules = Schedules(client, clock=clock)
-        self._clock = clock
         # (path, size, mtime, inode) -> sha256, so a watched folder is not re-read every tick.
         self._hashes: dict[tuple[str, int, int, int], str] = {}
 
     def tick(self) -> list[Firing]:
         """Take and fire every schedule's newest due tick; returns the firings this caller won."""
-        now = self._clock()
+        now = self.schedules.now()
         specs = [s for s in self.schedules.all() if not s.paused]
         fired: list[Firing] = []
         for spec, last in zip(specs, self.schedules.lasts([s.name for s in specs]), strict=True):
@@ -302,7 +302,7 @@ def run_scheduler(
     stop_event: threading.Event,
     interval: float = 1.0,
     *,
-    clock: Clock = time.time,
+    clock: Clock | None = None,
 ) -> None:
     """Fire due schedules every ``interval`` seconds until ``stop_event`` is set.
 

@@ -15,13 +15,11 @@ from typing import Any
 
 import redis
 
+from pipeline.clock import redis_now_ms
 from pipeline.keys import Keys
 from pipeline.replies import as_str, as_str_dict
 
-
-def redis_now_ms(r: redis.Redis) -> int:
-    seconds, micros = r.time()
-    return int(seconds) * 1000 + int(micros) // 1000
+__all__ = ["lapsed_in_queue", "lapsed_jobs", "live_workers", "redis_now_ms"]
 
 
 def live_workers(r: redis.Redis, keys: Keys, now_ms: int | None = None) -> list[dict[str, str]]:

@@ -23,7 +23,6 @@ import glob
 import json
 import os
 import re
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
@@ -33,6 +32,7 @@ from zoneinfo import ZoneInfo
 from croniter import CroniterBadCronError, CroniterBadDateError
 
 from pipeline.client import Client
+from pipeline.clock import redis_clock
 from pipeline.cron import cron_newest, cron_next, interval_newest, interval_next, time_zone
 from pipeline.errors import SubmissionError
 from pipeline.replies import as_str
@@ -99,10 +99,12 @@ class Schedule:
 class Schedules:
     """Add, read, pause, resume and remove schedules."""
 
-    def __init__(self, client: Client, *, clock: Clock = time.time) -> None:
+    def __init__(self, client: Client, *, clock: Clock | None = None) -> None:
+        """``clock``: epoch seconds; Redis' ``TIME`` unless given, so that the creation
+        stamps written here and the ticks every scheduler computes share one clock."""
         self.client = client
         self.redis = client.redis
-        self._clock = clock
+        self._clock = clock or redis_clock(client.redis)
         self.keys = client.keys
 
     # Key names, as claim_tick.lua builds them (pipeline/keys.py).
@@ -115,6 +117,10 @@ class Schedules:
 
     def seen_key(self, name: str) -> str:
         return self.keys.schedule_seen(name)
+
+    def now(self) -> float:
+        """Epoch seconds on the schedules' clock."""
+        return self._clock()
 
     def add(
         self,
@@ -136,7 +142,7 @@ class Schedules:
         if (cron is None) == (every is None):
             raise SubmissionError("give exactly one of --cron and --every")
         tz_zone = time_zone(tz)
-        now = int(self._clock())
+        now = int(self.now())
         if cron is not None:
             cron = " ".join(cron.split())
             # Five fields (or @daily and friends): minute resolution, as every cron user expects.
@@ -219,7 +225,7 @@ class Schedules:
     def resume(self, name: str) -> Schedule:
         """Unpause. Ticks that fell while paused are dropped, not caught up: pausing
         means "do not run", and a catch-up run right after resume would contradict it."""
-        return self._update(name, paused=False, drop_until=int(self._clock()))
+        return self._update(name, paused=False, drop_until=int(self.now()))
 
     def _update(self, name: str, *, paused: bool, drop_until: int | None = None) -> Schedule:
         done: list[Schedule] = []

@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.breaker import ServiceBreakers
 from pipeline.client import Client
+from pipeline.clock import redis_now_ms
 
 # How far back the dashboard looks; enough for an operator's screen, cheap to read.
 RECENT_EVENTS = 1000  # global stream entries scanned for recently active DAGs
@@ -93,8 +94,7 @@ class Snapshots:
 
     def now_ms(self) -> int:
         """Redis's clock, so heartbeat ages do not depend on this host's clock."""
-        sec, usec = self.client.redis.time()
-        return int(sec) * 1000 + int(usec) // 1000
+        return redis_now_ms(self.client.redis)
 
     # -- the overview ---------------------------------------------------------
     def overview(self) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import stages  # noqa: F401  (registers the media stages the image preset submit
 from mediajobs.schedule_commands import schedule_group
 from mediajobs.schedule_firing import Firing, Scheduler, run_scheduler
 from pipeline.client import Client
+from pipeline.clock import redis_now_ms
 from pipeline.cron import parse_every
 from pipeline.errors import SubmissionError
 from pipeline.registry import REGISTRY
@@ -464,6 +465,17 @@ def test_invalid_schedules_are_rejected(media_client: Client, tmp_path: Path) ->
     assert [parse_every(x) for x in ("90", "30s", "10m", "2h", "1d")] == [90, 30, 600, 7200, 86400]
     with pytest.raises(SubmissionError):
         parse_every("10 minutes")
+
+
+def test_schedules_stamp_and_compare_with_redis_clock_not_this_hosts(
+    media_client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 0.0)  # this host's clock is far off
+    spec = Schedules(media_client).add("clocked", str(tmp_path / "*.jpg"), every=60)
+    scheduled_now = Scheduler(media_client).schedules.now()
+    monkeypatch.undo()
+    redis_now = redis_now_ms(media_client.redis) / 1000
+    assert abs(spec.created - redis_now) < 5 and abs(scheduled_now - redis_now) < 5
 
 
 def test_run_scheduler_fires_in_a_thread_until_stopped(
