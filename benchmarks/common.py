@@ -246,7 +246,7 @@ def worker_node(
     from pipeline.registry import Registry
 
     cmd = [
-        sys.executable, "-m", "pipeline.cli", "--redis", url, "--namespace", namespace,
+        sys.executable, "-m", "mediajobs", "--redis", url, "--namespace", namespace,
         "worker", "--concurrency", str(concurrency), "--no-adaptive", "--log-level", "WARNING",
     ]  # fmt: skip
     for m in imports:

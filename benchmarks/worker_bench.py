@@ -66,7 +66,7 @@ def run_mediapipe(url: str, jobs: int, iterations: int, slots: int, log: Path) -
             [
                 sys.executable,
                 "-m",
-                "pipeline.cli",
+                "mediajobs",
                 "--redis",
                 url,
                 "--namespace",

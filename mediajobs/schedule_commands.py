@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from mediajobs import presets
 from mediajobs.command_errors import friendly_errors
 from mediajobs.schedule_firing import run_scheduler
 from pipeline.client import Client
@@ -22,7 +23,8 @@ from pipeline.schedules import MISFIRE_POLICIES, Schedule, Schedules
 
 def _schedules(ctx: click.Context) -> Schedules:
     obj = ctx.find_root().obj or {}
-    return Schedules(Client.connect(obj.get("url"), namespace=obj.get("namespace", "mp")))
+    client = Client.connect(obj.get("url"), namespace=obj.get("namespace", "mp"))
+    return Schedules(client, check_preset=presets.checked)
 
 
 def _local(t: int | None, tz: str) -> str:

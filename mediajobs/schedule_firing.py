@@ -32,8 +32,8 @@ from pipeline.client import Client
 from pipeline.schedules import Clock, Schedule, Schedules
 from workers.wire import MAX_MESSAGE, dag_from_wire, dag_to_wire
 
-if TYPE_CHECKING:  # pipeline.submit loads the media stages: only the child needs them
-    from pipeline.submit import Planned
+if TYPE_CHECKING:  # mediajobs.submit loads the media stages: only the child needs them
+    from mediajobs.submit import Planned
 
 log = logging.getLogger("mediapipe.schedules")
 
@@ -209,9 +209,9 @@ PROBE_TIMEOUT = 120.0  # seconds per input, as the probe stage's own timeout
 def plan_in_child(
     paths: list[str], preset: str, out: str, *, priority: int, idempotency_key: str
 ) -> list[Planned]:
-    """``pipeline.submit.plan`` run in a child process. An input whose probe crashes or hangs
+    """``mediajobs.submit.plan`` run in a child process. An input whose probe crashes or hangs
     the child is rejected with that reason; the others are planned as usual."""
-    from pipeline.submit import Planned
+    from mediajobs.submit import Planned
 
     args = (preset, out, priority, idempotency_key)
     answer = _plan_child_run(paths, args)
@@ -261,7 +261,7 @@ def _plan_child_run(paths: list[str], args: tuple[str, str, int, str]) -> list[P
 def _plan_child(
     conn: Connection, paths: list[str], preset: str, out: str, priority: int, key: str
 ) -> None:
-    from pipeline.submit import plan
+    from mediajobs.submit import plan
 
     planned = plan(paths, preset, out, priority=priority, idempotency_key=key)
     doc = [
@@ -280,7 +280,7 @@ def _plan_child(
 
 def _plans_from_wire(paths: list[str], doc: Any) -> list[Planned]:
     """The child's answer, checked: one plan per input asked for, in order."""
-    from pipeline.submit import Planned
+    from mediajobs.submit import Planned
 
     if not isinstance(doc, list) or [d["path"] for d in doc] != paths:
         raise ValueError("the probing child answered for other inputs than it was given")

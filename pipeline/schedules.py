@@ -38,6 +38,9 @@ from pipeline.errors import SubmissionError
 from pipeline.replies import as_str
 
 Clock = Callable[[], float]
+# A preset as given -> the form to store (a file made absolute); raises SubmissionError
+# for one that does not load.
+PresetCheck = Callable[[str], str]
 
 MISFIRE_POLICIES = ("once", "skip")
 # Names become part of Redis keys, so keep them to characters that need no escaping.
@@ -99,10 +102,15 @@ class Schedule:
 class Schedules:
     """Add, read, pause, resume and remove schedules."""
 
-    def __init__(self, client: Client, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, client: Client, *, clock: Clock | None = None, check_preset: PresetCheck | None = None
+    ) -> None:
         """``clock``: epoch seconds; Redis' ``TIME`` unless given, so that the creation
-        stamps written here and the ticks every scheduler computes share one clock."""
+        stamps written here and the ticks every scheduler computes share one clock.
+        ``check_preset``: the application's check of a new schedule's preset (the engine
+        knows no presets); without it the preset is stored as given."""
         self.client = client
+        self._check_preset = check_preset
         self.redis = client.redis
         self._clock = clock or redis_clock(client.redis)
         self.keys = client.keys
@@ -160,12 +168,8 @@ class Schedules:
             raise SubmissionError("--grace and --settle must not be negative")
         if not -1000 <= priority <= 1000:
             raise SubmissionError("--priority must be within -1000..1000")
-        if preset != "auto":
-            from pipeline import presets
-
-            presets.load(preset)  # fail now, not at 2 a.m. on the first tick
-            if preset not in presets.BUILTIN:
-                preset = os.path.abspath(preset)
+        if self._check_preset is not None:
+            preset = self._check_preset(preset)  # fail now, not at 2 a.m. on the first tick
         full = os.path.abspath(os.path.expanduser(path))
         spec = Schedule(
             name=name,

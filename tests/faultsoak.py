@@ -52,10 +52,10 @@ import redis
 
 import stages  # noqa: F401  (registers the media stages)
 import tests.soak_stages  # noqa: F401  (registers soak.tally)
+from mediajobs.presets import build_dag
 from pipeline.client import Client
 from pipeline.keys import Keys
 from pipeline.model import Dag
-from pipeline.presets import build_dag
 from pipeline.registry import REGISTRY
 from pipeline.server import server_binary
 from tests.faultproxy import FaultProxy
@@ -239,7 +239,7 @@ class Fleet:
         log = open(self.home / "logs" / f"worker{self.spawned}.log", "wb")  # noqa: SIM115
         self.spawned += 1
         cmd = [
-            sys.executable, "-m", "pipeline.cli",
+            sys.executable, "-m", "mediajobs",
             "--redis", self.url, "--namespace", self.namespace,
             "worker", "--import", "tests.soak_stages", "--no-adaptive", "--no-gpu",
             "--concurrency", str(self.cfg.concurrency), "--lease", str(self.cfg.lease),

@@ -25,7 +25,7 @@ class Cli:
 
     def run(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *args],
+            [sys.executable, "-m", "mediajobs", *args],
             cwd=self.cwd,
             env=self.env,
             capture_output=True,
@@ -36,7 +36,7 @@ class Cli:
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *args],
+            [sys.executable, "-m", "mediajobs", *args],
             cwd=self.cwd,
             env=self.env,
             stdout=subprocess.PIPE,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cli import _with_path
-from pipeline.submit import plan
+from mediajobs.cli import _with_path
+from mediajobs.submit import plan
 from stages.ffmpeg_run import ffmpeg_exe
 
 

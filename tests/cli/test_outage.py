@@ -54,7 +54,7 @@ class Own:
         out, err = self.tmp / f"cmd{n}.out", self.tmp / f"cmd{n}.err"
         with open(out, "wb") as o, open(err, "wb") as e:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", *args],
+                [sys.executable, "-m", "mediajobs", *args],
                 cwd=self.tmp,
                 env={**self.cli.env, **(env or {})},
                 stdout=o,
@@ -203,7 +203,7 @@ def test_a_local_run_stopped_by_the_server_going_away_exits_3_and_stops_ffmpeg(
     with open(tmp_path / "err", "wb") as err:
         proc = subprocess.Popen(
             [
-                *(sys.executable, "-m", "pipeline.cli", "submit", str(src)),
+                *(sys.executable, "-m", "mediajobs", "submit", str(src)),
                 *("--preset", str(preset), "--out", str(out), "--json"),
             ],
             cwd=tmp_path,

@@ -47,7 +47,7 @@ def test_bars_move_and_finish_under_a_terminal(cli: Cli, tmp_path: Path) -> None
     _longer_video(video)
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "pipeline.cli", "submit", str(video), "--out", str(tmp_path / "out")],
+        ["-m", "mediajobs", "submit", str(video), "--out", str(tmp_path / "out")],
         cwd=str(cli.cwd),
         env=cli.env,
         encoding="utf-8",

@@ -100,7 +100,7 @@ def test_the_dashboard_token_can_come_from_a_file_and_stays_out_of_argv_and_outp
     env.pop("MEDIAPIPE_DASHBOARD_TOKEN", None)
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "pipeline.cli", "--namespace", namespace, "dashboard"),
+            *(sys.executable, "-m", "mediajobs", "--namespace", namespace, "dashboard"),
             *("--port", "0", "--token-file", str(secret)),
         ],
         env=env,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import pytest
 from werkzeug.serving import BaseWSGIServer
 
+from mediajobs.dashboard.app import create_app, make_dashboard_server
 from pipeline.client import Client
-from pipeline.dashboard.app import create_app, make_dashboard_server
 
 TOKEN = "test-token-0123456789"
 

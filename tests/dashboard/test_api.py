@@ -9,9 +9,9 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from mediajobs.dashboard.app import create_app
 from pipeline.broker import Broker
 from pipeline.client import Client
-from pipeline.dashboard.app import create_app
 from pipeline.errors import PermanentError
 from pipeline.model import Dag
 from pipeline.registry import Registry, stage

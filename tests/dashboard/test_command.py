@@ -1,5 +1,5 @@
 """``dashboard_command()`` run as a process, under a group that passes ``ctx.obj`` the way
-``pipeline.cli.main`` does."""
+``mediajobs.cli.main`` does."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = """
 import click
-from pipeline.dashboard import dashboard_command
+from mediajobs.dashboard import dashboard_command
 
 @click.group()
 @click.option("--redis", "url")

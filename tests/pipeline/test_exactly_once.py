@@ -14,8 +14,8 @@ import pytest
 import redis
 from click.testing import CliRunner
 
+from mediajobs.cli import main
 from pipeline.broker import Broker
-from pipeline.cli import main
 from pipeline.client import Client
 from pipeline.errors import RetryableError, SubmissionError
 from pipeline.keys import Keys

@@ -31,7 +31,7 @@ def _env(home: Path, tmpdir: Path) -> dict[str, str]:
 
 def _mediapipe(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [sys.executable, "-m", "mediajobs", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -24,6 +24,7 @@ import redis
 from click.testing import CliRunner
 
 import stages  # noqa: F401  (registers the media stages the image preset submits)
+from mediajobs import presets
 from mediajobs.schedule_commands import schedule_group
 from mediajobs.schedule_firing import Firing, Scheduler, run_scheduler
 from pipeline.client import Client
@@ -442,7 +443,7 @@ def test_a_paused_schedule_cannot_be_claimed(media_client: Client, tmp_path: Pat
 
 
 def test_invalid_schedules_are_rejected(media_client: Client, tmp_path: Path) -> None:
-    s = Schedules(media_client)
+    s = Schedules(media_client, check_preset=presets.checked)
     glob_ = str(tmp_path / "*.jpg")
     for kwargs in (
         {"cron": "61 * * * *"},

@@ -9,7 +9,7 @@ from pathlib import Path
 import redis
 
 import stages  # noqa: F401  (registers the media stages)
-from pipeline import presets
+from mediajobs import presets
 from pipeline.broker import Broker
 from pipeline.client import Client
 from pipeline.registry import REGISTRY

@@ -10,8 +10,8 @@ from typing import Any
 import av
 import pytest
 
+from mediajobs.presets import build_dag, load, validate
 from pipeline.errors import SubmissionError
-from pipeline.presets import build_dag, load, validate
 from stages.audio import audio_extract
 from stages.ffmpeg_run import ffmpeg_exe
 from stages.hls import hls_package

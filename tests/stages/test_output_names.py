@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stages  # noqa: F401  (registers the media stages)
+from mediajobs.submit import _unique_dir
 from pipeline.errors import BadInputError
-from pipeline.submit import _unique_dir
 from stages import output
 from stages.probe import probe
 from stages.thumbnails import video_poster

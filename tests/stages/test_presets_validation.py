@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import presets
+from mediajobs import presets
 from pipeline.errors import SubmissionError
 
 VIDEO = 'kind = "video"\n[video_ladder]\n'

@@ -45,7 +45,7 @@ class Workers:
         cmd = [
             sys.executable,
             "-m",
-            "pipeline.cli",
+            "mediajobs",
             "--redis",
             url or self.url,
             "--namespace",

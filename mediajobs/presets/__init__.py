@@ -12,15 +12,16 @@ never comes.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from mediajobs.presets.schema import PRESET_KEYS, validate_preset_key, validate_stage
 from pipeline.breaker import service_name
 from pipeline.errors import SubmissionError
 from pipeline.model import Dag, EdgePolicy
-from pipeline.presets.schema import PRESET_KEYS, validate_preset_key, validate_stage
 from stages.output import output_name
 
 BUILTIN = ("image", "video")
@@ -69,6 +70,15 @@ def load(preset: str, kind: str | None = None, input_path: str | None = None) ->
     validate(data, source)
     data.setdefault("name", Path(source).stem)
     return data
+
+
+def checked(preset: str) -> str:
+    """``preset`` as a schedule stores it, loaded once to check it: a built-in or ``auto``
+    by name, a file by its absolute path (a scheduler may run in another folder)."""
+    if preset == "auto":
+        return preset
+    load(preset)
+    return preset if preset in BUILTIN else os.path.abspath(preset)
 
 
 def validate(data: dict[str, Any], source: str) -> None:

@@ -301,7 +301,7 @@ def watch(ctx: click.Context, dag_id: str) -> None:
     Example:
       mediapipe watch 6d0ea5aa51af494f
     """
-    from pipeline.progress_view import ProgressView
+    from mediajobs.progress_view import ProgressView
 
     outage = Outage()
     c = _follower(ctx.obj["url"], ctx.obj["namespace"], outage)
@@ -749,7 +749,7 @@ def submit(
     """
     import logging
 
-    from pipeline import submit as sub
+    from mediajobs import submit as sub
     from pipeline.connection import resolve_url
 
     logging.basicConfig(
@@ -860,15 +860,11 @@ def _print_submitted(planned: list[Any], as_json: bool, status: str = "submitted
 
 
 def _register_subcommands() -> None:
+    from mediajobs.dashboard import dashboard_command
     from mediajobs.schedule_commands import schedule_group
-    from pipeline.dashboard import dashboard_command
 
     main.add_command(dashboard_command(), "dashboard")
     main.add_command(schedule_group(), "schedule")
 
 
 _register_subcommands()
-
-
-if __name__ == "__main__":
-    main()

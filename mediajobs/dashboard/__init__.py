@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["dashboard_command"]
 
-EXIT_REJECTED, EXIT_REDIS = 2, 3  # as pipeline.cli: usage rejected, Redis unreachable
+EXIT_REJECTED, EXIT_REDIS = 2, 3  # as mediajobs.cli: usage rejected, Redis unreachable
 
 
 def dashboard_command() -> click.Command:
@@ -74,8 +74,8 @@ def dashboard_command() -> click.Command:
             )
         import logging
 
+        from mediajobs.dashboard.app import create_app, is_loopback, make_dashboard_server
         from pipeline.connection import redacted
-        from pipeline.dashboard.app import create_app, is_loopback, make_dashboard_server
         from pipeline.errors import RedisUnavailableError
         from pipeline.outage import SERVICE_GIVE_UP, Outage
 

@@ -30,8 +30,8 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from mediajobs.dashboard.snapshot import Snapshots
 from pipeline.client import Client
-from pipeline.dashboard.snapshot import Snapshots
 from pipeline.errors import SubmissionError
 
 log = logging.getLogger(__name__)

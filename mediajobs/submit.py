@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import presets
+from mediajobs import presets
+from mediajobs.progress_view import ProgressView
 from pipeline.client import TERMINAL_DAG_STATES, Client
 from pipeline.errors import MediapipeError, RedisUnavailableError
 from pipeline.model import Dag
 from pipeline.outage import Outage
-from pipeline.progress_view import ProgressView
 from stages.manifest import OUTPUT_FIELDS
 from stages.output import output_name
 
