@@ -28,6 +28,7 @@ from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
 from pipeline.replies import as_str, as_str_dict
 from pipeline.retention import Pruned, Retention, prune
+from pipeline.rollup import DagRollup
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import REQUEST_ID, Scripts
 from pipeline.submission import encode_batch, encode_jobs, encode_meta, encode_nodes
@@ -141,11 +142,9 @@ class Client:
         d: dict[str, Any] = as_str_dict(raw)
         for k in ("total", "open", "dead", "upstream", "cancelled", "roots", "roots_failed"):
             d[k] = int(d.get(k) or 0)
-        d["completed"] = d["total"] - d["open"] - d["dead"] - d["upstream"] - d["cancelled"]
+        rollup = DagRollup.from_hash(d)
+        d["completed"], d["percent"] = rollup.completed, rollup.percent
         d["meta"] = json.loads(d.get("meta") or "{}")
-        total = d["total"] or 1
-        partial = float(d.get("pct_sum") or 0)
-        d["percent"] = round((d["completed"] * 100 + partial) / total, 2)
         return d
 
     def dag_state(self, dag_id: str) -> str | None:

@@ -98,13 +98,6 @@ class Node:
     children: dict[str, EdgePolicy] = field(default_factory=dict)
 
 
-def routed_queue(queue: str, tags: Iterable[str]) -> str:
-    """The queue a job really waits in: jobs that need capabilities (``gpu``, ``nvenc``) wait
-    in ``queue@tag1+tag2``, which only workers holding every one of those tags listen to."""
-    t = sorted(set(tags))
-    return f"{queue}@{'+'.join(t)}" if t else queue
-
-
 def new_id() -> str:
     return uuid.uuid4().hex[:16]
 

@@ -8,8 +8,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.errors import SubmissionError
-from pipeline.model import Dag, Node, check_json, routed_queue
+from pipeline.model import Dag, Node, check_json
 from pipeline.registry import Registry
+from pipeline.routing import routed_queue
 
 
 def encode_nodes(

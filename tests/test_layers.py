@@ -103,7 +103,7 @@ def test_no_package_imports_a_layer_above_it() -> None:
 
 
 def test_no_import_cycle_among_the_project_modules() -> None:
-    graph, modules = import_graph()
+    graph, _ = import_graph()
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 

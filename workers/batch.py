@@ -38,8 +38,8 @@ from typing import Any
 from pipeline.broker import Broker, LeaseStatus
 from pipeline.errors import JobTimeoutError, PermanentError
 from pipeline.jobs import ClaimedJob, encode_result
-from pipeline.model import routed_queue
 from pipeline.registry import REGISTRY, BatchSpec, Registry
+from pipeline.routing import routed_queue
 from workers.inline import InlineRunner
 from workers.outcomes import Failure, record
 

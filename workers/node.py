@@ -42,11 +42,10 @@ from pipeline.connection import resolve_url
 from pipeline.errors import JobTimeoutError
 from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
-from pipeline.model import routed_queue
 from pipeline.outage import ENV_GIVE_UP, SERVICE_GIVE_UP, Outage, describe
 from pipeline.registry import REGISTRY, Registry
 from pipeline.retention import Pruned, Retention, prune_step
-from pipeline.routing import orphan_queues
+from pipeline.routing import is_routed, orphan_queues, routed_queue
 from workers import wire
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
 from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
@@ -557,7 +556,7 @@ class WorkerNode:
         fallback queue (any node may do it; the transition is atomic)."""
         gaps = self._call(orphan_queues, self.broker.redis, self.keys) or {}
         for queue in gaps:
-            if "@" in queue:
+            if is_routed(queue):
                 moved = self._call(self.broker.reroute_orphans, queue)
                 if moved:
                     log.info("rerouted %d jobs from %s: no live worker serves it", moved, queue)

@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.breaker import ServiceBreakers
 from pipeline.client import Client
 from pipeline.clock import redis_now_ms
+from pipeline.rollup import DagRollup
 
 # How far back the dashboard looks; enough for an operator's screen, cheap to read.
 RECENT_EVENTS = 1000  # global stream entries scanned for recently active DAGs
@@ -287,21 +288,17 @@ class Snapshots:
 
 
 def _dag_summary(dag_id: str, f: Mapping[str, Any]) -> dict[str, Any]:
-    total, open_ = _int(f["total"]), _int(f["open"])
-    dead, upstream, cancelled = _int(f["dead"]), _int(f["upstream"]), _int(f["cancelled"])
-    completed = total - open_ - dead - upstream - cancelled
-    partial = float(_s(f["pct_sum"] or b"0") or 0)
+    rollup = DagRollup.from_hash(f)
     meta = _json(f["meta"])
     return {
         "id": dag_id,
         "state": _s(f["state"]),
-        "total": total,
-        "completed": completed,
-        "dead": dead,
-        "upstream_failed": upstream,
-        "cancelled": cancelled,
-        # Same roll-up as Client.dag(): completed jobs count 100, running ones their share.
-        "percent": round((completed * 100 + partial) / (total or 1), 1),
+        "total": rollup.total,
+        "completed": rollup.completed,
+        "dead": rollup.dead,
+        "upstream_failed": rollup.upstream,
+        "cancelled": rollup.cancelled,
+        "percent": rollup.percent,
         "created": _int(f["created"]),
         "finished": _int(f["finished"]),
         "meta": meta if isinstance(meta, dict) else {},
