@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from pipeline.errors import ServiceUnavailableError
 from pipeline.jobs import ClaimedJob
 from pipeline.model import Dag
+from pipeline.routing import route_of
 
 
 class Reporter(Protocol):
@@ -66,6 +67,12 @@ class JobContext:
         note = getattr(self._reporter, "temp_created", None)
         if note is not None:
             note(self.job, path)
+
+    @property
+    def tags(self) -> frozenset[str]:
+        """The capabilities the job was routed for (``nvdec`` for a job claimed from
+        ``default@nvdec``): the worker that claimed it holds every one of them."""
+        return route_of(self.job.queue)[1]
 
     @property
     def job_id(self) -> str:
