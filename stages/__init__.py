@@ -1,13 +1,17 @@
 """Media stages: probe, image renditions, video ladder, thumbnails, audio, HLS, manifest.
 
-Importing this package registers every stage. Stages are plain functions of
-(ctx, params, inputs) and know nothing of Redis.
+Importing this package declares every stage (``stages.contract.media_stage``): registers
+it with the engine and lists it in ``catalog()``, which is what presets build DAGs from.
+Stages are plain functions of (ctx, params, inputs) and know nothing of Redis.
 """
 
 from stages import audio, gpu_images, hls, image, manifest, probe, thumbnails, video
+from stages.contract import MediaStage, catalog
 
 __all__ = [
+    "MediaStage",
     "audio",
+    "catalog",
     "gpu_images",
     "hls",
     "image",

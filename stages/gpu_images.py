@@ -3,9 +3,10 @@
 A batch of JPEGs is decoded in one call (nvJPEG batched through
 ``torchvision.io.decode_jpeg(list, device="cuda")``), each width is resized from the full
 decode with an antialiased bicubic filter, JPEG renditions are encoded on the GPU and the
-resized pixels go to CPU threads for WebP and AVIF, saved exactly as
-``stages.image._save`` saves them. Results have the shape, file names and facts of
-``stages.image.render``.
+resized pixels go to CPU threads for WebP and AVIF, saved exactly as the CPU stage saves
+them. Widths, formats, encoder settings and file names come from the same
+``stages.image.RenditionPlan`` as ``render``'s, so results have its shape, file names and
+facts.
 
 Only 8-bit, upright, sRGB (or untagged) three-band JPEGs take this path. Anything else
 (CMYK, greyscale, a non-sRGB ICC profile, an EXIF rotation, 16-bit samples, kept metadata,
@@ -37,27 +38,18 @@ from types import ModuleType
 from typing import Any, cast
 
 from pipeline.registry import batched
+from stages import loaders
+from stages.contract import stage_info
 from stages.image import (
     DEFAULT_FAIL_ON,
-    DEFAULT_FORMATS,
-    DEFAULT_QUALITY,
-    DEFAULT_WIDTHS,
-    EXTENSIONS,
     RENDER_OPTIONS,
-    _formats,
-    _keep_flags,
-    _open,
-    _read_header,
-    _save,
-    _scaled,
-    _widths,
+    RenditionPlan,
     configure_vips_for_pool,
     render,
     render_options,
 )
-from stages.limits import MediaLimits
 from stages.media_facts import image_facts
-from stages.output import atomic_output, output_name, output_path
+from stages.output import atomic_output
 
 log = logging.getLogger("mediapipe.gpu_images")
 
@@ -102,33 +94,33 @@ def gpu_ineligible(src: Path, options: dict[str, Any]) -> str | None:
     image over the pixel limit raise the BadInputError that ``render`` raises: those are
     errors, not reasons to fall back. Every reason that applies is listed, joined by "; ".
     """
-    src = Path(src)
+    return _eligibility(Path(src), options)[1]
+
+
+def _eligibility(src: Path, options: dict[str, Any]) -> tuple[RenditionPlan, str | None]:
+    """The plan ``render`` makes of ``options`` and why the GPU cannot follow it (None:
+    it can); see ``gpu_ineligible``."""
     reasons: list[str] = []
     unknown = sorted(set(options) - set(RENDER_OPTIONS))
     if unknown:
         reasons.append(f"unknown options {unknown}")  # render() rejects them itself
-    # The same validation, in the same order, as render(), so the same errors come out.
-    _widths(options.get("widths", DEFAULT_WIDTHS))
-    _formats(options.get("formats", DEFAULT_FORMATS))
-    if _keep_flags(options.get("keep")):
+    # The plan render() makes, so the same errors come out, in the same order.
+    plan = RenditionPlan.of(**{k: v for k, v in options.items() if k in RENDER_OPTIONS})
+    if plan.keep:
         reasons.append("keep metadata requested")
-    fail_on = options.get("fail_on", DEFAULT_FAIL_ON)
-    if fail_on != DEFAULT_FAIL_ON:
+    if plan.fail_on != DEFAULT_FAIL_ON:
         # nvJPEG has no notion of libjpeg's warning levels, so only the default, which
         # rejects cut-off files (checked before decoding), can be matched.
-        reasons.append(f"fail_on={fail_on}")
-    max_pixels = options.get("max_pixels")
-    limit = MediaLimits.from_env().max_image_pixels if max_pixels is None else int(max_pixels)
-    animated = bool(options.get("animated", False))
-    header = _read_header(src, animated, limit)
+        reasons.append(f"fail_on={plan.fail_on}")
+    header = plan.header(src)
 
     import pyvips
 
     try:
-        image = pyvips.Image.new_from_source(_open(src), "", access="sequential")
+        image = pyvips.Image.new_from_source(loaders.source(src), "", access="sequential")
     except pyvips.Error:
-        # _read_header just opened it: the file changed under us. render() decides.
-        return "header unreadable on the second open"
+        # plan.header just opened it: the file changed under us. render() decides.
+        return plan, "header unreadable on the second open"
     loader = str(image.get("vips-loader"))
     if loader not in JPEG_LOADERS:
         reasons.append(f"not a JPEG ({loader})")
@@ -153,7 +145,7 @@ def gpu_ineligible(src: Path, options: dict[str, Any]) -> str | None:
         # Only GIF and WebP animate, so a JPEG never lands here; the rule stays in case
         # the GPU path is ever opened to other formats.
         reasons.append("animated")
-    return "; ".join(reasons) or None
+    return plan, "; ".join(reasons) or None
 
 
 def render_batch(
@@ -175,7 +167,7 @@ def render_batch(
     for i, req in enumerate(requests):
         src = Path(req.input)
         try:
-            reason = gpu_ineligible(src, req.options)
+            plan, reason = _eligibility(src, req.options)
             data = b"" if reason is not None else src.read_bytes()
         except OSError:
             reason = "unreadable"  # render() reports it the way the CPU stage does
@@ -192,7 +184,7 @@ def render_batch(
             log.info("%s: rendered on the CPU (%s)", src, reason)
             results[i] = _render_on_cpu(req)
         else:
-            jobs.append(_Job(i, req, src, data))
+            jobs.append(_Job(i, req, src, data, plan))
 
     if jobs:
         torch, functional, tvio = _torch_modules()
@@ -227,6 +219,7 @@ class _Job:
     req: RenderRequest
     src: Path
     data: bytes
+    plan: RenditionPlan
 
 
 def _torch_modules() -> tuple[ModuleType, ModuleType, ModuleType]:
@@ -299,19 +292,13 @@ def _render_on_device(
     Everything that can fail on the device happens before the first write, so a failure
     here leaves no file behind and the CPU can start over cleanly.
     """
-    opts = job.req.options
-    fmts = _formats(opts.get("formats", DEFAULT_FORMATS))
-    q = {**DEFAULT_QUALITY, **(opts.get("quality") or {})}
-    effort = opts.get("effort") or {}
-    stem = output_name(opts.get("name") or job.src.stem)
-    out_dir = Path(job.req.out_dir)
+    plan = job.plan
     height, width = int(pixels.shape[1]), int(pixels.shape[2])
-    plan = [w for w in _widths(opts.get("widths", DEFAULT_WIDTHS)) if w <= width] or [width]
 
     as_float = None
     outputs: list[tuple[Path, str, bytes | None, Any]] = []
-    for w in plan:
-        h = _scaled(height, w, width)
+    for w in plan.widths_for(width):
+        h = plan.height_at(w, width, height)
         if (w, h) == (width, height):
             resized = pixels
         else:
@@ -323,12 +310,12 @@ def _render_on_device(
             # Bicubic overshoots at edges: clamp, or 256 wraps to 0 in uint8.
             resized = scaled[0].round_().clamp_(0, 255).to(torch.uint8)
         host = None
-        if any(f != "jpeg" for f in fmts):
+        if any(f != "jpeg" for f in plan.formats):
             host = resized.permute(1, 2, 0).contiguous().cpu().numpy()
-        for fmt in fmts:
-            final = output_path(out_dir, f"{stem}_{w}w.{EXTENSIONS[fmt]}")
+        for fmt in plan.formats:
+            final = plan.path(job.req.out_dir, job.src, w, fmt)
             if fmt == "jpeg":
-                encoded = tvio.encode_jpeg(resized, quality=int(q["jpeg"]))
+                encoded = tvio.encode_jpeg(resized, quality=int(plan.quality["jpeg"]))
                 outputs.append((final, fmt, encoded.cpu().numpy().tobytes(), None))
             else:
                 outputs.append((final, fmt, None, host))
@@ -339,7 +326,7 @@ def _render_on_device(
         if encoded is not None:
             futures.append(pool.submit(_write_bytes, final, fmt, encoded))
         else:
-            futures.append(pool.submit(_encode_on_cpu, final, fmt, host, q[fmt], effort.get(fmt)))
+            futures.append(pool.submit(_encode_on_cpu, plan, final, fmt, host))
     source = {"width": width, "height": height}
 
     def collect() -> dict[str, Any] | Exception:
@@ -361,7 +348,7 @@ def _write_bytes(final: Path, fmt: str, encoded: bytes) -> dict[str, Any]:
     return image_facts(final, fmt)
 
 
-def _encode_on_cpu(final: Path, fmt: str, host: Any, q: int, effort: int | None) -> dict[str, Any]:
+def _encode_on_cpu(plan: RenditionPlan, final: Path, fmt: str, host: Any) -> dict[str, Any]:
     import pyvips
 
     height, width, bands = host.shape
@@ -369,7 +356,7 @@ def _encode_on_cpu(final: Path, fmt: str, host: Any, q: int, effort: int | None)
     # The encoders read the interpretation to decide how to treat the bands.
     image = image.copy(interpretation="srgb")
     with atomic_output(final) as tmp:
-        _save(image, tmp, fmt, 1, q, effort, 0)
+        plan.save(image, tmp, fmt)  # eligible plans keep no metadata
     return image_facts(final, fmt)
 
 
@@ -398,14 +385,10 @@ def image_renditions_batch(jobs: list[Any]) -> list[dict[str, Any] | Exception |
     ]
     start = time.monotonic()
     results = render_batch(requests, os.environ.get(DEVICE_ENV, "cuda"))
-    each = round((time.monotonic() - start) / max(1, len(picked)), 3)
+    each = (time.monotonic() - start) / max(1, len(picked))
     for i, result in zip(picked, results, strict=True):
         if isinstance(result, dict):
-            # The shape reports_timing gives the one-job stage, plus the batch it ran in.
-            result["stage_info"] = {
-                "attempt": jobs[i].attempt,
-                "seconds": each,
-                "batch": len(picked),
-            }
+            # What the stage contract gives the one-job stage, plus the batch it ran in.
+            result["stage_info"] = stage_info(jobs[i].attempt, each, batch=len(picked))
         outcomes[i] = result
     return outcomes

@@ -9,24 +9,36 @@ no data or subtitle streams. The master playlist's facts give the largest varian
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.registry import stage
+from stages.contract import media_stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
 from stages.output import atomic_dir, file_facts, output_name, output_path
-from stages.storage import fetch, stores_outputs
-from stages.timing import reports_timing
+from stages.params import boolean, number, param
+from stages.storage import fetch
 
 
-@stage("hls_package", queue="default", cost=1, timeout=3600, attempts=3)
-@reports_timing
-@stores_outputs
+@dataclass(frozen=True)
+class HlsParams:
+    segment_seconds: float = param(4, number(1, 60), "target segment length")
+    keep_metadata: bool = param(False, boolean, "keep what the ladder kept of the tags")
+
+
+@media_stage(
+    "hls_package",
+    params=HlsParams,
+    needs=("video_ladder",),
+    outputs=("hls",),
+    kinds=("video",),
+    timeout=3600,
+)
 def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     renditions = inputs["video_ladder"]["renditions"]
     src = params["input"]
     name = output_name(params.get("name") or Path(src).stem)
-    seconds = float(params.get("segment_seconds", 4))
+    seconds = float(params["segment_seconds"])
     final = output_path(params["out_dir"], f"{name}_hls")
     variants = []
     with atomic_dir(final) as tmp:
@@ -47,7 +59,7 @@ def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dic
                 hls_segment_filename=str(sub / "seg_%04d.m4s"),
                 dn=None,
                 sn=None,
-                **strip_metadata(bool(params.get("keep_metadata", False))),
+                **strip_metadata(bool(params["keep_metadata"])),
             )
             run(compile_cmd(graph), source=r["path"])
             if source != Path(r["path"]):

@@ -30,7 +30,7 @@ import functools
 import math
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +38,21 @@ from typing import Any
 import pyvips
 
 from pipeline.errors import BadInputError
-from pipeline.registry import stage
 from stages import loaders
+from stages.contract import media_stage
 from stages.limits import IMAGE_LOADERS, MediaLimits
 from stages.media_facts import image_facts
-from stages.output import atomic_output, output_path
-from stages.storage import stores_outputs
-from stages.timing import reports_timing
+from stages.output import atomic_output, output_name, output_path
+from stages.params import (
+    MAX_DIMENSION,
+    Rule,
+    boolean,
+    integer,
+    list_of,
+    one_of,
+    param,
+    table_of,
+)
 
 DEFAULT_WIDTHS = (2048, 1024, 512, 256)
 DEFAULT_FORMATS = ("webp", "avif", "jpeg")
@@ -72,11 +80,59 @@ RENDER_OPTIONS = (
 ProgressFn = Callable[..., Any]
 
 
+def _keep_names(v: Any) -> None:
+    names = v.split(",") if isinstance(v, str) else v
+    if not isinstance(names, list | tuple) or any(
+        str(n).strip().lower() not in KEEP_FLAGS for n in names
+    ):
+        raise ValueError(KEEP_NAMES.expects)
+
+
+KEEP_NAMES = Rule(
+    f"names among {', '.join(KEEP_FLAGS)} (a list or a comma-separated string)", _keep_names
+)
+EFFORT = {"webp": (0, 6), "avif": (0, 9)}  # libvips' ranges; jpegsave has no effort
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    widths: tuple[int, ...] = param(
+        DEFAULT_WIDTHS,
+        list_of(integer(1, MAX_DIMENSION)),
+        "rendition widths; those wider than the image are dropped",
+    )
+    formats: tuple[str, ...] = param(
+        DEFAULT_FORMATS,
+        list_of(one_of(*EXTENSIONS, "jpg"), max_len=4),
+        "every width is saved in each",
+    )
+    # Looked up by the canonical format name: a "jpg" key would be ignored, so refused.
+    quality: Mapping[str, int] | None = param(
+        None,
+        table_of(dict.fromkeys(EXTENSIONS, integer(1, 100))),
+        f"Q per format, over {DEFAULT_QUALITY}",
+    )
+    effort: Mapping[str, int] | None = param(
+        None, table_of({f: integer(*r) for f, r in EFFORT.items()}), "encoder effort per format"
+    )
+    animated: bool = param(False, boolean, "animated WebP renditions of an animation")
+    keep: str | None = param(None, KEEP_NAMES, "metadata to keep (default none)")
+    max_pixels: int | None = param(None, integer(1, 1 << 40), "default MEDIAPIPE_MAX_PIXELS")
+    fail_on: str = param(DEFAULT_FAIL_ON, one_of(*FAIL_ON_LEVELS), "libvips' fail_on")
+
+
 # Prefers a worker with nvJPEG: there a batch lane renders it (stages/gpu_images.py); with
 # no such worker alive it waits in the plain queue for any worker.
-@stage("image_renditions", queue="default", cost=1, timeout=600, attempts=3, prefers=("nvjpeg",))
-@reports_timing
-@stores_outputs
+@media_stage(
+    "image_renditions",
+    params=ImageParams,
+    needs=("probe",),
+    outputs=("renditions",),
+    kinds=("image",),
+    essential=True,
+    timeout=600,
+    prefers=("nvjpeg",),
+)
 def image_renditions(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     # inputs["probe"] is not relied on: render() reads the header and enforces the pixel
     # limit itself, so a DAG without a probe (or a lying one) cannot bypass them.
@@ -103,6 +159,79 @@ def configure_vips_for_pool() -> None:
     pyvips.cache_set_max(0)
     if not os.environ.get("VIPS_CONCURRENCY"):
         pyvips.concurrency_set(POOL_THREADS)
+
+
+@dataclass(frozen=True)
+class RenditionPlan:
+    """What ``render``'s options ask for, checked: the one spelling of the renditions of
+    an image (widths, formats, encoder settings, file names), for the CPU stage and the
+    GPU lane alike. Bad options raise BadInputError when the plan is made."""
+
+    widths: tuple[int, ...]  # distinct, largest first
+    formats: tuple[str, ...]  # canonical names (jpeg, not jpg), no repeats
+    quality: Mapping[str, int]  # every format's Q
+    effort: Mapping[str, int]  # only the formats given one
+    keep: int  # libvips' VipsForeignKeep flags
+    animated: bool
+    fail_on: str
+    max_pixels: int
+    name: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        widths: Iterable[int] = DEFAULT_WIDTHS,
+        formats: Iterable[str] = DEFAULT_FORMATS,
+        quality: dict[str, int] | None = None,
+        effort: dict[str, int] | None = None,
+        animated: bool = False,
+        keep: str | Iterable[str] | None = None,
+        max_pixels: int | None = None,
+        name: str | None = None,
+        fail_on: str = DEFAULT_FAIL_ON,
+    ) -> RenditionPlan:
+        wanted = _widths(widths)
+        fmts = _formats(formats)
+        keep_flags = _keep_flags(keep)
+        if fail_on not in FAIL_ON_LEVELS:
+            raise BadInputError(f"image_renditions: fail_on must be one of {FAIL_ON_LEVELS}")
+        limit = MediaLimits.from_env().max_image_pixels if max_pixels is None else int(max_pixels)
+        return cls(
+            tuple(wanted),
+            tuple(fmts),
+            {**DEFAULT_QUALITY, **(quality or {})},
+            dict(effort or {}),
+            keep_flags,
+            bool(animated),
+            fail_on,
+            limit,
+            name,
+        )
+
+    def header(self, src: Path) -> Header:
+        """The input's header, checked against the loader allow-list and the pixel limit."""
+        return _read_header(src, self.animated, self.max_pixels)
+
+    def widths_for(self, source_width: int) -> list[int]:
+        """The widths to make of an image this wide: never upscaled; when every width is
+        too wide, one rendition at the image's own width."""
+        return [w for w in self.widths if w <= source_width] or [source_width]
+
+    @staticmethod
+    def height_at(width: int, source_width: int, source_height: int) -> int:
+        """A rendition's height: the source's, scaled by width, rounded half up, at least
+        1. From the source's size, never a smaller rendition's rounded one."""
+        return max(1, math.floor(source_height * width / source_width + 0.5))
+
+    def path(self, out_dir: str | os.PathLike[str], src: Path, width: int, fmt: str) -> Path:
+        """``{name}_{width}w.{ext}`` in ``out_dir``, the name made a plain file name."""
+        stem = output_name(self.name or src.stem)
+        return output_path(out_dir, f"{stem}_{width}w.{EXTENSIONS[fmt]}")
+
+    def save(self, image: Any, path: Path, fmt: str, frames: int = 1) -> None:
+        """Encode ``image`` as ``fmt`` with the plan's quality, effort and metadata."""
+        _save(image, path, fmt, frames, self.quality[fmt], self.effort.get(fmt), self.keep)
 
 
 @dataclass(frozen=True)
@@ -139,31 +268,33 @@ def render(
     ``keep`` names metadata to keep ("icc", "exif", "xmp", "iptc", "other", "all").
     """
     src = Path(input)
-    wanted = _widths(widths)
-    fmts = _formats(formats)
-    q = {**DEFAULT_QUALITY, **(quality or {})}
-    keep_flags = _keep_flags(keep)
-    if fail_on not in FAIL_ON_LEVELS:
-        raise BadInputError(f"image_renditions: fail_on must be one of {FAIL_ON_LEVELS}")
-    limit = MediaLimits.from_env().max_image_pixels if max_pixels is None else int(max_pixels)
-    stem = name or src.stem
+    plan = RenditionPlan.of(
+        widths=widths,
+        formats=formats,
+        quality=quality,
+        effort=effort,
+        animated=animated,
+        keep=keep,
+        max_pixels=max_pixels,
+        name=name,
+        fail_on=fail_on,
+    )
+    header = plan.header(src)
+    widths_made = plan.widths_for(header.width)
+    image = _decode(src, header, widths_made[0], plan.fail_on)
 
-    header = _read_header(src, animated, limit)
-    plan = [w for w in wanted if w <= header.width] or [header.width]
-    image = _decode(src, header, plan[0], fail_on)
-
-    total = len(plan) * len(fmts)
+    total = len(widths_made) * len(plan.formats)
     renditions: list[dict[str, Any]] = []
-    for width in plan:
+    for width in widths_made:
         if image.width != width:
             # Heights from the source's aspect ratio, not the previous rendition's
             # rounded one, so rounding errors do not add up down the cascade.
-            image = _resize(image, width, _scaled(header.height, width, header.width))
-        for fmt in fmts:
-            final = output_path(out_dir, f"{stem}_{width}w.{EXTENSIONS[fmt]}")
+            image = _resize(image, width, plan.height_at(width, header.width, header.height))
+        for fmt in plan.formats:
+            final = plan.path(out_dir, src, width, fmt)
             frames = header.pages if fmt == "webp" else 1
             with atomic_output(final) as tmp:
-                _save(image, tmp, fmt, frames, q[fmt], (effort or {}).get(fmt), keep_flags)
+                plan.save(image, tmp, fmt, frames)
             # Width and height are read back from the written file, not assumed.
             extra = {"frames": frames} if frames > 1 else {}
             renditions.append(image_facts(final, fmt, **extra))
@@ -212,11 +343,6 @@ def _keep_flags(keep: str | Iterable[str] | None) -> int:
             )
         flags |= KEEP_FLAGS[key]
     return flags
-
-
-def _scaled(length: int, width: int, source_width: int) -> int:
-    """``length`` scaled by width/source_width, rounded half up, at least 1."""
-    return max(1, math.floor(length * width / source_width + 0.5))
 
 
 def _read_header(src: Path, animated: bool, limit: int) -> Header:
@@ -331,10 +457,6 @@ def _save(
         if image.hasalpha():
             image = image.flatten(background=[255, 255, 255])
         image.jpegsave(str(path), optimize_coding=True, **options)
-
-
-def _open(src: Path) -> Any:
-    return loaders.source(src)
 
 
 def _is_srgb(icc: bytes) -> bool:

@@ -6,36 +6,27 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.registry import stage
+from stages.contract import media_stage
 from stages.output import atomic_output, file_facts, output_path, sweep_dag_temps
-from stages.storage import stores_outputs
-from stages.timing import reports_timing
+from stages.outputs import iter_outputs
+from stages.params import line, param
 
 # What every output entry says, in this order (the CLI's --json uses the same fields).
 OUTPUT_FIELDS = ("path", "kind", "format", "width", "height", "duration", "bytes", "sha256")
 
-# Result keys under which stages return their outputs (a dict or a list of dicts).
-OUTPUT_KEYS = ("renditions", "poster", "sprite", "audio", "hls")
+
+@dataclass(frozen=True)
+class ManifestParams:
+    preset: str | None = param(None, line, "the preset's name, recorded in the manifest")
 
 
-def collect_outputs(name: str, result: Any) -> list[dict[str, Any]]:
-    if not isinstance(result, dict):
-        return []
-    found: list[dict[str, Any]] = []
-    for key in OUTPUT_KEYS:
-        value = result.get(key)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, dict) and "path" in item:
-                found.append({"stage": name, **item})
-    return found
-
-
-@stage("manifest", queue="default", cost=1, timeout=300, attempts=3)
-@reports_timing
-@stores_outputs
+# Every other job's result arrives here (``collects``), by job name: their outputs are
+# found under every key some stage declared (stages/outputs.py), whatever the stage.
+@media_stage("manifest", params=ManifestParams, outputs=("manifest",), collects=True, timeout=300)
 def manifest(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     out_dir = Path(params["out_dir"])
     # Every other job of the DAG has finished: what any of their attempts left here (a
@@ -46,7 +37,7 @@ def manifest(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[s
     stages: dict[str, dict[str, Any]] = {}
     for name in sorted(inputs):
         result = inputs[name]
-        outputs += collect_outputs(name, result)
+        outputs += [{"stage": name, **item} for item in iter_outputs(result)]
         info = result.get("stage_info", {}) if isinstance(result, dict) else {}
         stages[name] = {"state": "completed", **info}
         if isinstance(result, dict) and result.get("reason"):

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BadInputError
-from pipeline.registry import stage
 from stages import loaders
+from stages.contract import media_stage
 from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS, MediaLimits
 from stages.output import sha256_of
-from stages.timing import reports_timing
 
 
-@stage("probe", queue="default", cost=1, timeout=120, attempts=2)
-@reports_timing
+# Every DAG starts here (no kinds: presets do not choose it); its failure fails the DAG.
+@media_stage("probe", essential=True, timeout=120, attempts=2)
 def probe_stage(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     return probe(params["input"], MediaLimits.from_env())
 

@@ -22,15 +22,15 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
 from pipeline.connection import redacted
 from pipeline.errors import PermanentError, ServiceUnavailableError
 from stages.output import atomic_output, output_name, output_path, sha256_of
+from stages.outputs import iter_outputs
 
-OUTPUT_KEYS = ("renditions", "poster", "sprite", "audio", "hls", "manifest")
 PERMANENT_CODES = frozenset(
     {
         "AccessDenied",
@@ -229,24 +229,18 @@ def _remove_own_dir(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _outputs(result: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for key in OUTPUT_KEYS:
-        value = result.get(key)
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, dict) and "path" in item:
-                yield item
-
-
 def publish(
     result: dict[str, Any],
     storage: Storage,
     scratch: Path,
     before_put: Callable[[], None] = lambda: None,
+    keys: Iterable[str] | None = None,
 ) -> None:
     """Upload every output in ``result`` (whole folders for HLS) and put URIs in place.
     ``before_put`` runs before each upload (the breaker check), so a long publish stops
-    calling a store that went down in the middle of it."""
-    for item in _outputs(result):
+    calling a store that went down in the middle of it. ``keys``: the result keys that
+    hold outputs (``stages.outputs``; default every declared one)."""
+    for item in iter_outputs(result, keys):
         local = Path(item["path"])
         if item.get("kind") == "hls":
             package = local.parent
@@ -260,9 +254,12 @@ def publish(
 StageFunction = Callable[[Any, dict[str, Any], dict[str, Any]], dict[str, Any]]
 
 
-def stores_outputs(fn: StageFunction) -> StageFunction:
-    """Run the stage into a scratch folder and publish its outputs, when the job's params
-    name a storage target; otherwise the stage writes into ``out_dir`` directly."""
+def stores_outputs(fn: StageFunction, outputs: Iterable[str] | None = None) -> StageFunction:
+    """Run the stage into a scratch folder and publish its outputs (those under the result
+    keys ``outputs``, default every declared output key), when the job's params name a
+    storage target; otherwise the stage writes into ``out_dir`` directly. The stage
+    contract (``stages.contract.media_stage``) applies it to every stage with outputs."""
+    keys = None if outputs is None else tuple(outputs)
 
     @functools.wraps(fn)
     def wrapper(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
@@ -282,7 +279,7 @@ def stores_outputs(fn: StageFunction) -> StageFunction:
                 if service and check is not None:
                     check(str(service))
 
-            publish(result, storage_for(params), scratch, before_put)
+            publish(result, storage_for(params), scratch, before_put, keys)
             return result
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

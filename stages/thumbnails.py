@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import math
 import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.registry import stage
 from stages.color import to_sdr, video_color
+from stages.contract import media_stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
 from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS
 from stages.media_facts import image_facts
 from stages.output import atomic_output, output_name, output_path
-from stages.storage import stores_outputs
-from stages.timing import reports_timing
+from stages.params import MAX_DIMENSION, integer, number, param
 
 MIN_MEAN_LUMA = 32.0  # out of 255: darker frames count as black
 MIN_LUMA_SPREAD = 8.0  # standard deviation: flatter frames count as blank
@@ -60,15 +60,25 @@ def pick_poster_time(path: str, duration: float | None, candidates: int = 8) -> 
     return round(best, 3)
 
 
-@stage("video_poster", queue="default", cost=1, timeout=600, attempts=3)
-@reports_timing
-@stores_outputs
+@dataclass(frozen=True)
+class PosterParams:
+    width: int = param(1280, integer(16, MAX_DIMENSION), "at most; never wider than the video")
+
+
+@media_stage(
+    "video_poster",
+    params=PosterParams,
+    needs=("probe",),
+    outputs=("poster",),
+    kinds=("video",),
+    timeout=600,
+)
 def video_poster(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
 
     probe = inputs["probe"]
     src = params["input"]
     name = output_name(params.get("name") or Path(src).stem)
-    width = min(int(params.get("width", 1280)), probe["width"])
+    width = min(int(params["width"]), probe["width"])
     at = pick_poster_time(src, probe.get("duration"))
     final = output_path(params["out_dir"], f"{name}_poster.jpg")
     with atomic_output(final) as tmp:
@@ -83,18 +93,30 @@ def video_poster(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     return {"poster": image_facts(final, "jpeg", at=at)}
 
 
-@stage("video_sprite", queue="default", cost=1, timeout=1800, attempts=3)
-@reports_timing
-@stores_outputs
+@dataclass(frozen=True)
+class SpriteParams:
+    every: float = param(2.0, number(0.5, 3600), "seconds between thumbnails")
+    width: int = param(160, integer(16, 1024), "of each thumbnail")
+    columns: int = param(10, integer(1, 100), "thumbnails per row, at most")
+
+
+@media_stage(
+    "video_sprite",
+    params=SpriteParams,
+    needs=("probe",),
+    outputs=("sprite",),
+    kinds=("video",),
+    timeout=1800,
+)
 def video_sprite(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     probe = inputs["probe"]
     src = params["input"]
     name = output_name(params.get("name") or Path(src).stem)
-    every = float(params.get("every", 2.0))
-    tile_w = int(params.get("width", 160))
+    every = float(params["every"])
+    tile_w = int(params["width"])
     duration = probe.get("duration") or every
     count = max(1, math.ceil(duration / every))
-    columns = min(count, int(params.get("columns", 10)))
+    columns = min(count, int(params["columns"]))
     rows = math.ceil(count / columns)
     final = output_path(params["out_dir"], f"{name}_sprite.jpg")
     with atomic_output(final) as tmp:

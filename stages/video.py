@@ -17,17 +17,29 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BadInputError
-from pipeline.registry import stage
 from stages.color import BT709_TAGS, needs_conversion, to_sdr, video_color
+from stages.contract import media_stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
 from stages.media_facts import video_facts
 from stages.output import atomic_output, output_name, output_path
-from stages.storage import stores_outputs
-from stages.timing import reports_timing
+from stages.params import (
+    MAX_DIMENSION,
+    Rule,
+    bitrate,
+    boolean,
+    integer,
+    label,
+    list_of,
+    one_of,
+    param,
+    table_of,
+)
 
 DEFAULT_RUNGS = [
     {"name": "1080p", "height": 1080, "crf": 21, "maxrate": "6M"},
@@ -63,17 +75,64 @@ def plan_rungs(width: int, height: int, rungs: list[dict[str, Any]]) -> list[dic
     return planned
 
 
-@stage("video_ladder", queue="default", cost=2, timeout=6 * 3600, attempts=3)
-@reports_timing
-@stores_outputs
+RUNG = table_of(
+    {
+        "name": label,  # names an output file
+        "height": integer(2, MAX_DIMENSION),
+        "crf": integer(0, 51),
+        "maxrate": bitrate,
+        "bufsize": bitrate,
+    }
+)
+
+
+def _distinct_rungs(v: Any) -> None:
+    list_of(RUNG)(v)
+    if any(not isinstance(r.get("name"), str) or not isinstance(r.get("height"), int) for r in v):
+        raise ValueError("a list of rungs, each a table with at least name and height")
+    names = [r["name"] for r in v]
+    if len(set(names)) != len(names):
+        raise ValueError("rungs with distinct names (each names an output file)")
+
+
+X264_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast",
+    "medium", "slow", "slower", "veryslow", "placebo",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LadderParams:
+    rungs: tuple[dict[str, Any], ...] = param(
+        tuple(DEFAULT_RUNGS),
+        Rule(f"a list of rungs with distinct names, each {RUNG.expects}", _distinct_rungs),
+        "the renditions, largest first (taller than the input are dropped)",
+    )
+    x264_preset: str = param("veryfast", one_of(*X264_PRESETS), "x264 speed against size")
+    audio_bitrate: str = param("128k", bitrate, "AAC bitrate of every rung")
+    threads: int = param(0, integer(0, 64), "encoder threads in all; 0: one per core")
+    gpu: str = param("auto", one_of("auto", "off", "decode", "nvenc"), "see gpu_mode")
+    keep_metadata: bool = param(False, boolean, "keep the source's tags and chapters")
+
+
+@media_stage(
+    "video_ladder",
+    params=LadderParams,
+    needs=("probe",),
+    outputs=("renditions",),
+    kinds=("video",),
+    essential=True,
+    cost=2,
+    timeout=6 * 3600,
+)
 def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     probe = inputs["probe"]
     src = params["input"]
     out_dir = Path(params["out_dir"])
     name = output_name(params.get("name") or Path(src).stem)
-    rungs = plan_rungs(probe["width"], probe["height"], params.get("rungs") or DEFAULT_RUNGS)
+    rungs = plan_rungs(probe["width"], probe["height"], params["rungs"] or DEFAULT_RUNGS)
     has_audio = bool(probe.get("audio"))
-    gpu = gpu_mode(str(params.get("gpu", "auto")), getattr(getattr(ctx, "job", None), "queue", ""))
+    gpu = gpu_mode(str(params["gpu"]), ctx.tags)
     color = video_color(src)
     if gpu and (probe.get("rotation") or needs_conversion(color)):
         # ffmpeg rotates, and zscale converts colour, in software filters, which cannot
@@ -87,12 +146,12 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
             rungs,
             [str(t) for t in tmps],
             has_audio=has_audio,
-            preset=params.get("x264_preset", "veryfast"),
-            audio_bitrate=params.get("audio_bitrate", "128k"),
-            threads=int(params.get("threads", 0)),
+            preset=params["x264_preset"],
+            audio_bitrate=params["audio_bitrate"],
+            threads=int(params["threads"]),
             gpu=gpu,
             color=color,
-            keep_metadata=bool(params.get("keep_metadata", False)),
+            keep_metadata=bool(params["keep_metadata"]),
         )
         run(
             cmd,
@@ -108,17 +167,17 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
 GPU_MODES = ("decode", "nvenc")
 
 
-def gpu_mode(requested: str, queue: str) -> str:
+def gpu_mode(requested: str, tags: Iterable[str]) -> str:
     """How much of the ladder runs on the GPU: "" (none), "decode" (NVDEC decode and
     scale_cuda, x264 on the CPU cores) or "nvenc" (NVENC encodes too).
 
-    ``auto`` follows the queue the job was routed to: a job waiting in ``default@nvdec``
-    was claimed by a worker whose trial runs proved NVDEC, so only such a job uses it; a
-    job in a plain queue may run on a box without a GPU and stays on the CPU.
+    ``auto`` follows the capabilities the job was routed for (``ctx.tags``): a job routed
+    for ``nvdec`` was claimed by a worker whose trial runs proved NVDEC, so only such a job
+    uses it; a job in a plain queue may run on a box without a GPU and stays on the CPU.
     """
     if requested in ("off", ""):
         return ""
-    tags = set(queue.partition("@")[2].split("+")) if "@" in queue else set()
+    tags = set(tags)
     if requested == "auto":
         if "nvenc" in tags and "nvdec" in tags:
             return "nvenc"

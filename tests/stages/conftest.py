@@ -14,9 +14,10 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 class RecordingContext:
     """A stand-in for JobContext that records progress reports (stages only report)."""
 
-    def __init__(self, attempt: int = 1) -> None:
+    def __init__(self, attempt: int = 1, tags: frozenset[str] = frozenset()) -> None:
         self.reports: list[tuple[float, str, dict[str, Any]]] = []
         self.attempt = attempt
+        self.tags = tags  # the capabilities the job was routed for
 
     def progress(self, percent: float, message: str = "", **fields: Any) -> None:
         self.reports.append((percent, message, fields))

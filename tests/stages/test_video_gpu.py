@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,24 +18,16 @@ from workers.gpu import detect
 RUNGS = [{"name": "240p", "height": 240}, {"name": "120p", "height": 120}]
 
 
-class QueuedContext(RecordingContext):
-    """A job context whose job was claimed from ``queue`` (the routing the stage reads)."""
-
-    def __init__(self, queue: str) -> None:
-        super().__init__()
-        self.job = SimpleNamespace(queue=queue)
-
-
-def test_auto_follows_the_queue_the_job_was_routed_to() -> None:
-    assert gpu_mode("auto", "default") == ""
-    assert gpu_mode("auto", "default@gpu+nvjpeg") == ""
-    assert gpu_mode("auto", "default@gpu+nvdec") == "decode"
-    assert gpu_mode("auto", "default@nvdec+nvenc") == "nvenc"
-    assert gpu_mode("auto", "default@nvenc") == ""  # encode on the GPU needs decode there
-    assert gpu_mode("off", "default@nvdec+nvenc") == ""
-    assert gpu_mode("decode", "default") == "decode"  # asked for explicitly
+def test_auto_follows_the_capabilities_the_job_was_routed_for() -> None:
+    assert gpu_mode("auto", set()) == ""
+    assert gpu_mode("auto", {"gpu", "nvjpeg"}) == ""
+    assert gpu_mode("auto", {"gpu", "nvdec"}) == "decode"
+    assert gpu_mode("auto", {"nvdec", "nvenc"}) == "nvenc"
+    assert gpu_mode("auto", {"nvenc"}) == ""  # encode on the GPU needs decode there
+    assert gpu_mode("off", {"nvdec", "nvenc"}) == ""
+    assert gpu_mode("decode", set()) == "decode"  # asked for explicitly
     with pytest.raises(BadInputError, match="gpu must be"):
-        gpu_mode("cuda", "default")
+        gpu_mode("cuda", set())
 
 
 def test_gpu_commands_decode_and_scale_on_the_device() -> None:
@@ -75,7 +66,7 @@ def test_a_rotated_video_routed_to_a_gpu_queue_is_transcoded_on_the_cpu(
     # stage keeps such a job on the CPU and the result is still upright. This runs here,
     # where a GPU command would fail, so it proves the CPU path was taken.
     src = media / "rotated_phone.mp4"
-    ctx = QueuedContext("default@gpu+nvdec")
+    ctx = RecordingContext(tags=frozenset({"gpu", "nvdec"}))
     res = video_ladder(ctx, {"input": str(src), "out_dir": str(tmp_path)}, {"probe": probe(src)})
     assert res["gpu"] == "off"
     assert "-hwaccel" not in res["command"]
