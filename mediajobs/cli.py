@@ -1,47 +1,35 @@
-"""The ``mediapipe`` command.
-
-Exit codes: 0 success, 1 a DAG failed, 2 input or usage rejected, 3 Redis unreachable.
+"""The ``mediapipe`` command: each subcommand parses its options, calls the application
+or the engine, and prints. Exit codes: ``pipeline.errors.ExitCode``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
-import redis
 from click.core import ParameterSource
 
+from mediajobs.command_errors import friendly_errors
+from mediajobs.dashboard import dashboard_command
+from mediajobs.progress_view import ProgressView, follower
+from mediajobs.schedule_commands import schedule_group
+from pipeline import liveness
+from pipeline.breaker import ServiceBreakers
 from pipeline.client import Client
 from pipeline.connection import redacted, resolve_url
-from pipeline.errors import RedisUnavailableError, SubmissionError
+from pipeline.errors import ExitCode, SubmissionError
+from pipeline.logsetup import configure_logging
 from pipeline.outage import Outage
+from pipeline.replies import as_str_dict
+from pipeline.retention import Retention, parse_duration
 from pipeline.server import EmbeddedServer
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-EXIT_FAILED, EXIT_REJECTED, EXIT_REDIS = 1, 2, 3
-
-
-def friendly_errors(fn: F) -> F:
-    """One clear line on stderr and the right exit code instead of a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except RedisUnavailableError as exc:
-            click.echo(redacted(f"mediapipe: {exc}"), err=True)
-            sys.exit(EXIT_REDIS)
-        except SubmissionError as exc:
-            click.echo(f"mediapipe: {exc}", err=True)
-            sys.exit(EXIT_REJECTED)
-
-    return wrapper  # type: ignore[return-value]
+if TYPE_CHECKING:
+    from mediajobs.planning import Outcome
 
 
 @click.group()
@@ -108,23 +96,6 @@ def _client(ctx: click.Context) -> Client:
     return Client.connect(ctx.obj["url"], namespace=ctx.obj["namespace"])
 
 
-def _follower(url: str | None, namespace: str, outage: Outage) -> Client:
-    """A client for a command that follows DAGs: not checked at connect time (its calls
-    ride out an outage) and with socket timeouts, so a server that hangs instead of
-    closing its connections counts as down too. redis-py retries once (a connection gone
-    stale); longer outages are ``outage``'s, which says so and knows when to give up
-    (a client loads the transitions into Redis, so even making one goes through it)."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    from pipeline.connection import connect
-
-    r = connect(
-        url, check=False, socket_timeout=10, socket_connect_timeout=5, retry=Retry(NoBackoff(), 1)
-    )
-    return outage.call(lambda: Client(r, namespace=namespace))
-
-
 @main.group()
 def server() -> None:
     """Run the embedded Redis-protocol server as a background service.
@@ -174,7 +145,7 @@ def server_status() -> None:
     s = EmbeddedServer.default()
     running = s.is_running()
     click.echo(f"{'running' if running else 'stopped'}: {s.url} (data: {s.data_dir})")
-    sys.exit(0 if running else 1)
+    sys.exit(ExitCode.OK if running else ExitCode.FAILED)
 
 
 @server.command("url")
@@ -201,8 +172,6 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
       mediapipe status            # queues with waiting/active/delayed counts
       mediapipe status 6d0ea5aa51af494f --json
     """
-    from pipeline import liveness
-
     c = _client(ctx)
     now_ms = liveness.redis_now_ms(c.redis)
     workers = liveness.live_workers(c.redis, c.keys, now_ms)
@@ -240,8 +209,6 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
     overview_dead = c.redis.zcard(c.keys.dead)
     gaps = c.capability_gaps()
     expired = {q: liveness.lapsed_in_queue(c.redis, c.keys, q, now_ms) for q in overview}
-    from pipeline.breaker import ServiceBreakers
-
     breakers = ServiceBreakers(c.redis, namespace=ctx.obj["namespace"]).states()
     if as_json:
         click.echo(
@@ -301,10 +268,8 @@ def watch(ctx: click.Context, dag_id: str) -> None:
     Example:
       mediapipe watch 6d0ea5aa51af494f
     """
-    from mediajobs.progress_view import ProgressView
-
     outage = Outage()
-    c = _follower(ctx.obj["url"], ctx.obj["namespace"], outage)
+    c = follower(ctx.obj["url"], ctx.obj["namespace"], outage)
     dag = outage.call(lambda: c.dag(dag_id))
     if dag is None:
         raise SubmissionError(f"unknown DAG {dag_id}")
@@ -314,7 +279,7 @@ def watch(ctx: click.Context, dag_id: str) -> None:
         view.run_until_done()
     state = outage.call(lambda: c.dag_state(dag_id))
     click.echo(f"{dag_id}: {state}")
-    sys.exit(0 if state == "completed" else EXIT_FAILED)
+    sys.exit(ExitCode.OK if state == "completed" else ExitCode.FAILED)
 
 
 @main.group()
@@ -410,8 +375,6 @@ def cancel(ctx: click.Context, dag_id: str) -> None:
 
 
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    from pipeline.retention import parse_duration
-
     try:
         return None if value is None else parse_duration(value)
     except ValueError as exc:
@@ -449,10 +412,6 @@ def prune(
     Example:
       mediapipe prune --completed-age 1h --failed-age 2d
     """
-    import dataclasses
-
-    from pipeline.retention import Retention
-
     given: dict[str, Any] = {
         "completed_age": completed_age,
         "completed_count": completed_count,
@@ -497,8 +456,6 @@ def limit(
         c.set_rate_limit(queue, int(count), per_seconds=seconds)
     if concurrency is not None:
         c.set_concurrency_limit(queue, concurrency)
-    from pipeline.replies import as_str_dict
-
     meta = as_str_dict(c.redis.hgetall(c.keys.meta(queue)))
     click.echo(f"{queue}: {json.dumps(meta)}")
 
@@ -616,57 +573,33 @@ def worker(
     Example:
       MEDIAPIPE_REDIS_URL=redis://queue-host:6379 mediapipe worker --tags gpu
     """
-    import importlib
-    import logging
+    # A box loads the media stages and the worker node (libvips, PyAV, psutil) that the
+    # other commands do without.
+    from mediajobs.worker_box import BoxSpec, assemble, capabilities
 
-    from mediajobs.schedule_firing import run_scheduler
-    from workers.batch import LaneSupervisor, lanes_for
-    from workers.node import NodeConfig, WorkerNode
-
-    logging.basicConfig(
-        level=log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    from workers.gpu import detect
-
-    only = [int(g) for g in gpus.split(",") if g.strip()] if gpus else None
-    caps = detect(disabled=no_gpu, only=only)
-    if show_capabilities:
-        click.echo(caps.describe())
-        return
-    # The media stages always; --import adds a user's own stage modules.
-    modules = ("stages", *imports)
-    for module in modules:
-        importlib.import_module(module)
+    configure_logging(log_level)
     if concurrency != "auto" and not concurrency.isdigit():
         raise SubmissionError(f"--concurrency must be auto or a number, not {concurrency!r}")
-    all_tags = tuple(dict.fromkeys([*_split(tags), *caps.tags()]))
-    lanes = lanes_for(_split(queues), all_tags)
-    config = NodeConfig(
-        queues=_split(queues),
-        tags=all_tags,
-        batch_queues=tuple(lane.queue for lane in lanes),
-        gpus="; ".join(f"{g.index}: {g.name} {g.memory_mib} MiB" for g in caps.gpus),
+    spec = BoxSpec(
+        queues=tuple(_split(queues)),
+        tags=tuple(_split(tags)),
+        imports=imports,
         concurrency=None if concurrency == "auto" else int(concurrency),
         min=min_,
         max=max_,
         adaptive=not no_adaptive,
         grace=grace,
         lease=lease,
-        preload=modules,
-        namespace=ctx.obj["namespace"],
         metrics_port=metrics_port,
         metrics_host=metrics_host,
+        use_gpus=not no_gpu,
+        only_gpus=tuple(int(g) for g in gpus.split(",") if g.strip()) if gpus else None,
     )
-    node = WorkerNode(ctx.obj["url"], config=config, scheduler=run_scheduler)
-    supervisor = LaneSupervisor(node.url, ctx.obj["namespace"], lanes, all_tags, modules, lease)
-    supervisor.start()
-    try:
-        code = node.run()
-    finally:
-        supervisor.stop(grace)
-    sys.exit(code)
+    caps = capabilities(spec)
+    if show_capabilities:
+        click.echo(caps.describe())
+        return
+    sys.exit(assemble(ctx.obj["url"], ctx.obj["namespace"], spec, caps).run())
 
 
 @main.command()
@@ -747,85 +680,73 @@ def submit(
       mediapipe submit photo.jpg video.mp4 --out renditions/
       MEDIAPIPE_REDIS_URL=redis://queue:6379 mediapipe submit big.mov --wait
     """
-    import logging
+    # The use case loads the media stages (libvips, PyAV) that the other commands do without.
+    from mediajobs.planning import OutcomeStatus
+    from mediajobs.submit import RedisLost, SubmitOptions, exit_code, summary_lines
+    from mediajobs.submit import run as run_submit
 
-    from mediajobs import submit as sub
-    from pipeline.connection import resolve_url
-
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging("DEBUG" if debug else "WARNING")
     warn_if_secret_on_argv(ctx, "redis_url", redis_url, "MEDIAPIPE_REDIS_URL or --redis-file")
     url = redis_url or ctx.obj["url"]
-    embedded = url is None
-    planned: list[sub.Planned] = []
+    options = SubmitOptions(
+        preset=preset,
+        out=out_root,
+        endpoint=s3_endpoint,
+        priority=priority,
+        idempotency_key=idempotency_key,
+        url=url,
+        namespace=ctx.obj["namespace"],
+        wait=bool(wait),
+        concurrency=concurrency,
+        metrics_port=metrics_port,
+        quiet=as_json,
+    )
     try:
-        planned = sub.plan(
-            list(paths),
-            preset,
-            out_root,
-            priority=priority,
-            idempotency_key=idempotency_key,
-            endpoint=s3_endpoint,
-        )
-        for p in planned:
-            if p.error:
-                click.echo(f"mediapipe: {_with_path(p.error, p.path)}", err=True)
-        client = Client.connect(url, namespace=ctx.obj["namespace"])
-        sub.submit_all(client, planned)
-        if embedded:
-            finished = sub.run_embedded(
-                client,
-                planned,
-                url=resolve_url(None),
-                namespace=ctx.obj["namespace"],
-                concurrency=concurrency,
-                quiet=as_json,
-                metrics_port=metrics_port,
-            )
-        elif wait:
-            # Said before following, so a follower that gives up (or is killed) leaves
-            # the user what they need to re-attach with `mediapipe watch`.
-            for p in planned:
-                if p.dag_id:
-                    click.echo(f"mediapipe: submitted {p.dag_id}  {p.path}", err=True)
-            outage = Outage()
-            client = _follower(url, ctx.obj["namespace"], outage)
-            finished = sub.follow(client, planned, quiet=as_json, outage=outage)
-        else:
-            _print_submitted(planned, as_json)
-            sys.exit(sub.EXIT_REJECTED if any(p.dag is None for p in planned) else 0)
-        if not finished:
-            sys.exit(sub.EXIT_INTERRUPTED)
-        Outage().call(lambda: sub.collect(client, planned))
-    except (RedisUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
-        # A transition that lost Redis raises redis' own errors: the same outage.
-        message = redacted(
-            str(exc) if isinstance(exc, RedisUnavailableError) else f"Redis unreachable: {exc}"
-        )
-        click.echo(f"mediapipe: {message}", err=True)
-        if as_json and any(p.dag_id for p in planned):
-            _print_submitted(planned, as_json, status="unknown")
-        sys.exit(EXIT_REDIS)
+        outcomes = run_submit(list(paths), options, _SubmitLines())
+    except RedisLost as exc:
+        click.echo(f"mediapipe: {redacted(str(exc))}", err=True)
+        if as_json and any(o.dag_id for o in exc.outcomes):
+            _print_json(exc.outcomes)
+        sys.exit(ExitCode.REDIS_UNAVAILABLE)
     except Exception as exc:
         if debug:
             raise
         click.echo(
             f"mediapipe: {type(exc).__name__}: {exc} (rerun with --debug for details)", err=True
         )
-        sys.exit(EXIT_FAILED)
-    for p in planned:
-        if p.dag is not None and p.status != "completed":
-            click.echo(f"mediapipe: {_with_path(p.error or 'failed', p.path)}", err=True)
+        sys.exit(ExitCode.FAILED)
+    code = exit_code(outcomes)
+    if code is ExitCode.INTERRUPTED:
+        sys.exit(code)
+    if url is not None and not wait:
+        if as_json:
+            _print_json(outcomes)
+        else:
+            for o in outcomes:
+                if o.dag_id:
+                    click.echo(f"{o.dag_id}  {o.path}")
+        sys.exit(code)
+    for o in outcomes:
+        if o.status not in (OutcomeStatus.COMPLETED, OutcomeStatus.REJECTED):
+            click.echo(f"mediapipe: {_with_path(o.error or 'failed', o.path)}", err=True)
     if as_json:
-        docs = [sub.as_json(p) for p in planned]
-        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs))
+        _print_json(outcomes)
     else:
-        for line in sub.summary_lines(planned):
+        for line in summary_lines(outcomes):
             click.echo(line)
-    sys.exit(sub.exit_code(planned))
+    sys.exit(code)
+
+
+class _SubmitLines:
+    """What ``submit`` says on stderr as it goes."""
+
+    def rejected(self, outcome: Outcome) -> None:
+        click.echo(f"mediapipe: {_with_path(outcome.error or 'rejected', outcome.path)}", err=True)
+
+    def following(self, outcome: Outcome) -> None:
+        # Said before following, so a follower that gives up (or is killed) leaves the
+        # user what they need to re-attach with `mediapipe watch`.
+        click.echo(f"mediapipe: submitted {outcome.dag_id}  {outcome.path}", err=True)
 
 
 def _with_path(message: str, path: object) -> str:
@@ -835,36 +756,12 @@ def _with_path(message: str, path: object) -> str:
     return message if any(n in message for n in named) else f"{path}: {message}"
 
 
-def _print_submitted(planned: list[Any], as_json: bool, status: str = "submitted") -> None:
-    if as_json:
-        docs = [
-            {
-                "dag_id": p.dag_id,
-                "status": status if p.dag_id else "failed",
-                "input": {"path": str(p.path)},
-                "outputs": [],
-                **({"error": p.error} if p.error else {}),
-                **(
-                    {"error": f"Redis unreachable; re-attach with: mediapipe watch {p.dag_id}"}
-                    if p.dag_id and status == "unknown"
-                    else {}
-                ),
-            }
-            for p in planned
-        ]
-        click.echo(json.dumps(docs[0] if len(docs) == 1 else docs))
-    else:
-        for p in planned:
-            if p.dag_id:
-                click.echo(f"{p.dag_id}  {p.path}")
+def _print_json(outcomes: list[Outcome]) -> None:
+    from mediajobs.submit import as_json
+
+    docs = [as_json(o) for o in outcomes]
+    click.echo(json.dumps(docs[0] if len(docs) == 1 else docs))
 
 
-def _register_subcommands() -> None:
-    from mediajobs.dashboard import dashboard_command
-    from mediajobs.schedule_commands import schedule_group
-
-    main.add_command(dashboard_command(), "dashboard")
-    main.add_command(schedule_group(), "schedule")
-
-
-_register_subcommands()
+main.add_command(dashboard_command(), "dashboard")
+main.add_command(schedule_group(), "schedule")

@@ -10,16 +10,14 @@ from typing import Any, TypeVar
 import click
 
 from pipeline.connection import redacted
-from pipeline.errors import RedisUnavailableError, SubmissionError
+from pipeline.errors import ExitCode, RedisUnavailableError, SubmissionError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-EXIT_REJECTED, EXIT_REDIS = 2, 3
-
 
 def friendly_errors(fn: F) -> F:
-    """One clear line on stderr and the right exit code instead of a traceback: 2 for an
-    input or option rejected, 3 for Redis unreachable (its URL's secrets redacted)."""
+    """One clear line on stderr and the right exit code instead of a traceback: BAD_INPUT
+    for an input or option rejected, REDIS_UNAVAILABLE (its URL's secrets redacted)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -27,9 +25,9 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except RedisUnavailableError as exc:
             click.echo(redacted(f"mediapipe: {exc}"), err=True)
-            sys.exit(EXIT_REDIS)
+            sys.exit(ExitCode.REDIS_UNAVAILABLE)
         except SubmissionError as exc:
             click.echo(f"mediapipe: {exc}", err=True)
-            sys.exit(EXIT_REJECTED)
+            sys.exit(ExitCode.BAD_INPUT)
 
     return wrapper  # type: ignore[return-value]

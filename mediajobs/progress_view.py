@@ -12,10 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from pipeline.client import TERMINAL_DAG_STATES, Client
+from pipeline.connection import connect
 from pipeline.outage import Outage
 
 
@@ -148,3 +151,19 @@ class ProgressView:
                 self.stream.write(f"{t.label}: {name} {state}\n")
             t.job_states[name] = state
         self.stream.flush()
+
+
+def follower(url: str | None, namespace: str, outage: Outage) -> Client:
+    """A client for following DAGs: not checked at connect time (its calls ride out an
+    outage) and with socket timeouts, so a server that hangs instead of closing its
+    connections counts as down too. redis-py retries once (a connection gone stale);
+    longer outages are ``outage``'s, which says so and knows when to give up (a client
+    loads the transitions into Redis, so even making one goes through it)."""
+    r = connect(
+        url,
+        check=False,
+        socket_timeout=10,
+        socket_connect_timeout=5,
+        retry=Retry(NoBackoff(), 1),
+    )
+    return outage.call(lambda: Client(r, namespace=namespace))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 from dataclasses import asdict
 from datetime import datetime
@@ -18,6 +17,7 @@ from mediajobs.schedule_firing import run_scheduler
 from pipeline.client import Client
 from pipeline.cron import parse_every, time_zone
 from pipeline.errors import SubmissionError
+from pipeline.logsetup import configure_logging
 from pipeline.schedules import MISFIRE_POLICIES, Schedule, Schedules
 
 
@@ -228,11 +228,7 @@ def schedule_group() -> click.Group:
         Example:
           MEDIAPIPE_REDIS_URL=redis://queue:6379 mediapipe schedule run
         """
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(logging.INFO)
         s = _schedules(ctx)
         stop = threading.Event()
         try:

@@ -32,8 +32,8 @@ from pipeline.client import Client
 from pipeline.schedules import Clock, Schedule, Schedules
 from workers.wire import MAX_MESSAGE, dag_from_wire, dag_to_wire
 
-if TYPE_CHECKING:  # mediajobs.submit loads the media stages: only the child needs them
-    from mediajobs.submit import Planned
+if TYPE_CHECKING:  # planning loads the media stages (libvips, PyAV): only the child needs them
+    from mediajobs.planning import Outcome
 
 log = logging.getLogger("mediapipe.schedules")
 
@@ -208,28 +208,39 @@ PROBE_TIMEOUT = 120.0  # seconds per input, as the probe stage's own timeout
 
 def plan_in_child(
     paths: list[str], preset: str, out: str, *, priority: int, idempotency_key: str
-) -> list[Planned]:
-    """``mediajobs.submit.plan`` run in a child process. An input whose probe crashes or hangs
+) -> list[Outcome]:
+    """``mediajobs.planning.plan`` run in a child process. An input whose probe crashes or hangs
     the child is rejected with that reason; the others are planned as usual."""
-    from mediajobs.submit import Planned
+    from mediajobs.planning import Outcome, OutcomeStatus
 
     args = (preset, out, priority, idempotency_key)
     answer = _plan_child_run(paths, args)
     if not isinstance(answer, str):
         return answer
     if len(paths) == 1:
-        return [Planned(Path(paths[0]), Path(out), error=f"{paths[0]}: {answer}", status="failed")]
+        return [
+            Outcome(
+                Path(paths[0]),
+                Path(out),
+                error=f"{paths[0]}: {answer}",
+                status=OutcomeStatus.REJECTED,
+            )
+        ]
     # Find the input that crashed it: each one alone.
-    planned: list[Planned] = []
+    planned: list[Outcome] = []
     for path in paths:
         alone = _plan_child_run([path], args)
         if isinstance(alone, str):
-            alone = [Planned(Path(path), Path(out), error=f"{path}: {alone}", status="failed")]
+            alone = [
+                Outcome(
+                    Path(path), Path(out), error=f"{path}: {alone}", status=OutcomeStatus.REJECTED
+                )
+            ]
         planned += alone
     return planned
 
 
-def _plan_child_run(paths: list[str], args: tuple[str, str, int, str]) -> list[Planned] | str:
+def _plan_child_run(paths: list[str], args: tuple[str, str, int, str]) -> list[Outcome] | str:
     """The child's plans, or why there are none (it crashed, or ran out of time)."""
     ctx = multiprocessing.get_context("forkserver")
     parent_conn, child_conn = ctx.Pipe(duplex=False)
@@ -261,7 +272,7 @@ def _plan_child_run(paths: list[str], args: tuple[str, str, int, str]) -> list[P
 def _plan_child(
     conn: Connection, paths: list[str], preset: str, out: str, priority: int, key: str
 ) -> None:
-    from mediajobs.submit import plan
+    from mediajobs.planning import plan
 
     planned = plan(paths, preset, out, priority=priority, idempotency_key=key)
     doc = [
@@ -278,20 +289,20 @@ def _plan_child(
     conn.send_bytes(json.dumps(doc, default=str).encode())
 
 
-def _plans_from_wire(paths: list[str], doc: Any) -> list[Planned]:
+def _plans_from_wire(paths: list[str], doc: Any) -> list[Outcome]:
     """The child's answer, checked: one plan per input asked for, in order."""
-    from mediajobs.submit import Planned
+    from mediajobs.planning import Outcome, OutcomeStatus
 
     if not isinstance(doc, list) or [d["path"] for d in doc] != paths:
         raise ValueError("the probing child answered for other inputs than it was given")
     return [
-        Planned(
+        Outcome(
             Path(d["path"]),
             Path(str(d["out_dir"])),
             facts=dict(d["facts"]) if d.get("facts") is not None else None,
             dag=dag_from_wire(d["dag"]) if d.get("dag") is not None else None,
             error=None if d.get("error") is None else str(d["error"]),
-            status=str(d.get("status", "pending")),
+            status=OutcomeStatus(d.get("status", "pending")),
         )
         for d in doc
     ]

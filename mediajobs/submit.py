@@ -1,133 +1,140 @@
-"""``mediapipe submit``: from file paths to finished renditions.
+"""The submit use case: from file paths to finished renditions (``run``), one ``Outcome``
+per input; ``mediapipe submit`` parses its options, calls ``run`` and prints.
 
 Each input is checked on this machine first (exists, is a file, probes as supported
-media), so a bad input is rejected before anything is queued (exit code 2). The good
-ones become one DAG each. In embedded mode the command also runs a worker pool sized to
-the cores, shows progress, and returns when every DAG has finished; in fleet mode it
-prints the DAG ids, and follows them with --wait.
+media), so a bad input is rejected before anything is queued (``REJECTED``, exit code 2).
+The good ones become one DAG each. In embedded mode a worker pool sized to the cores runs
+in this process (mediajobs/worker_box.py) while the progress shows, until every DAG has
+finished; in fleet mode the DAGs are submitted, and followed when asked to wait.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import shutil
 import sys
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from mediajobs import presets
-from mediajobs.progress_view import ProgressView
+import redis
+
+from mediajobs.planning import Outcome, OutcomeStatus, plan
+from mediajobs.progress_view import ProgressView, follower
+from mediajobs.worker_box import BoxSpec, WorkerBox, assemble
 from pipeline.client import TERMINAL_DAG_STATES, Client
-from pipeline.errors import MediapipeError, RedisUnavailableError
-from pipeline.model import Dag
+from pipeline.connection import resolve_url
+from pipeline.errors import ExitCode, RedisUnavailableError
 from pipeline.outage import Outage
 from stages.manifest import OUTPUT_FIELDS
-from stages.output import output_name
 
 log = logging.getLogger("mediapipe.submit")
 
-EXIT_OK, EXIT_FAILED, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    preset: str = "auto"  # auto, image, video or a preset file
+    out: str = "mediapipe-out"  # a folder, or s3://bucket/prefix
+    endpoint: str | None = None  # S3-compatible endpoint
+    priority: int = 0
+    idempotency_key: str | None = None
+    url: str | None = None  # a fleet's Redis; None: the embedded server and a local pool
+    namespace: str = "mp"
+    wait: bool = False  # fleet mode: follow the DAGs to their end
+    concurrency: int | None = None  # the local pool's size (default: the CPU cores)
+    metrics_port: int | None = None  # the local pool's /metrics
+    quiet: bool = False  # no progress view
 
 
-@dataclass
-class Planned:
-    """One input on its way: rejected (error) or turned into a DAG."""
+class Reporter(Protocol):
+    """What the caller shows while ``run`` goes (the CLI prints on stderr)."""
 
-    path: Path
-    out_dir: Path
-    facts: dict[str, Any] | None = None
-    dag: Dag | None = None
-    error: str | None = None
-    dag_id: str | None = None
-    status: str = "pending"
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-    manifest: str | None = None
+    def rejected(self, outcome: Outcome) -> None: ...
 
-    @property
-    def label(self) -> str:
-        return self.path.name
+    def following(self, outcome: Outcome) -> None: ...
 
 
-def plan(
-    paths: list[str],
-    preset: str,
-    out: str,
-    *,
-    priority: int = 0,
-    idempotency_key: str | None = None,
-    endpoint: str | None = None,
-) -> list[Planned]:
-    """Probe each input here and build its DAG. ``out`` is a folder, or ``s3://bucket/prefix``
-    for object storage (each input's outputs under ``<prefix>/<name>/``)."""
-    from stages.limits import MediaLimits
-    from stages.probe import probe
+class RedisLost(RedisUnavailableError):
+    """Redis went away during ``run``: the outcomes as far as known (submitted DAGs are
+    ``UNKNOWN``: they may still run, and ``mediapipe watch`` re-attaches)."""
 
-    limits = MediaLimits.from_env()
-    used: set[str] = set()
-    storage = out if out.startswith("s3://") else None
-    out_root = Path("scratch") if storage else Path(out)
-    planned = [Planned(Path(raw), _unique_dir(out_root, Path(raw).stem, used)) for raw in paths]
+    def __init__(self, message: str, outcomes: list[Outcome]) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
+
+
+def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outcome]:
+    """Plan, submit and (embedded, or asked to wait) follow every input to its end.
+    Raises ``RedisLost`` when Redis goes away; Ctrl-C ends in ``INTERRUPTED`` outcomes."""
+    outcomes: list[Outcome] = []
     try:
-        # A named preset is checked once, before any input is probed or queued: a bad
-        # key rejects the whole submission, not each input after the others were queued.
-        fixed = None if preset == "auto" else presets.load(preset)
-    except MediapipeError as exc:
-        for item in planned:
-            item.error, item.status = str(exc), "failed"
-        return planned
-    for item in planned:
-        path, out_dir = item.path, item.out_dir
-        name = out_dir.name
-        try:
-            item.facts = probe(path, limits)
-            chosen = fixed or presets.load(preset, item.facts["kind"], str(path))
-            key = f"{idempotency_key}:{item.facts['sha256']}" if idempotency_key else None
-            item.dag = presets.build_dag(
-                str(path.resolve()),
-                str(out_dir.resolve()),
-                chosen,
-                name=name,
-                priority=priority,
-                idempotency_key=key,
-                storage=storage,
-                endpoint=endpoint,
+        outcomes = plan(
+            paths,
+            options.preset,
+            options.out,
+            priority=options.priority,
+            idempotency_key=options.idempotency_key,
+            endpoint=options.endpoint,
+        )
+        for o in outcomes:
+            if o.error:
+                report.rejected(o)
+        client = Client.connect(options.url, namespace=options.namespace)
+        submit_all(client, outcomes)
+        if options.url is None:
+            finished = run_embedded(
+                client,
+                outcomes,
+                url=resolve_url(None),
+                namespace=options.namespace,
+                concurrency=options.concurrency,
+                quiet=options.quiet,
+                metrics_port=options.metrics_port,
             )
-        except MediapipeError as exc:
-            item.error, item.status = str(exc), "failed"
-    return planned
+        elif options.wait:
+            for o in outcomes:
+                if o.dag_id:
+                    report.following(o)
+            outage = Outage()
+            client = follower(options.url, options.namespace, outage)
+            finished = follow(client, outcomes, quiet=options.quiet, outage=outage)
+        else:
+            return outcomes
+        if not finished:
+            for o in outcomes:
+                if o.dag_id:
+                    o.status = OutcomeStatus.INTERRUPTED
+            return outcomes
+        Outage().call(lambda: collect(client, outcomes))
+    except (RedisUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
+        # A transition that lost Redis raises redis' own errors: the same outage.
+        message = f"Redis unreachable: {exc}"
+        if isinstance(exc, RedisUnavailableError):
+            message = str(exc)
+        for o in outcomes:
+            if o.dag_id:
+                o.status = OutcomeStatus.UNKNOWN
+        raise RedisLost(message, outcomes) from None
+    return outcomes
 
 
-def _unique_dir(root: Path, stem: str, used: set[str]) -> Path:
-    """The input's own folder under ``root``: its stem made a safe name (``output_name``),
-    with "-2", "-3"... for a name already taken in this submission. Names are compared
-    case-folded, so two inputs never share a folder on a case-insensitive filesystem."""
-    base = output_name(stem)
-    name, n = base, 1
-    while name.casefold() in used:
-        n += 1
-        name = f"{base}-{n}"
-    used.add(name.casefold())
-    return root / name
-
-
-def submit_all(client: Client, planned: list[Planned]) -> None:
-    todo = [p for p in planned if p.dag is not None]
+def submit_all(client: Client, outcomes: list[Outcome]) -> None:
+    todo = [p for p in outcomes if p.dag is not None]
     for p, sub in zip(todo, client.submit_many([p.dag for p in todo if p.dag]), strict=True):
-        p.dag_id, p.status = sub.dag_id, "submitted"
+        p.dag_id, p.status = sub.dag_id, OutcomeStatus.SUBMITTED
 
 
-def collect(client: Client, planned: list[Planned]) -> None:
+def collect(client: Client, outcomes: list[Outcome]) -> None:
     """Read each finished DAG's outcome: the outputs its manifest listed, or its first error."""
-    for p in planned:
+    for p in outcomes:
         if p.dag_id is None or p.dag is None:
             continue
         state = client.dag_state(p.dag_id) or "unknown"
         p.status = (
-            "completed"
+            OutcomeStatus.COMPLETED
             if state == "completed"
-            else ("failed" if state in TERMINAL_DAG_STATES else state)
+            else (OutcomeStatus.FAILED if state in TERMINAL_DAG_STATES else OutcomeStatus.UNKNOWN)
         )
         manifest = client.job(p.dag.job_id("manifest")) or {}
         result = manifest.get("result") if state == "completed" else None
@@ -146,29 +153,43 @@ def _first_error(client: Client, dag_id: str) -> str | None:
     return None
 
 
-def as_json(p: Planned) -> dict[str, Any]:
+def as_json(o: Outcome) -> dict[str, Any]:
+    """The ``--json`` document of one input: status completed, failed, submitted (not
+    followed) or unknown (Redis went away), with its probe facts and outputs."""
+    shown = {
+        OutcomeStatus.COMPLETED: "completed",
+        OutcomeStatus.SUBMITTED: "submitted",
+        OutcomeStatus.UNKNOWN: "unknown",
+    }.get(o.status, "failed")
     doc: dict[str, Any] = {
-        "dag_id": p.dag_id,
-        "status": "completed" if p.status == "completed" else "failed",
-        "input": {"path": str(p.path), **{k: v for k, v in (p.facts or {}).items() if k != "path"}},
-        "outputs": p.outputs,
+        "dag_id": o.dag_id,
+        "status": shown,
+        "input": {"path": str(o.path), **{k: v for k, v in (o.facts or {}).items() if k != "path"}},
+        "outputs": o.outputs,
     }
-    if doc["status"] == "failed":
-        doc["error"] = p.error or f"DAG ended {p.status}"
+    if shown == "failed":
+        doc["error"] = o.error or f"DAG ended {o.status}"
+    elif shown == "unknown":
+        doc["error"] = f"Redis unreachable; re-attach with: mediapipe watch {o.dag_id}"
     return doc
 
 
-def exit_code(planned: list[Planned]) -> int:
-    if any(p.dag is None for p in planned):
-        return EXIT_REJECTED
-    if any(p.status != "completed" for p in planned):
-        return EXIT_FAILED
-    return EXIT_OK
+def exit_code(outcomes: list[Outcome]) -> ExitCode:
+    statuses = {o.status for o in outcomes}
+    if OutcomeStatus.INTERRUPTED in statuses:
+        return ExitCode.INTERRUPTED
+    if OutcomeStatus.REJECTED in statuses:
+        return ExitCode.BAD_INPUT
+    if OutcomeStatus.UNKNOWN in statuses:
+        return ExitCode.REDIS_UNAVAILABLE
+    if statuses - {OutcomeStatus.COMPLETED, OutcomeStatus.SUBMITTED}:
+        return ExitCode.FAILED
+    return ExitCode.OK
 
 
 def run_embedded(
     client: Client,
-    planned: list[Planned],
+    outcomes: list[Outcome],
     *,
     url: str,
     namespace: str,
@@ -177,42 +198,39 @@ def run_embedded(
     metrics_port: int | None = None,
 ) -> bool:
     """Run a local worker pool until every submitted DAG finished. False when interrupted."""
-    from workers.node import NodeConfig, WorkerNode
-
-    ids = {p.dag_id: p.label for p in planned if p.dag_id}
+    ids = {p.dag_id: p.label for p in outcomes if p.dag_id}
     if not ids:
         return True
-    node = WorkerNode(
-        url,
-        config=NodeConfig(
-            namespace=namespace,
-            concurrency=concurrency,
-            preload=("stages",),
-            grace=0.0,
-            heartbeat=1.0,
-            metrics_port=metrics_port,
-        ),
+    spec = BoxSpec(
+        concurrency=concurrency,
+        grace=0.0,
+        heartbeat=1.0,
+        metrics_port=metrics_port,
+        use_gpus=False,
+        lanes=False,
+        schedules=False,
     )
+    box = assemble(url, namespace, spec)
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         # The progress view speaks for an outage in one line; the local pool's own
         # lines about it would repeat it (--debug keeps them).
         logging.getLogger("mediapipe.worker").addFilter(_quiet_about_redis)
     thread = threading.Thread(
-        target=node.run, kwargs={"install_signals": False}, name="local-worker", daemon=True
+        target=box.run, kwargs={"install_signals": False}, name="local-worker", daemon=True
     )
     thread.start()
     try:
         with ProgressView(client, ids, quiet=quiet) as view:
             view.run_until_done()
     except KeyboardInterrupt:
-        _interrupt(client, node, thread, planned)
+        _interrupt(client, box, thread, outcomes)
         return False
     except RedisUnavailableError:
         # The view gave up on Redis: nothing can be reported any more, so the local pool
         # and its ffmpeg processes stop now instead of rendering for nobody.
-        _stop_local(node, thread, planned)
+        _stop_local(box, thread, outcomes)
         raise
-    node.request_stop()
+    box.request_stop()
     thread.join(60)
     return True
 
@@ -222,9 +240,9 @@ def _quiet_about_redis(record: logging.LogRecord) -> bool:
 
 
 def follow(
-    client: Client, planned: list[Planned], *, quiet: bool = False, outage: Outage | None = None
+    client: Client, outcomes: list[Outcome], *, quiet: bool = False, outage: Outage | None = None
 ) -> bool:
-    ids = {p.dag_id: p.label for p in planned if p.dag_id}
+    ids = {p.dag_id: p.label for p in outcomes if p.dag_id}
     try:
         with ProgressView(client, ids, quiet=quiet, outage=outage) as view:
             if outage is not None:
@@ -235,40 +253,40 @@ def follow(
     return True
 
 
-def _interrupt(client: Client, node: Any, thread: threading.Thread, planned: list[Planned]) -> None:
+def _interrupt(
+    client: Client, box: WorkerBox, thread: threading.Thread, outcomes: list[Outcome]
+) -> None:
     """Ctrl-C: cancel this run's DAGs, stop the pool now, and sweep temporary files, so
     the output folder holds only finished files; running the command again starts over."""
     sys.stderr.write("\ninterrupted: stopping running jobs...\n")
-    for p in planned:
+    for p in outcomes:
         if p.dag_id:
             with contextlib.suppress(Exception):
                 client.cancel(p.dag_id)
-    _stop_local(node, thread, planned)
+    _stop_local(box, thread, outcomes)
 
 
-def _stop_local(node: Any, thread: threading.Thread, planned: list[Planned]) -> None:
+def _stop_local(box: WorkerBox, thread: threading.Thread, outcomes: list[Outcome]) -> None:
     """Stop the local pool at once (with every process its jobs started) and sweep the
     temporary files its jobs left."""
-    node.request_stop()
-    node.request_stop()  # a second request: no grace period
+    box.request_stop()
+    box.request_stop()  # a second request: no grace period
     thread.join(30)
-    for p in planned:
+    for p in outcomes:
         if p.out_dir.exists():
             for part in p.out_dir.rglob(".*.part*"):
                 with contextlib.suppress(OSError):
                     if part.is_dir():
-                        import shutil
-
                         shutil.rmtree(part)
                     else:
                         part.unlink()
 
 
-def summary_lines(planned: list[Planned]) -> list[str]:
-    width = max((len(p.label) for p in planned), default=5)
+def summary_lines(outcomes: list[Outcome]) -> list[str]:
+    width = max((len(p.label) for p in outcomes), default=5)
     lines = [f"{'input':<{width}}  {'status':<9}  {'outputs':>7}  where / why"]
-    for p in planned:
-        status = "completed" if p.status == "completed" else "failed"
+    for p in outcomes:
+        status = "completed" if p.status is OutcomeStatus.COMPLETED else "failed"
         where = (p.manifest or str(p.out_dir)) if status == "completed" else (p.error or "")
         lines.append(f"{p.label:<{width}}  {status:<9}  {len(p.outputs):>7}  {where}")
     return lines

@@ -3,7 +3,7 @@
 - ``RetryableError``: the job goes back to the queue after its backoff, while attempts remain.
 - ``PermanentError``: retrying cannot help; the job goes straight to the dead-letter queue.
 - ``BadInputError``: a permanent error caused by the input itself (corrupt media, a bad
-  submission); the CLI maps it to exit code 2.
+  submission); the CLI maps it to ``ExitCode.BAD_INPUT``.
 
 Any other exception raised by a stage counts as retryable: a bug or a transient fault
 is more often fixed by a retry than a misclassified permanent error is.
@@ -12,6 +12,17 @@ is more often fixed by a retry than a misclassified permanent error is.
 from __future__ import annotations
 
 import errno
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What a ``mediapipe`` command (or a worker node's process) exits with."""
+
+    OK = 0
+    FAILED = 1  # a DAG failed while processing, or the command's work did not finish
+    BAD_INPUT = 2  # an input, option or preset was rejected before anything was queued
+    REDIS_UNAVAILABLE = 3  # Redis unreachable (for longer than the command waits)
+    INTERRUPTED = 130  # Ctrl-C: this run's DAGs were cancelled (128 + SIGINT)
 
 
 class MediapipeError(Exception):
@@ -77,7 +88,7 @@ def disk_full(exc: BaseException, path: object = None) -> DiskFullError | None:
 
 
 class RedisUnavailableError(MediapipeError):
-    """Redis could not be reached (CLI exit code 3)."""
+    """Redis could not be reached (``ExitCode.REDIS_UNAVAILABLE``)."""
 
 
 def is_permanent(exc: BaseException) -> bool:

@@ -39,7 +39,7 @@ from pipeline.breaker import BreakerPolicy, Gate, ServiceBreakers
 from pipeline.broker import Broker, LeaseStatus, new_worker_id
 from pipeline.client import Client
 from pipeline.connection import resolve_url
-from pipeline.errors import JobTimeoutError
+from pipeline.errors import ExitCode, JobTimeoutError
 from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
 from pipeline.outage import ENV_GIVE_UP, SERVICE_GIVE_UP, Outage, describe
@@ -276,8 +276,8 @@ class WorkerNode:
         finally:
             reported = self._shutdown()
         if self.gave_up:
-            return 3
-        return 0 if reported else 1
+            return ExitCode.REDIS_UNAVAILABLE
+        return ExitCode.OK if reported else ExitCode.FAILED
 
     def _start_scheduler(self, run_scheduler: SchedulerLoop) -> None:
         client = Client(self._connect(), namespace=self.config.namespace, registry=self.registry)

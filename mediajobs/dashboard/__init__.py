@@ -1,29 +1,31 @@
 """``mediapipe dashboard``: a small web app over the namespace's queues, workers, DAGs,
 dead-letter queue and schedules, with token-protected actions.
 
-Only click is imported here, so the CLI can register the command without loading Flask;
-the app is imported when the command runs.
+Flask is not imported here, so the CLI can register the command without loading it; the
+app is imported when the command runs.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 from click.core import ParameterSource
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-if TYPE_CHECKING:
-    from pipeline.client import Client
-    from pipeline.outage import Outage
+from pipeline.client import Client
+from pipeline.connection import connect, redacted
+from pipeline.errors import ExitCode, RedisUnavailableError
+from pipeline.logsetup import configure_logging
+from pipeline.outage import SERVICE_GIVE_UP, Outage
 
 __all__ = ["dashboard_command"]
-
-EXIT_REJECTED, EXIT_REDIS = 2, 3  # as mediajobs.cli: usage rejected, Redis unreachable
 
 
 def dashboard_command() -> click.Command:
@@ -72,20 +74,12 @@ def dashboard_command() -> click.Command:
                 "or --token-file",
                 err=True,
             )
-        import logging
-
+        # Flask loads only when the dashboard runs.
         from mediajobs.dashboard.app import create_app, is_loopback, make_dashboard_server
-        from pipeline.connection import redacted
-        from pipeline.errors import RedisUnavailableError
-        from pipeline.outage import SERVICE_GIVE_UP, Outage
 
         # Actions are logged (an audit trail); werkzeug's line per request is not, since
         # every open page polls once a second.
-        logging.basicConfig(
-            level=logging.INFO,
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        configure_logging(logging.INFO)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         obj = ctx.find_root().obj or {}
         namespace = obj.get("namespace", "mp")
@@ -96,14 +90,14 @@ def dashboard_command() -> click.Command:
             client = _client(obj.get("url"), namespace, outage)
         except RedisUnavailableError as exc:
             click.echo(redacted(f"mediapipe: {exc}"), err=True)
-            sys.exit(EXIT_REDIS)
+            sys.exit(ExitCode.REDIS_UNAVAILABLE)
         generated = not token
         token = token or secrets.token_urlsafe(24)
         try:
             server = make_dashboard_server(create_app(client, token=token, host=host), host, port)
         except OSError as exc:
             click.echo(f"mediapipe: cannot listen on {host}:{port}: {exc.strerror}", err=True)
-            sys.exit(EXIT_REJECTED)
+            sys.exit(ExitCode.BAD_INPUT)
         shown = f"[{host}]" if ":" in host else host
         url = f"http://{shown}:{server.port}/"
         # The token travels in the URL fragment, which browsers never send to the server
@@ -125,7 +119,7 @@ def dashboard_command() -> click.Command:
                 time.sleep(1.0)
         except RedisUnavailableError as exc:
             click.echo(redacted(f"mediapipe: {exc}"), err=True)
-            sys.exit(EXIT_REDIS)
+            sys.exit(ExitCode.REDIS_UNAVAILABLE)
         except KeyboardInterrupt:
             pass
         finally:
@@ -150,12 +144,6 @@ def _client(url: str | None, namespace: str, outage: Outage) -> Client:
     """Socket timeouts and a single quick retry: a request made while Redis is down gets
     its 503 at once instead of hanging in redis-py's backoff. Made through ``outage``:
     a client loads the transitions into Redis."""
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    from pipeline.client import Client
-    from pipeline.connection import connect
-
     r = connect(
         url, check=False, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1)
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mediajobs.cli import _with_path
-from mediajobs.submit import plan
+from mediajobs.planning import OutcomeStatus, plan
 from stages.ffmpeg_run import ffmpeg_exe
 
 
@@ -37,7 +37,7 @@ def test_an_audio_only_input_is_rejected_naming_the_file(tmp_path: Path) -> None
     )  # fmt: skip
     # plan() is what submit (its lines and --json) and the schedules report from.
     [planned] = plan([str(song)], "auto", str(tmp_path / "out"))
-    assert planned.dag is None and planned.status == "failed"
+    assert planned.dag is None and planned.status is OutcomeStatus.REJECTED
     assert planned.error is not None and "\n" not in planned.error
     assert planned.error.startswith(f"{song}: no preset for media of kind 'audio'")
     assert _with_path(planned.error, song) == planned.error

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import stages  # noqa: F401  (registers the media stages)
-from mediajobs.submit import _unique_dir
+from mediajobs.planning import _unique_dir
 from pipeline.errors import BadInputError
 from stages import output
 from stages.probe import probe

@@ -1,0 +1,104 @@
+"""Planning an input: probed here, then turned into a DAG by its preset, or rejected with
+one line that names it. ``mediapipe submit`` and the schedule firing both plan this way."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from mediajobs import presets
+from pipeline.errors import MediapipeError
+from pipeline.model import Dag
+from stages.limits import MediaLimits
+from stages.output import output_name
+from stages.probe import probe
+
+
+class OutcomeStatus(StrEnum):
+    PENDING = "pending"  # outcomes, not submitted yet
+    REJECTED = "rejected"  # refused before anything was queued (missing, bad media, preset)
+    SUBMITTED = "submitted"  # queued; not followed (fleet mode without waiting)
+    COMPLETED = "completed"
+    FAILED = "failed"  # the DAG failed or was cancelled while processing
+    INTERRUPTED = "interrupted"  # Ctrl-C: this run's DAGs were cancelled
+    UNKNOWN = "unknown"  # Redis went away before the DAG's end was known
+
+
+@dataclass
+class Outcome:
+    """One input on its way: rejected (error) or turned into a DAG, and how that ended."""
+
+    path: Path
+    out_dir: Path
+    facts: dict[str, Any] | None = None
+    dag: Dag | None = None
+    error: str | None = None
+    dag_id: str | None = None
+    status: OutcomeStatus = OutcomeStatus.PENDING
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+    manifest: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path.name
+
+
+def plan(
+    paths: list[str],
+    preset: str,
+    out: str,
+    *,
+    priority: int = 0,
+    idempotency_key: str | None = None,
+    endpoint: str | None = None,
+) -> list[Outcome]:
+    """Probe each input here and build its DAG. ``out`` is a folder, or ``s3://bucket/prefix``
+    for object storage (each input's outputs under ``<prefix>/<name>/``)."""
+    limits = MediaLimits.from_env()
+    used: set[str] = set()
+    storage = out if out.startswith("s3://") else None
+    out_root = Path("scratch") if storage else Path(out)
+    outcomes = [Outcome(Path(raw), _unique_dir(out_root, Path(raw).stem, used)) for raw in paths]
+    try:
+        # A named preset is checked once, before any input is probed or queued: a bad
+        # key rejects the whole submission, not each input after the others were queued.
+        fixed = None if preset == "auto" else presets.load(preset)
+    except MediapipeError as exc:
+        for item in outcomes:
+            item.error, item.status = str(exc), OutcomeStatus.REJECTED
+        return outcomes
+    for item in outcomes:
+        path, out_dir = item.path, item.out_dir
+        name = out_dir.name
+        try:
+            item.facts = probe(path, limits)
+            chosen = fixed or presets.load(preset, item.facts["kind"], str(path))
+            key = f"{idempotency_key}:{item.facts['sha256']}" if idempotency_key else None
+            item.dag = presets.build_dag(
+                str(path.resolve()),
+                str(out_dir.resolve()),
+                chosen,
+                name=name,
+                priority=priority,
+                idempotency_key=key,
+                storage=storage,
+                endpoint=endpoint,
+            )
+        except MediapipeError as exc:
+            item.error, item.status = str(exc), OutcomeStatus.REJECTED
+    return outcomes
+
+
+def _unique_dir(root: Path, stem: str, used: set[str]) -> Path:
+    """The input's own folder under ``root``: its stem made a safe name (``output_name``),
+    with "-2", "-3"... for a name already taken in this submission. Names are compared
+    case-folded, so two inputs never share a folder on a case-insensitive filesystem."""
+    base = output_name(stem)
+    name, n = base, 1
+    while name.casefold() in used:
+        n += 1
+        name = f"{base}-{n}"
+    used.add(name.casefold())
+    return root / name
