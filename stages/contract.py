@@ -18,6 +18,11 @@ storage target (``stages.storage.stores_outputs``), and every result gets ``stag
 and storage walk (``stages.outputs``).
 
 What presets need from the declarations is ``catalog()``: see its docstring.
+
+Adding a stage: (1) write the function under ``@media_stage`` with its params dataclass,
+in a module of ``stages/``; (2) import that module in ``stages/__init__.py``; (3) give it a
+table in the presets that should run it. Manifest and storage follow from the
+declaration, and so do the presets' checks and edges once they read ``catalog()``.
 """
 
 from __future__ import annotations
@@ -33,9 +38,7 @@ from pipeline.model import Backoff, Dag, EdgePolicy
 from pipeline.registry import REGISTRY, Registry, StageSpec, stage
 from stages.outputs import declare_output_keys
 from stages.params import NoParams, ParamSpec, schema_of
-from stages.storage import stores_outputs
-
-StageFunction = Callable[[Any, dict[str, Any], dict[str, Any]], dict[str, Any]]
+from stages.storage import StageFunction, stores_outputs
 
 # Keys the submitter sets on every job: where a stage reads and writes and which store it
 # publishes to. Never a params field, never a preset's to say.
