@@ -1,13 +1,14 @@
 """Presets: what to make of an input, as data (TOML), turned into a DAG.
 
 A preset names its kind (image or video) and has one table per stage with that stage's
-params; a stage whose table is absent is not run. Every table is checked against what its
-stage accepts (``schema.STAGE_KEYS``), and where outputs go is never a preset's to say.
-``auto`` picks the image or the video preset from the probe's kind. A few keys sit at the
-top of a preset and apply to all its stages (``schema.PRESET_KEYS``: ``keep_metadata``).
-How stages depend on
-each other is fixed here, so a preset cannot build a DAG that waits for something that
-never comes.
+params; a stage whose table is absent is not run. Which stages exist, the kinds they
+apply to, what each needs and accepts, and which are essential all come from the stages'
+own declarations (``stages.contract.catalog()``): adding a stage adds no line here. Every
+table is checked against its stage's declared params, and where outputs go is never a
+preset's to say. ``auto`` picks the image or the video preset from the probe's kind. A
+few keys sit at the top of a preset and apply to each of its stages that declares them
+(``schema.PRESET_KEYS``: ``keep_metadata``). The edges come from the declarations too, so
+a preset cannot build a DAG that waits for something that never comes.
 """
 
 from __future__ import annotations
@@ -18,29 +19,54 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mediajobs.presets.schema import PRESET_KEYS, validate_preset_key, validate_stage
+import stages  # noqa: F401 - importing the stages declares them in the catalog
+from mediajobs.presets.schema import PRESET_KEYS, validate_preset_key
 from pipeline.breaker import service_name
 from pipeline.errors import SubmissionError
 from pipeline.model import Dag, EdgePolicy
+from stages.contract import MediaStage, catalog
 from stages.output import output_name
+from stages.params import line
 
 BUILTIN = ("image", "video")
 
-# stage -> the stages it needs (their results arrive as inputs)
-NEEDS: dict[str, tuple[str, ...]] = {
-    "image_renditions": ("probe",),
-    "video_ladder": ("probe",),
-    "video_poster": ("probe",),
-    "video_sprite": ("probe",),
-    "audio_extract": ("probe",),
-    "hls_package": ("video_ladder",),
-}
-# Without these the DAG has failed; the others are extras the manifest reports as failed.
-ESSENTIAL = frozenset({"probe", "image_renditions", "video_ladder"})
-STAGES_BY_KIND = {
-    "image": ("image_renditions",),
-    "video": ("video_ladder", "hls_package", "video_poster", "video_sprite", "audio_extract"),
-}
+
+def _choosable(kind: str | None = None) -> dict[str, MediaStage]:
+    """The stages a preset may have a table for (of ``kind``, or of any kind)."""
+    return {s.name: s for s in catalog() if s.kinds and (kind is None or kind in s.kinds)}
+
+
+def _framing() -> tuple[list[MediaStage], MediaStage]:
+    """The stages every DAG has: those that run first (the probe) and the collector."""
+    first = [s for s in catalog() if not s.kinds and not s.collects]
+    last = [s for s in catalog() if not s.kinds and s.collects]
+    if len(last) != 1:
+        raise SubmissionError(f"{len(last)} collecting stages declared; presets need one")
+    return first, last[0]
+
+
+def kinds() -> list[str]:
+    """The kinds of input some declared stage applies to (image, video)."""
+    return sorted({k for s in catalog() for k in s.kinds})
+
+
+def _in_need_order(names: list[str], stages_by_name: dict[str, MediaStage]) -> list[str]:
+    """``names`` with each stage after the stages it needs (the preset's order otherwise),
+    so every edge names a job already in the DAG."""
+    out: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        if name in out or name not in names:
+            return
+        if name in path:
+            raise SubmissionError(f"stages {' -> '.join((*path, name))} need each other")
+        for need in stages_by_name[name].needs:
+            visit(need, (*path, name))
+        out.append(name)
+
+    for n in names:
+        visit(n, ())
+    return out
 
 
 def load(preset: str, kind: str | None = None, input_path: str | None = None) -> dict[str, Any]:
@@ -85,20 +111,23 @@ def validate(data: dict[str, Any], source: str) -> None:
     """A SubmissionError naming ``source`` and the key at fault, unless every table and key
     is one its stage accepts, with a value of the right type and range."""
     kind = data.get("kind")
-    if kind not in STAGES_BY_KIND:
-        raise SubmissionError(f"preset {source}: kind must be image or video")
-    unknown = set(data) - {"name", "kind", *PRESET_KEYS, *NEEDS}
+    if kind not in kinds():
+        raise SubmissionError(f"preset {source}: kind must be one of {', '.join(kinds())}")
+    every = _choosable()
+    unknown = set(data) - {"name", "kind", *PRESET_KEYS, *every}
     if unknown:
         raise SubmissionError(f"preset {source}: unknown table(s) {', '.join(sorted(unknown))}")
-    name = data.get("name", "")
-    if not isinstance(name, str) or len(name) > 100 or not name.isprintable():
-        raise SubmissionError(f"preset {source}: name must be a line of at most 100 characters")
+    try:
+        line(data.get("name", ""))
+    except ValueError as exc:
+        raise SubmissionError(f"preset {source}: name must be {exc}") from None
     for key in sorted(set(data) & set(PRESET_KEYS)):
         validate_preset_key(source, kind, key, data[key])
-    for stage in sorted(set(data) & set(NEEDS)):
-        if stage not in STAGES_BY_KIND[kind]:
-            raise SubmissionError(f"preset {source}: [{stage}] does not apply to kind {kind}")
-        validate_stage(source, stage, data[stage])
+    ours = _choosable(kind)
+    for name in sorted(set(data) & set(every)):
+        if name not in ours:
+            raise SubmissionError(f"preset {source}: [{name}] does not apply to kind {kind}")
+        ours[name].check(data[name], f"preset {source}: [{name}]", job_keys=False)
 
 
 def build_dag(
@@ -131,22 +160,23 @@ def build_dag(
         common.update(storage=storage, service=service_name(storage, endpoint))
         if endpoint:
             common["endpoint"] = endpoint
-    dag.add("probe", "probe", {"input": input_path}, priority=priority)
-    wanted = [s for s in STAGES_BY_KIND[kind] if s in preset]
-    if not any(s in ESSENTIAL for s in wanted):
-        raise SubmissionError(
-            f"preset {preset['name']}: needs a "
-            f"{'image_renditions' if kind == 'image' else 'video_ladder'} "
-            "table"
-        )
+    first, collector = _framing()
+    for framing in first:
+        framing.add_to(dag, {"input": input_path}, priority=priority)
+    ours = _choosable(kind)
+    wanted = _in_need_order([s for s in preset if s in ours], ours)
+    if not any(ours[s].essential for s in wanted):
+        essential = ", ".join(sorted(n for n, s in ours.items() if s.essential))
+        raise SubmissionError(f"preset {preset['name']}: needs a table for one of {essential}")
     for s in wanted:
-        needs = [n for n in NEEDS[s] if n == "probe" or n in wanted]
-        # ``common`` last: where a stage reads and writes is never the preset's to say.
-        dag.add(s, s, {**preset[s], **shared, **common}, after=needs, priority=priority)
+        entry = ours[s]
+        # A preset-wide key goes to the stages that declare it; ``common`` last: where a
+        # stage reads and writes is never the preset's to say.
+        extra = {k: v for k, v in shared.items() if k in entry.keys}
+        entry.add_to(dag, {**preset[s], **extra, **common}, priority=priority)
     edges = {
-        s: EdgePolicy.FAIL if s in ESSENTIAL else EdgePolicy.CONTINUE for s in ["probe", *wanted]
+        s.name: EdgePolicy.FAIL if s.essential or not s.kinds else EdgePolicy.CONTINUE
+        for s in [*first, *(ours[w] for w in wanted)]
     }
-    dag.add(
-        "manifest", "manifest", {**common, "preset": preset["name"]}, after=edges, priority=priority
-    )
+    collector.add_to(dag, {**common, "preset": preset["name"]}, after=edges, priority=priority)
     return dag

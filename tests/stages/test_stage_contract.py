@@ -181,3 +181,45 @@ def test_a_declaration_that_breaks_its_own_rules_fails_at_import() -> None:
 
     with pytest.raises(TypeError, match="set by the submitter"):
         media_stage("t.bad", params=Routing, registry=Registry(), catalog=Catalog())
+
+
+def test_a_new_stage_runs_through_a_preset_with_no_other_place_edited(
+    media: Path,
+    tmp_path: Path,
+    toy_client: Client,
+    toy_broker: Broker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The three places of adding a stage: its declaration (above), its import (here the
+    catalog entry, as ``stages/__init__.py`` would make it) and a preset table. The presets
+    read needs, kinds, params and edges from the declaration; nothing else names it."""
+    from mediajobs import presets
+    from stages.contract import CATALOG
+
+    monkeypatch.setitem(CATALOG._stages, "t.stamp", TOYS.get("t.stamp"))
+    ENGINE.add(REGISTRY.get("image_renditions"))
+    preset_file = tmp_path / "stamped.toml"
+    preset_file.write_text(
+        'kind = "image"\n[image_renditions]\nwidths = [64]\nformats = ["jpeg"]\n'
+        '["t.stamp"]\ncopies = 3\nword = "mark"\n'
+    )
+    src, out = media / "large.jpg", tmp_path / "large"
+    dag = presets.build_dag(str(src), str(out), presets.load(str(preset_file)))
+    assert set(dag.nodes) == {"probe", "image_renditions", "t.stamp", "manifest"}
+    toy_client.submit(dag)
+    queues = ("default", "default@stampcap")
+    assert run_dag(toy_client, toy_broker, dag.id, queues=queues, timeout=60) == "completed"
+    manifest = json.loads((out / "manifest.json").read_text())
+    stamps = sorted(Path(o["path"]).name for o in manifest["outputs"] if o["stage"] == "t.stamp")
+    assert stamps == ["large_mark0.txt", "large_mark1.txt", "large_mark2.txt"]
+    assert any(o["stage"] == "image_renditions" for o in manifest["outputs"])
+
+    # The preset is checked against the toy's declared params, naming the file and key.
+    preset_file.write_text('kind = "image"\n[image_renditions]\n["t.stamp"]\ncopies = 7\n')
+    with pytest.raises(SubmissionError) as err:
+        presets.load(str(preset_file))
+    assert f"preset {preset_file}: [t.stamp]: copies must be an integer in 1..4" in str(err.value)
+    # A preset of another kind may not choose it.
+    preset_file.write_text('kind = "video"\n[video_ladder]\n["t.stamp"]\n')
+    with pytest.raises(SubmissionError, match=r"\[t.stamp\] does not apply to kind video"):
+        presets.load(str(preset_file))
