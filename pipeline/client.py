@@ -19,11 +19,11 @@ from typing import Any
 
 import redis
 
-from pipeline.clock import redis_now_ms
 from pipeline.connection import connect
 from pipeline.errors import SubmissionError
 from pipeline.events import Event, read_events
 from pipeline.keys import Keys
+from pipeline.liveness import live_workers
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
 from pipeline.replies import as_str, as_str_dict
@@ -32,6 +32,7 @@ from pipeline.rollup import DagRollup
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import REQUEST_ID, Scripts
 from pipeline.submission import encode_batch, encode_jobs, encode_meta, encode_nodes
+from pipeline.worker_beat import WorkerBeat
 
 TERMINAL_DAG_STATES = frozenset({"completed", "failed", "cancelled"})
 # Jobs written per step of a large submit (and set buckets per cancel step): a few ms of
@@ -193,14 +194,12 @@ class Client:
         return sorted(as_str(q) for q in self.redis.smembers(self.keys.queues))
 
     def workers(self) -> list[dict[str, str]]:
-        """Live worker nodes (those whose heartbeat has not expired)."""
-        now_ms = redis_now_ms(self.redis)
-        out = []
-        for wid in self.redis.zrangebyscore(self.keys.workers, f"({now_ms}", "+inf"):
-            h = as_str_dict(self.redis.hgetall(self.keys.worker(as_str(wid))))
-            if h:
-                out.append({"id": as_str(wid), **h})
-        return out
+        """Live worker nodes (those whose heartbeat has not expired), as raw hashes."""
+        return live_workers(self.redis, self.keys)
+
+    def worker_beats(self) -> list[WorkerBeat]:
+        """Live workers as their last heartbeat described them (``pipeline.worker_beat``)."""
+        return [WorkerBeat.read(w["id"], w) for w in self.workers()]
 
     def capability_gaps(self) -> dict[str, int]:
         """Queues with waiting jobs that no live worker listens to: {queue: waiting}.

@@ -28,7 +28,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -40,6 +39,7 @@ from pipeline.errors import JobTimeoutError, PermanentError
 from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.registry import REGISTRY, BatchSpec, Registry
 from pipeline.routing import routed_queue
+from pipeline.worker_beat import WorkerBeat
 from workers.inline import InlineRunner
 from workers.outcomes import Failure, record
 
@@ -79,21 +79,16 @@ class BatchRunner(InlineRunner):
     def _tick(self, now: float) -> None:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT
-            self._redis(  # rides out an outage as the lane's other calls do
-                self.broker.heartbeat,
-                5 * HEARTBEAT,
-                {
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "tags": ",".join(self.tags),
-                    "queues": ",".join(self.queues),
-                    "capacity": self.batch.size,
-                    "in_use": len(self._held),
-                    "jobs_done": self.processed,
-                    "state": "running",
-                    "lane": f"batch:{self.batch.stage}",
-                },
+            beat = WorkerBeat(
+                tags=tuple(self.tags),
+                queues=tuple(self.queues),
+                capacity=self.batch.size,
+                in_use=len(self._held),
+                jobs_done=self.processed,
+                lane=f"batch:{self.batch.stage}",
             )
+            # rides out an outage as the lane's other calls do
+            self._redis(self.broker.heartbeat, 5 * HEARTBEAT, beat.fields())
 
     def _run_held(self) -> None:
         # A job leaves _held when it starts: a lane that ends early (_exit) hands back the

@@ -8,10 +8,8 @@ killed at any moment (timeout, shutdown) without leaving anything half-done in R
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import signal
-import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 from pipeline.context import JobContext, running
 from pipeline.errors import PermanentError
 from pipeline.jobs import ClaimedJob, encode_result
+from pipeline.logsetup import configure_logging
 from pipeline.model import Dag
 from workers import wire
 from workers.outcomes import Failure
@@ -66,16 +65,12 @@ class PipeReporter:
         return int(reply[1])
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
 def child_main(conn: Connection, preload: list[str], log_level: int | None = None) -> None:
     # The parent decides when a job stops: Ctrl-C in a terminal reaches the whole process
     # group, and a child must not die on it before the parent hands its job back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if log_level is not None:
-        # basicConfig does nothing where logging is set up already (a fork start).
-        logging.basicConfig(level=log_level, stream=sys.stderr, format=LOG_FORMAT)
+        configure_logging(log_level)  # the parent's level; a no-op after a fork start
     for module in preload:
         importlib.import_module(module)
     reporter = PipeReporter(conn)

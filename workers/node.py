@@ -22,7 +22,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import threading
 import time
 from collections import deque
@@ -46,6 +45,7 @@ from pipeline.outage import ENV_GIVE_UP, SERVICE_GIVE_UP, Outage, describe
 from pipeline.registry import REGISTRY, Registry
 from pipeline.retention import Pruned, Retention, prune_step
 from pipeline.routing import is_routed, orphan_queues, routed_queue
+from pipeline.worker_beat import WorkerBeat
 from workers import wire
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
 from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
@@ -563,24 +563,19 @@ class WorkerNode:
 
     def _heartbeat(self) -> None:
         r = self.adaptive.last_reading
-        self._call(
-            self.broker.heartbeat,
-            max(10.0, 5 * self.config.heartbeat),
-            {
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "tags": ",".join(self.config.tags),
-                "gpus": self.config.gpus,
-                "queues": ",".join(self.queues),
-                "capacity": self.capacity,
-                "in_use": self.in_use,
-                "jobs_done": self.done,
-                "jobs_failed": self.failed,
-                "capacity_reason": self.adaptive.reason,
-                "cpu_percent": r.cpu_percent if r else "",
-                "state": "stopping" if self.stopping else "running",
-            },
+        beat = WorkerBeat(
+            tags=tuple(self.config.tags),
+            gpus=self.config.gpus,
+            queues=tuple(self.queues),
+            capacity=self.capacity,
+            in_use=self.in_use,
+            jobs_done=self.done,
+            jobs_failed=self.failed,
+            capacity_reason=self.adaptive.reason,
+            cpu_percent=str(r.cpu_percent) if r else "",
+            state="stopping" if self.stopping else "running",
         )
+        self._call(self.broker.heartbeat, max(10.0, 5 * self.config.heartbeat), beat.fields())
 
     def _adapt(self) -> None:
         assert self.pool is not None

@@ -161,26 +161,24 @@ class Snapshots:
         return out
 
     def workers(self) -> list[dict[str, Any]]:
-        out = []
-        for w in self.client.workers():
-            capacity, in_use = _int(w.get("capacity")), _int(w.get("in_use"))
-            out.append(
-                {
-                    "id": w["id"],
-                    "host": w.get("host", ""),
-                    "pid": w.get("pid", ""),
-                    "tags": [t for t in w.get("tags", "").split(",") if t],
-                    "queues": [q for q in w.get("queues", "").split(",") if q],
-                    "capacity": capacity,
-                    "in_use": in_use,
-                    "load": round(in_use / capacity, 2) if capacity else 0.0,
-                    "cpu_percent": w.get("cpu_percent", ""),
-                    "jobs_done": _int(w.get("jobs_done")),
-                    "jobs_failed": _int(w.get("jobs_failed")),
-                    "state": w.get("state", ""),
-                    "last_seen_ms": _int(w.get("last_seen")),
-                }
-            )
+        out = [
+            {
+                "id": w.id,
+                "host": w.host,
+                "pid": w.pid,
+                "tags": list(w.tags),
+                "queues": list(w.queues),
+                "capacity": w.capacity,
+                "in_use": w.in_use,
+                "load": w.load,
+                "cpu_percent": w.cpu_percent,
+                "jobs_done": w.jobs_done,
+                "jobs_failed": w.jobs_failed,
+                "state": w.state,
+                "last_seen_ms": w.last_seen_ms,
+            }
+            for w in self.client.worker_beats()
+        ]
         return sorted(out, key=lambda w: (w["host"], w["id"]))
 
     def recent_dag_ids(self) -> list[str]:
