@@ -1,5 +1,6 @@
-"""Server time per job of the transitions: 1-job DAGs run by one InlineRunner in this
-process against an embedded server of its own; INFO commandstats gives FCALL's usec.
+"""Server time and client CPU per job of the transitions: 1-job DAGs run by one
+InlineRunner in this process against an embedded server of its own; INFO commandstats
+gives FCALL's usec, ``time.process_time`` this process's CPU.
 
     python benchmarks/transition_cost.py SOURCE_TREE N PREFETCH
     e.g. python benchmarks/transition_cost.py . 20000 1
@@ -43,13 +44,14 @@ def main(tree: str, n: int, prefetch: int) -> None:
         Client(r, registry=reg).submit_many(dags)
         r.config_resetstat()
         runner = InlineRunner(Broker(server.client(), registry=reg), prefetch=prefetch)
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         runner.run(lambda: runner.processed >= n)
-        wall = time.perf_counter() - t
+        wall, cpu = time.perf_counter() - t, time.process_time() - cpu
         f = r.info("commandstats").get("cmdstat_fcall", {})
         print(
             f"{tree}: {n / wall:.0f} jobs/s in one process; {f.get('calls')} FCALLs, "
-            f"{f.get('usec_per_call')} us each, {f.get('usec', 0) / n:.1f} us of server time a job"
+            f"{f.get('usec_per_call')} us each, {f.get('usec', 0) / n:.1f} us of server time "
+            f"a job, {cpu / n * 1e6:.1f} us of client CPU a job"
         )
     finally:
         server.stop()
