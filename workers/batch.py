@@ -24,6 +24,7 @@ registers itself as a worker serving its queue, so submitters route to it while 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.broker import Broker, LeaseStatus
+from pipeline.connection import connect
 from pipeline.errors import JobTimeoutError, PermanentError
 from pipeline.jobs import ClaimedJob, encode_result
 from pipeline.registry import REGISTRY, BatchSpec, Registry
@@ -231,10 +233,6 @@ def lane_main(
 ) -> None:
     """Entry point of a lane process: serve ``queue`` with ``stage``'s batch function until
     SIGTERM, then finish the batch in hand and hand back what was not started."""
-    import importlib
-
-    from pipeline.connection import connect
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when lanes stop
     stopping = False
 
