@@ -11,6 +11,7 @@ COPY pyproject.toml README.md ./
 COPY pipeline ./pipeline
 COPY workers ./workers
 COPY stages ./stages
+COPY mediajobs ./mediajobs
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 # Run stage: only the wheels; libvips and ffmpeg arrive inside them (pyvips-binary,
