@@ -20,7 +20,9 @@ transition is wrapped (``includes/request.lua``) so that Redis keeps the reply o
 client's latest request for ``REQUEST_TTL_MS``; a resend of that request gets the
 recorded reply instead of a second run, and an older request that arrives late is
 refused. A client has one request in flight per thread, so one record per client
-thread is enough: the cost is a GET and a SET inside the script, no extra round trip.
+thread is enough: the cost is a GETRANGE and a SET inside the script, no extra round
+trip. A submit keeps no record: its DAG hash holds its request id and answers a resend
+(so a late copy of a submit is answered, not refused).
 """
 
 from __future__ import annotations

@@ -45,12 +45,17 @@ if step == 'part' or step == 'seal' then
   return {dag, 1, 0}
 end
 
+-- A resend of this very submit (its reply was lost; no request record is kept for a
+-- submit, see request.lua) finds the DAG that carries its request id: answered as the
+-- first send was, before the idempotency key, which names that same DAG by now.
+if req and req ~= '' and redis.call('HGET', k_dag(dag), 'req') == req then
+  return {dag, 1, 0}
+end
 if idem ~= '' then
   local existing = redis.call('GET', k_idem(idem))
   if existing and redis.call('EXISTS', k_dag(existing)) == 1 then return {existing, 0, 0} end
 end
 if redis.call('EXISTS', k_dag(dag)) == 1 then
-  if req and redis.call('HGET', k_dag(dag), 'req') == req then return {dag, 1, 0} end
   return redis.error_reply('DAG ' .. dag .. ' already exists')
 end
 local jobs = cjson.decode(ARGV[4])

@@ -118,6 +118,31 @@ def test_a_submit_whose_reply_is_lost_returns_its_dag(
     assert info is not None and info["total"] == 50
 
 
+@pytest.mark.parametrize("jobs", [3, 450])  # one call; a large DAG's first step of three
+def test_a_submit_with_an_idempotency_key_whose_reply_is_lost_is_created_and_whole(
+    jobs: int, proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
+) -> None:
+    """The resend finds the DAG its first send created under the key: that is this
+    submit's own DAG (created), not an earlier one's, and a large DAG goes on to its
+    remaining steps instead of staying `building`."""
+    _work(registry)
+    client = Client(pr, namespace=namespace, registry=registry)
+    dag = Dag(idempotency_key="upload-42")
+    for i in range(jobs):
+        dag.add(f"w{i}", "work", {"i": i})
+    proxy.on_reply("submit_dag", 1, "drop")
+    sub = client.submit(dag)
+    assert proxy.fired() == 1
+    assert sub.dag_id == dag.id and sub.created
+    info = client.dag(dag.id)
+    assert info is not None and info["state"] == "running" and info["total"] == jobs
+    assert client.queue_counts("default")["waiting"] == jobs
+    # A second submit with the key is answered with this DAG, not created again.
+    again = Dag(idempotency_key="upload-42")
+    again.add("w0", "work")
+    assert client.submit(again) == type(sub)(dag.id, False)
+
+
 def test_a_pipelined_submit_sent_again_finds_its_dags(
     proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
 ) -> None:
