@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import mimetypes
 import os
 import re
@@ -202,6 +203,15 @@ def storage_for(params: dict[str, Any]) -> Storage:
     return LocalStorage(target.removeprefix("file://"))
 
 
+def scratch_prefix(job_key: str) -> str:
+    """The name every scratch folder of ``job_key`` starts with; ``mkdtemp`` adds 8
+    characters. Readable, plus a digest of the whole key: two jobs whose names differ only
+    where the readable part is cut or rewritten (``a/b_c``, ``a_b/c``) never share it."""
+    digest = hashlib.sha256(job_key.encode()).hexdigest()[:16]
+    key = re.sub(r"[^A-Za-z0-9_.-]", "_", job_key)[:80]
+    return f"mediapipe-scratch-{os.geteuid()}-{key}-{digest}-"
+
+
 def scratch_dir(job_key: str) -> Path:
     """A new folder for one attempt of one job, only this user can enter (0700, from
     ``mkdtemp``: a fresh, unguessable name). Renditions wait there until uploaded, so in
@@ -210,10 +220,11 @@ def scratch_dir(job_key: str) -> Path:
     root = os.environ.get("MEDIAPIPE_SCRATCH")
     if root:
         Path(root).mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = re.sub(r"[^A-Za-z0-9_.-]", "_", job_key)[:100]
-    prefix = f"mediapipe-scratch-{os.geteuid()}-{key}-"
+    prefix = scratch_prefix(job_key)
     parent = Path(root or tempfile.gettempdir())
-    for earlier in parent.glob(prefix + "*"):
+    # mkdtemp adds 8 characters: matching exactly those, another job whose key starts
+    # with this one's (``x`` and ``x-2``) is never taken for an earlier attempt.
+    for earlier in parent.glob(prefix + "?" * 8):
         _remove_own_dir(earlier)  # what a killed attempt of this job left
     return Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from stages.storage import stores_outputs
+from stages.storage import scratch_dir, scratch_prefix, stores_outputs
 
 NEIGHBOUR = 4321  # a uid that is not ours
 JOB = "dag1:render"
@@ -104,14 +104,34 @@ def test_a_folder_another_user_made_for_our_scratch_is_not_used(
 def test_leftovers_of_a_killed_attempt_are_removed_but_planted_links_are_not_followed(
     tmp_path: Path, shared_tmp: Path
 ) -> None:
-    uid = os.geteuid()
-    ours = Path(tempfile.mkdtemp(prefix=f"mediapipe-scratch-{uid}-dag1_render-", dir=shared_tmp))
+    prefix = scratch_prefix(JOB)
+    ours = Path(tempfile.mkdtemp(prefix=prefix, dir=shared_tmp))
     (ours / "half.webp").write_bytes(b"partial")
     precious = _precious(tmp_path)
-    (shared_tmp / f"mediapipe-scratch-{uid}-dag1_render-planted").symlink_to(precious.parent)
+    (shared_tmp / f"{prefix}planted1").symlink_to(precious.parent)  # matches like a leftover
 
     result, seen = _render(tmp_path)
 
     assert not ours.exists()
     assert precious.read_text() == "keep me"
     _assert_private_and_published(tmp_path, result, seen)
+
+
+def test_a_job_scratch_never_sweeps_another_jobs_live_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only a killed attempt of the same job is swept: not a job whose name starts with
+    this one's, nor one whose name differs only where it is rewritten or cut."""
+    monkeypatch.setenv("MEDIAPIPE_SCRATCH", str(tmp_path / "scratch"))
+    for other, mine in [
+        ("d1/render-hd", "d1/render"),
+        ("a_b/c", "a/b_c"),
+        ("d1/" + "n" * 120 + "-one", "d1/" + "n" * 120 + "-two"),
+    ]:
+        live = scratch_dir(other)
+        (live / "rendition.mp4").write_bytes(b"still uploading")
+        scratch_dir(mine)
+        assert (live / "rendition.mp4").read_bytes() == b"still uploading", (other, mine)
+    again = scratch_dir("d1/render")  # the same job's next attempt sweeps its own
+    assert len(list((tmp_path / "scratch").glob("*render-*"))) == 2  # d1/render-hd's, this
+    assert again.is_dir()
