@@ -65,7 +65,8 @@ def output_name(raw: str) -> str:
     ascii_only = "".join(
         c for c in unicodedata.normalize("NFKD", raw) if not unicodedata.combining(c)
     )
-    name = _NOT_NAME_CHAR.sub("_", ascii_only).strip("._-")[:MAX_NAME_BYTES]
+    # Stripped again after the cut, which can leave a "." or "-" at the end.
+    name = _NOT_NAME_CHAR.sub("_", ascii_only).strip("._-")[:MAX_NAME_BYTES].rstrip("._-")
     return name or FALLBACK_NAME
 
 

@@ -144,3 +144,8 @@ def test_a_rung_name_that_leaves_the_folder_fails_the_job_before_ffmpeg_runs(
     with pytest.raises(BadInputError, match="not a plain file name"):
         video_ladder(ctx, params, {"probe": probe(media / "no_audio.mp4")})
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_a_name_cut_to_length_never_ends_in_a_dot_underscore_or_dash() -> None:
+    assert output.output_name("a" * 99 + "-b") == "a" * 99
+    assert output.output_name("_" * 100 + "photo") == "photo"
