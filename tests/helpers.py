@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.error
+import urllib.request
+from typing import Any
 
 from pipeline.broker import Broker
 from pipeline.client import TERMINAL_DAG_STATES, Client
@@ -28,3 +32,20 @@ def run_dag(
     state = client.dag_state(dag_id)
     assert state is not None
     return state
+
+
+def http_status(
+    url: str, *, method: str = "GET", body: dict[str, Any] | None = None, token: str | None = None
+) -> int:
+    """The HTTP status of one JSON request (a POST sends ``body``, ``{}`` by default),
+    with the dashboard's bearer token when given; an error status is returned, not raised."""
+    data = json.dumps(body or {}).encode() if method == "POST" else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code

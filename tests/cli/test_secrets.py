@@ -8,14 +8,13 @@ import os
 import re
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from pipeline.connection import redacted
 from tests.cli.conftest import FIXTURES, ROOT, Cli
+from tests.helpers import http_status
 
 SECRET = "hunter2-0123456789"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -79,17 +78,6 @@ def test_a_password_typed_on_the_command_line_gets_a_warning(cli: Cli) -> None:
     assert "MEDIAPIPE_REDIS_URL" in out.stderr and SECRET not in out.stderr
 
 
-def _post(url: str, token: str) -> int:
-    req = urllib.request.Request(url, method="POST", data=b"{}")
-    req.add_header("Content-Type", "application/json")
-    req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def test_the_dashboard_token_can_come_from_a_file_and_stays_out_of_argv_and_output(
     tmp_path: Path, redis_url: str, namespace: str
 ) -> None:
@@ -114,8 +102,8 @@ def test_the_dashboard_token_can_come_from_a_file_and_stays_out_of_argv_and_outp
         m = re.search(r"(http://127\.0\.0\.1:\d+/)#token=<your token>", line)
         assert m, line
         assert SECRET not in Path(f"/proc/{proc.pid}/cmdline").read_text()
-        assert _post(m.group(1) + "api/dlq/purge", "wrong") == 403
-        assert _post(m.group(1) + "api/dlq/purge", SECRET) == 200
+        assert http_status(m.group(1) + "api/dlq/purge", method="POST", token="wrong") == 403
+        assert http_status(m.group(1) + "api/dlq/purge", method="POST", token=SECRET) == 200
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=10)

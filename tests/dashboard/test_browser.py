@@ -12,8 +12,6 @@ import json
 import os
 import shutil
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,6 +41,8 @@ if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
 
 from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+
+from tests.helpers import http_status  # noqa: E402
 
 
 @pytest.fixture
@@ -100,18 +100,6 @@ def _click(driver: Any, css: str) -> None:
         except StaleElementReferenceException:
             time.sleep(0.1)
     raise AssertionError(f"{css} kept going stale")
-
-
-def _post(url: str, body: dict[str, str], token: str | None = None) -> int:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
-    req.add_header("Content-Type", "application/json")
-    if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 def test_dashboard_follows_a_run_and_retries_a_dead_job_through_the_ui(
@@ -184,8 +172,8 @@ def test_dashboard_follows_a_run_and_retries_a_dead_job_through_the_ui(
     # Without the token (from outside, and from the page itself) the retry is refused and
     # nothing changes.
     retry_url = f"{served.url}/api/dlq/retry"
-    assert _post(retry_url, {"job": dead_job}) == 401
-    assert _post(retry_url, {"job": dead_job}, token="wrong") == 403
+    assert http_status(retry_url, method="POST", body={"job": dead_job}) == 401
+    assert http_status(retry_url, method="POST", body={"job": dead_job}, token="wrong") == 403
     status = browser.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "fetch('/api/dlq/retry', {method: 'POST', headers: {'Content-Type': 'application/json'},"

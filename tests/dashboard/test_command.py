@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import http_status
+
 ROOT = Path(__file__).resolve().parents[2]
 GROUP = """
 import click
@@ -69,18 +71,6 @@ def procs() -> Iterator[list[subprocess.Popen[str]]]:
         p.wait(10)
 
 
-def _status(url: str, *, method: str = "GET", token: str | None = None) -> int:
-    req = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None)
-    req.add_header("Content-Type", "application/json")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 def test_prints_a_localhost_url_with_a_random_token_that_unlocks_actions(
     redis_url: str, namespace: str, procs: list[subprocess.Popen[str]]
 ) -> None:
@@ -92,9 +82,9 @@ def test_prints_a_localhost_url_with_a_random_token_that_unlocks_actions(
     assert f"namespace {namespace}" in line
     with urllib.request.urlopen(base + "api/overview", timeout=10) as resp:
         assert json.load(resp)["namespace"] == namespace
-    assert _status(base + "api/dlq/purge", method="POST") == 401
-    assert _status(base + "api/dlq/purge", method="POST", token="wrong") == 403
-    assert _status(base + "api/dlq/purge", method="POST", token=token) == 200
+    assert http_status(base + "api/dlq/purge", method="POST") == 401
+    assert http_status(base + "api/dlq/purge", method="POST", token="wrong") == 403
+    assert http_status(base + "api/dlq/purge", method="POST", token=token) == 200
 
 
 def test_takes_the_token_from_the_environment_and_does_not_print_it(
@@ -105,7 +95,7 @@ def test_takes_the_token_from_the_environment_and_does_not_print_it(
     assert "from-env" not in line and "#token=<your token>" in line
     m = re.search(r"(http://127\.0\.0\.1:\d+/)", line)
     assert m, line
-    assert _status(m.group(1) + "api/dlq/purge", method="POST", token="from-env") == 200
+    assert http_status(m.group(1) + "api/dlq/purge", method="POST", token="from-env") == 200
 
 
 def test_an_unreachable_redis_exits_3_after_the_give_up_time(namespace: str) -> None:
