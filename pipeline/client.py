@@ -23,6 +23,7 @@ from pipeline.connection import connect
 from pipeline.errors import SubmissionError
 from pipeline.events import Event, read_events
 from pipeline.keys import Keys
+from pipeline.layout import dag_fields, job_fields
 from pipeline.liveness import live_workers
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
@@ -140,7 +141,7 @@ class Client:
         raw = self.redis.hgetall(self.keys.dag(dag_id))
         if not raw:
             return None
-        d: dict[str, Any] = as_str_dict(raw)
+        d: dict[str, Any] = dag_fields(dag_id, raw)
         for k in ("total", "open", "dead", "upstream", "cancelled", "roots", "roots_failed"):
             d[k] = int(d.get(k) or 0)
         rollup = DagRollup.from_hash(d)
@@ -156,7 +157,7 @@ class Client:
         raw = self.redis.hgetall(self.keys.job(job_id))
         if not raw:
             return None
-        j: dict[str, Any] = as_str_dict(raw)
+        j: dict[str, Any] = job_fields(job_id, raw)[0]
         for k in ("result", "error", "params"):
             if j.get(k):
                 j[k] = json.loads(j[k])

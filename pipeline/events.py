@@ -1,5 +1,11 @@
 """Reading a DAG's event stream. Events live in a capped Redis Stream per DAG, so a watcher
-that starts late (or reconnects) replays everything it missed, in order."""
+that starts late (or reconnects) replays everything it missed, in order.
+
+A DAG's stream is created by its first event after the submit: a waiting DAG has none (a
+stream costs a 4 KB node however few its entries). Its `submitted` event is read from
+the DAG hash instead and comes first, with the id ``0-1`` (every stream id is above it,
+so a watcher resuming after it misses nothing). DAGs of schema 1 have it in the stream.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from typing import Any
 import redis
 
 from pipeline.keys import Keys
+from pipeline.replies import as_str
 
 DAG_END_EVENTS = frozenset({"dag_completed", "dag_failed", "dag_cancelled"})
 
@@ -20,10 +27,11 @@ class Event:
     type: str
     job: str
     fields: dict[str, str]
+    at_ms: int | None = None  # when the id does not say it (the `submitted` event)
 
     @property
     def timestamp_ms(self) -> int:
-        return int(self.id.split("-", 1)[0])
+        return self.at_ms if self.at_ms is not None else int(self.id.split("-", 1)[0])
 
 
 def read_events(
@@ -38,6 +46,11 @@ def read_events(
 ) -> Iterator[Event]:
     stream = keys.dag_events(dag_id)
     last = after
+    if after in ("0", "0-0"):
+        submitted = _submitted(client, keys, dag_id)
+        if submitted is not None:
+            yield submitted
+            last = submitted.id
     while True:
         block_ms = int((block if block is not None else 1.0) * 1000) if follow else None
         reply: Any = client.xread({stream: last}, count=batch, block=block_ms)
@@ -57,7 +70,32 @@ def read_events(
                     return
 
 
+SUBMITTED_ID = "0-1"
+
+
+def _submitted(client: redis.Redis, keys: Keys, dag_id: str) -> Event | None:
+    """The `submitted` event of a schema-2 DAG whose submit is complete (not building)."""
+    v, state, total, created = client.hmget(keys.dag(dag_id), "v", "state", "total", "created")
+    if v is None or state in (None, b"building") or created is None:
+        return None
+    if _trimmed(client, keys.dag_events(dag_id)):
+        return None  # it was the oldest event, gone with the first ones the cap dropped
+    return Event(SUBMITTED_ID, "submitted", "", {"jobs": as_str(total)}, at_ms=int(created))
+
+
+def _trimmed(client: redis.Redis, stream: str) -> bool:
+    """Whether the stream's cap has dropped entries (Redis >= 7 counts them; on 6.2 the
+    count is not kept and nothing is taken as dropped)."""
+    try:
+        info: Any = client.xinfo_stream(stream)
+    except redis.ResponseError:
+        return False  # no stream yet
+    added = info.get("entries-added")
+    return added is not None and int(added) > int(info["length"])
+
+
 def _finished(client: redis.Redis, keys: Keys, dag_id: str) -> bool:
-    """True once the DAG is closed (a retried DAG reopens, so the last end event may not be)."""
-    finished = client.hget(keys.dag(dag_id), "finished")
-    return finished is None or finished != b""
+    """True once the DAG is closed (a retried DAG reopens, so the last end event may not be)
+    or gone (pruned)."""
+    state, finished = client.hmget(keys.dag(dag_id), "state", "finished")
+    return state is None or finished not in (None, b"")

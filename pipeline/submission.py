@@ -8,9 +8,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.errors import SubmissionError
-from pipeline.model import Dag, Node, check_json
+from pipeline.model import Backoff, Dag, Node, check_json
 from pipeline.registry import Registry
 from pipeline.routing import routed_queue
+
+DEFAULT_BACKOFF = Backoff()
 
 
 def encode_nodes(
@@ -78,7 +80,8 @@ def encode_node(
         "params": check_json(node.params, f"job {node.name!r} params"),
         "prio": o.priority,
         "max_attempts": attempts,
-        "backoff": json.dumps(backoff.to_json(), separators=(",", ":")),
+        # The usual policy is not stored: a job without one gets it back when claimed.
+        "backoff": "" if backoff == DEFAULT_BACKOFF else compact_json(backoff.to_json()),
         "timeout_ms": int(timeout * 1000),
         "cost": cost,
         "tags": ",".join(tags),
@@ -87,6 +90,10 @@ def encode_node(
         "delay_ms": int(o.delay * 1000),
         "children": [[dag.job_id(c), str(p)] for c, p in node.children.items()],
     }
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def encode_meta(meta: Mapping[str, Any]) -> str:

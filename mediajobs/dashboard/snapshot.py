@@ -16,6 +16,7 @@ from typing import Any
 from pipeline.breaker import ServiceBreakers
 from pipeline.client import Client
 from pipeline.clock import redis_now_ms
+from pipeline.layout import dag_fields, job_fields
 from pipeline.rollup import DagRollup
 
 # How far back the dashboard looks; enough for an operator's screen, cheap to read.
@@ -206,12 +207,12 @@ class Snapshots:
         ids = list(ids if ids is not None else self.recent_dag_ids())
         pipe = self.client.redis.pipeline(transaction=False)
         for dag in ids:
-            pipe.hmget(self.keys.dag(dag), *DAG_FIELDS)
+            pipe.hgetall(self.keys.dag(dag))
         out = []
-        for dag, values in zip(ids, pipe.execute(), strict=True):
-            if values[0] is None:  # pruned by retention
+        for dag, raw in zip(ids, pipe.execute(), strict=True):
+            if not raw:  # pruned by retention
                 continue
-            out.append(_dag_summary(dag, dict(zip(DAG_FIELDS, values, strict=True))))
+            out.append(_dag_summary(dag, dag_fields(dag, raw)))
         out.sort(key=lambda d: (d["created"], d["id"]), reverse=True)
         return out[:SHOWN_DAGS]
 
@@ -220,12 +221,12 @@ class Snapshots:
         pairs: Any = r.zrange(self.keys.dead, 0, SHOWN_DEAD - 1, withscores=True)
         pipe = r.pipeline(transaction=False)
         for jid, _ in pairs:
-            pipe.hmget(self.keys.job(_s(jid)), "dag", *JOB_FIELDS)
+            pipe.hgetall(self.keys.job(_s(jid)))
         out = []
-        for (jid, score), values in zip(pairs, pipe.execute(), strict=True):
-            if values[1] is None:
+        for (jid, score), raw in zip(pairs, pipe.execute(), strict=True):
+            if not raw:
                 continue
-            job = _job(_s(jid), dict(zip(("dag", *JOB_FIELDS), values, strict=True)))
+            job = _job(_s(jid), job_fields(_s(jid), raw)[0])
             job["dead_since_ms"] = int(score)
             out.append(job)
         return out
@@ -261,31 +262,33 @@ class Snapshots:
     def dag(self, dag_id: str) -> dict[str, Any] | None:
         """The DAG with its jobs and the edges between them (child -> parent)."""
         r = self.client.redis
-        values = r.hmget(self.keys.dag(dag_id), *DAG_FIELDS)
-        if values[0] is None:
+        raw: Any = r.hgetall(self.keys.dag(dag_id))
+        if not raw:
             return None
-        summary = _dag_summary(dag_id, dict(zip(DAG_FIELDS, values, strict=True)))
+        summary = _dag_summary(dag_id, dag_fields(dag_id, raw))
         ids = sorted(_s(i) for i in r.smembers(self.keys.dag_jobs(dag_id)))
         shown = ids[:DAG_JOBS]
         pipe = r.pipeline(transaction=False)
         for jid in shown:
-            pipe.hmget(self.keys.job(jid), "dag", *JOB_FIELDS)
-            pipe.hgetall(self.keys.job_deps(jid))
+            pipe.hgetall(self.keys.job(jid))
+            pipe.hgetall(self.keys.job_deps(jid))  # schema 1 kept them apart
             pipe.hget(self.keys.job_progress(jid), "message")
         replies = pipe.execute()
         jobs = []
         for n, jid in enumerate(shown):
-            values, deps, message = replies[3 * n : 3 * n + 3]
-            if values[1] is None:
+            raw_job, old_deps, message = replies[3 * n : 3 * n + 3]
+            if not raw_job:
                 continue
-            job = _job(jid, dict(zip(("dag", *JOB_FIELDS), values, strict=True)))
-            job["deps"] = {_s(k): _s(v) for k, v in deps.items()}
+            fields, deps = job_fields(jid, raw_job)
+            job = _job(jid, fields)
+            job["deps"] = {**{_s(k): _s(v) for k, v in old_deps.items()}, **deps}
             job["message"] = _s(message) if message is not None else ""
             jobs.append(job)
         return {**summary, "jobs": jobs, "jobs_truncated": len(ids) > len(shown)}
 
 
-def _dag_summary(dag_id: str, f: Mapping[str, Any]) -> dict[str, Any]:
+def _dag_summary(dag_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    f = {k: fields.get(k) for k in DAG_FIELDS}
     rollup = DagRollup.from_hash(f)
     meta = _json(f["meta"])
     return {
@@ -303,7 +306,8 @@ def _dag_summary(dag_id: str, f: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _job(job_id: str, f: Mapping[str, Any]) -> dict[str, Any]:
+def _job(job_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+    f = {k: fields.get(k) for k in ("dag", *JOB_FIELDS)}
     error = _json(f["error"])
     return {
         "id": job_id,

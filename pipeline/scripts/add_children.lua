@@ -9,12 +9,12 @@
 --@include common.lua
 --@include create_jobs.lua
 local id, token = ARGV[1], ARGV[2]
-local f = redis.call('HMGET', k_job(id), 'owner', 'dag', 'state', 'cancel', 'attempts')
-if f[1] ~= token or f[3] ~= 'active' then
+local f = redis.call('HMGET', k_job(id), 'owner', 'state', 'cancel', 'attempts')
+if f[1] ~= token or f[2] ~= 'active' then
   return redis.error_reply('job ' .. id .. ' is not running under this lease')
 end
-local dag, attempt = f[2], tonumber(f[5]) or 0
-if f[4] == '1' or redis.call('HGET', k_dag(dag), 'state') == 'cancelled' then
+local dag, attempt = dag_of(id), tonumber(f[4]) or 0
+if f[3] == '1' or redis.call('HGET', k_dag(dag), 'state') == 'cancelled' then
   return redis.error_reply('DAG ' .. dag .. ' was cancelled: no jobs added')
 end
 local now = now_ms()
@@ -44,18 +44,19 @@ for _, j in ipairs(jobs) do
   end
 end
 if #new == 0 then return #jobs end
-local edges = redis.call('HGETALL', k_parents(id))
+local edges = parents_of(id)
 local roots = create_jobs(dag, new, now)
 for _, j in ipairs(new) do
   redis.call('HSET', k_job(j.id), 'spawned_by', id, 'spawned_attempt', attempt)
 end
+local entries = {}
+for i = 1, #edges, 2 do entries[#entries + 1] = name_of(edges[i]) .. '=' .. edges[i + 1] end
 for _, r in ipairs(roots) do
+  if #entries > 0 then add_parents(r, entries) end
   for i = 1, #edges, 2 do
-    local p, policy = edges[i], edges[i + 1]
-    redis.call('HSET', k_parents(r), p, policy)
-    redis.call('HSET', k_deps(p), r, 'pending')
+    local p = edges[i]
+    redis.call('HSET', k_job(p), 'd:' .. name_of(r), 'pending', 'has_deps', '1')
     redis.call('HINCRBY', k_job(p), 'pending', 1)
-    redis.call('HSET', k_job(p), 'has_deps', '1')
   end
 end
 redis.call('HINCRBY', k_dag(dag), 'total', #new)
@@ -64,7 +65,7 @@ if #edges == 0 then
   -- The running job is a root, so the new roots are roots of the DAG as well.
   redis.call('HINCRBY', k_dag(dag), 'roots', #roots)
 else
-  for _, r in ipairs(roots) do redis.call('HSET', k_job(r), 'root', '0') end
+  for _, r in ipairs(roots) do redis.call('HDEL', k_job(r), 'root') end
 end
 emit(dag, 'submitted', id, 'jobs', #new)
 return #jobs

@@ -14,19 +14,19 @@ local n = tonumber(ARGV[1])
 local statuses = {}
 for i = 0, n - 1 do
   local id, token, result = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
-  local f = redis.call('HMGET', k_job(id), 'owner', 'dag', 'queue', 'pct', 'root', 'state')
+  local f = redis.call('HMGET', k_job(id), 'owner', 'queue', 'pct', 'root', 'state')
   local status = 0
-  if f[1] == token and f[6] == 'active' then
+  if f[1] == token and f[5] == 'active' then
     status = 1
-    local dag = f[2]
+    local dag = dag_of(id)
     redis.call('HSET', k_job(id), 'state', 'completed', 'result', result, 'finished', now,
       'owner', '', 'pct', 100)
-    redis.call('ZREM', k_active(f[3]), id)
+    redis.call('ZREM', k_active(f[2]), id)
     -- pct_sum holds partial progress of unfinished jobs only; completed ones count 100.
-    local old = tonumber(f[4]) or 0
+    local old = tonumber(f[3]) or 0
     if old > 0 then redis.call('HINCRBYFLOAT', k_dag(dag), 'pct_sum', -old) end
     emit(dag, 'completed', id)
-    if f[5] ~= '1' then release_parents(id, result, now) end
+    if f[4] ~= '1' then release_parents(id, result, now) end
     if redis.call('HINCRBY', k_dag(dag), 'open', -1) <= 0 then settle_dag(dag, now) end
   end
   statuses[#statuses + 1] = status

@@ -9,26 +9,26 @@
 --@include settle.lua
 local id, token, err = ARGV[1], ARGV[2], ARGV[3]
 local now = now_ms()
-local f = redis.call('HMGET', k_job(id), 'owner', 'dag', 'queue', 'attempts',
-  'max_attempts', 'state', 'cancel')
-if f[1] ~= token or f[6] ~= 'active' then return 'discarded' end
-local dag, q = f[2], f[3]
+local f = redis.call('HMGET', k_job(id), 'owner', 'queue', 'attempts', 'max_attempts',
+  'state', 'cancel')
+if f[1] ~= token or f[5] ~= 'active' then return 'discarded' end
+local dag, q = dag_of(id), f[2]
 redis.call('ZREM', k_active(q), id)
 reset_pct(id, dag)
-if f[7] == '1' then
+if f[6] == '1' then
   -- Its DAG was cancelled while it ran: no retry, no dead-letter entry.
   redis.call('HSET', k_job(id), 'state', 'cancelled', 'finished', now, 'owner', '',
     'error', err)
   job_ended(dag, id, 'cancelled', now)
   return 'cancelled'
 end
-if ARGV[5] == '1' or tonumber(f[4]) >= tonumber(f[5]) then
+if ARGV[5] == '1' or tonumber(f[3]) >= tonumber(f[4]) then
   kill_job(id, dag, err, now)
   return 'dead'
 end
 local delay = tonumber(ARGV[4])
 redis.call('HSET', k_job(id), 'owner', '', 'error', err, 'run_at', now + delay)
-emit(dag, 'failed', id, 'error', err, 'attempt', f[4])
-emit(dag, 'retried', id, 'delay_ms', delay, 'attempt', f[4])
+emit(dag, 'failed', id, 'error', err, 'attempt', f[3])
+emit(dag, 'retried', id, 'delay_ms', delay, 'attempt', f[3])
 enqueue(id, now)
 return 'retry'

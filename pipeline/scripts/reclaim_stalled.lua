@@ -21,7 +21,7 @@ for _, q in ipairs(queues) do
     redis.call('ZREM', k_active(q), id)
     local f = redis.call('HMGET', k_job(id), 'dag', 'worker', 'max_stalls', 'state', 'cancel',
       'attempts', 'max_attempts')
-    local dag = f[1]
+    local dag = dag_of(id)
     if f[4] == 'active' then
       local stalls = redis.call('HINCRBY', k_job(id), 'stalls', 1)
       redis.call('HSET', k_job(id), 'owner', '')

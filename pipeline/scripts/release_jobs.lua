@@ -13,23 +13,23 @@ local delay, reason = tonumber(ARGV[1]), ARGV[2]
 local n = 0
 for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', k_job(id), 'owner', 'state', 'queue', 'dag', 'attempts',
-    'cancel')
-  if f[1] == token and f[2] == 'active' and f[6] == '1' then
+  local f = redis.call('HMGET', k_job(id), 'owner', 'state', 'queue', 'attempts', 'cancel')
+  local dag = dag_of(id)
+  if f[1] == token and f[2] == 'active' and f[5] == '1' then
     redis.call('ZREM', k_active(f[3]), id)
-    reset_pct(id, f[4])
+    reset_pct(id, dag)
     redis.call('HSET', k_job(id), 'state', 'cancelled', 'finished', now, 'owner', '')
-    job_ended(f[4], id, 'cancelled', now)
+    job_ended(dag, id, 'cancelled', now)
     n = n + 1
   elseif f[1] == token and f[2] == 'active' then
     redis.call('ZREM', k_active(f[3]), id)
-    reset_pct(id, f[4])
-    redis.call('HSET', k_job(id), 'owner', '', 'attempts', math.max(0, tonumber(f[5]) - 1),
+    reset_pct(id, dag)
+    redis.call('HSET', k_job(id), 'owner', '', 'attempts', math.max(0, (tonumber(f[4]) or 0) - 1),
       'run_at', delay > 0 and now + delay or 0, 'waiting_for', reason)
     if delay > 0 then
-      emit(f[4], 'deferred', id, 'reason', reason, 'delay_ms', delay)
+      emit(dag, 'deferred', id, 'reason', reason, 'delay_ms', delay)
     else
-      emit(f[4], 'released', id)
+      emit(dag, 'released', id)
     end
     enqueue(id, now)
     n = n + 1

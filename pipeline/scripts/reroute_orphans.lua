@@ -14,7 +14,7 @@ for _, id in ipairs(ids) do
   if fallback and fallback ~= '' then
     redis.call('ZREM', k_wait(q), id)
     redis.call('HSET', k_job(id), 'queue', fallback, 'fallback', '')
-    local dag = redis.call('HGET', k_job(id), 'dag')
+    local dag = dag_of(id)
     emit(dag, 'rerouted', id, 'from', q, 'to', fallback)
     enqueue(id, now)
     moved = moved + 1

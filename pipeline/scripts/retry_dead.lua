@@ -9,7 +9,7 @@ local id = ARGV[1]
 if not redis.call('ZSCORE', k_dead(), id) then
   return redis.error_reply('job ' .. id .. ' is not in the dead-letter queue')
 end
-local dag = redis.call('HGET', k_job(id), 'dag')
+local dag = dag_of(id)
 local d = redis.call('HMGET', k_dag(dag), 'state', 'pruning')
 if d[1] == 'cancelled' then
   return redis.error_reply('DAG ' .. dag .. ' was cancelled; submit it again')

@@ -25,9 +25,9 @@ if step == 'part' or step == 'seal' then
     if state == 'building' then
       redis.call('HSET', k_dag(dag), 'state', 'running')
       redis.call('ZREM', k_dags_building(), dag)
-      local total = redis.call('HGET', k_dag(dag), 'total')
-      emit(dag, 'submitted', '', 'jobs', total)
-      emit_global(dag, 'submitted', '', 'jobs', total)
+      -- Its own stream gets no `submitted` event: a watcher reads that from the hash
+      -- (pipeline/events.py), so a waiting DAG has no stream yet.
+      emit_global(dag, 'submitted', '', 'jobs', redis.call('HGET', k_dag(dag), 'total'))
     elseif state ~= 'running' then
       return redis.error_reply('DAG ' .. dag .. ' is ' .. (state or 'gone') .. ', not building')
     end
@@ -63,16 +63,18 @@ local jobs = cjson.decode(ARGV[4])
 local bad = check_jobs(dag, jobs, false, nil, true)
 if bad then return redis.error_reply('DAG ' .. tostring(dag) .. ' refused: ' .. bad) end
 local building = step == 'begin'
-redis.call('HSET', k_dag(dag), 'id', dag, 'state', building and 'building' or 'running',
-  'total', #jobs, 'open', #jobs, 'dead', 0, 'upstream', 0, 'cancelled', 0, 'roots', 0,
-  'roots_failed', 0, 'pct_sum', 0, 'created', now, 'finished', '', 'meta', meta,
-  'idem', idem, 'req', req or '')
-if idem ~= '' then redis.call('SET', k_idem(idem), dag) end
+-- Counters at 0 are not stored (HINCRBY starts from nothing; readers default them).
+local args = {'v', SCHEMA, 'state', building and 'building' or 'running', 'total', #jobs,
+  'open', #jobs, 'created', now}
+put_long(args, 'meta', meta)
+if idem ~= '' then
+  args[#args + 1] = 'idem'; args[#args + 1] = idem
+  redis.call('SET', k_idem(idem), dag)
+end
+if req and req ~= '' then args[#args + 1] = 'req'; args[#args + 1] = req end
 if building then redis.call('ZADD', k_dags_building(), now, dag) end
 local roots = create_jobs(dag, jobs, now, building)
-redis.call('HSET', k_dag(dag), 'roots', #roots)
-if not building then
-  emit(dag, 'submitted', '', 'jobs', #jobs)
-  emit_global(dag, 'submitted', '', 'jobs', #jobs)
-end
+args[#args + 1] = 'roots'; args[#args + 1] = #roots
+redis.call('HSET', k_dag(dag), unpack(args))
+if not building then emit_global(dag, 'submitted', '', 'jobs', #jobs) end
 return {dag, 1, 0}

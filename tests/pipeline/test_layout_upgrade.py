@@ -92,3 +92,14 @@ def test_dags_in_flight_under_schema_1_complete_after_the_upgrade(
     again = Dag(idempotency_key="fresh-key")
     again.add("x", "step", {"name": "x"})
     assert client.submit(again).dag_id == "fresh"
+
+
+def test_retention_deletes_every_key_of_a_schema_1_dag(
+    r: redis.Redis, namespace: str, client: Client, registry: Registry
+) -> None:
+    load(r, namespace)
+    from pipeline.retention import Retention
+
+    client.prune(Retention(completed_age=0.0, failed_age=0.0))
+    left = sorted(k.decode() for k in r.scan_iter(match="{" + namespace + "}:*"))
+    assert not [k for k in left if ":dag:dead" in k or ":job:dead/" in k], left

@@ -80,7 +80,8 @@ def test_prune_leaves_no_key_of_a_finished_dag(
     dag.add("c", "step", after=["a", "b"])
     client.submit(dag)
     assert run_dag(client, broker, dag.id) == "completed"
-    assert len(_keys_of(r, namespace, dag.id)) > 10
+    # the DAG, its job set and events, 3 jobs, 2 result hashes (schema 1 had 13)
+    assert len(_keys_of(r, namespace, dag.id)) >= 8
 
     done = client.prune(Retention(completed_age=0.0))
     assert (done.dags, done.jobs) == (1, 3)

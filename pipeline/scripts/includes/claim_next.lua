@@ -9,8 +9,17 @@
 -- none was found, how long the worker may block before a delayed job or a rate-limit
 -- window falls due (-1: nothing scheduled).
 
-local CLAIM_FIELDS = {'stage', 'params', 'dag', 'name', 'attempts', 'max_attempts',
-  'timeout_ms', 'cost', 'backoff', 'has_deps'}
+local CLAIM_FIELDS = {'stage', 'params', 'attempts', 'max_attempts', 'timeout_ms', 'cost',
+  'backoff', 'has_deps'}
+
+-- One claimed job as the worker reads it (pipeline/jobs.py ClaimedJob.from_reply); `f`
+-- holds CLAIM_FIELDS from index `at`.
+local function claimed(id, q, token, f, at, attempt)
+  local results = {}
+  if f[at + 7] == '1' then results = redis.call('HGETALL', k_results(id)) end
+  return {id, q, token, f[at], get_long(k_job(id), 'params', f[at + 1]), dag_of(id),
+    name_of(id), attempt, f[at + 3], f[at + 4], f[at + 5] or 1, f[at + 6] or '', results}
+end
 
 -- Returns how many were promoted and the earliest due time still delayed (-1: none),
 -- which it records as the queue's next_due.
@@ -30,14 +39,12 @@ end
 local function activate(id, q, worker, token, lease_ms, now)
   local job = k_job(id)
   local f = redis.call('HMGET', job, unpack(CLAIM_FIELDS))
-  local attempt = tonumber(f[5]) + 1
+  local attempt = (tonumber(f[3]) or 0) + 1
   redis.call('HSET', job, 'state', 'active', 'owner', token, 'worker', worker,
     'started', now, 'attempts', attempt)
   redis.call('ZADD', k_active(q), now + lease_ms, id)
-  emit(f[3], 'active', id, 'worker', worker, 'attempt', attempt)
-  local results = {}
-  if f[10] == '1' then results = redis.call('HGETALL', k_results(id)) end
-  return {id, q, token, f[1], f[2], f[3], f[4], attempt, f[6], f[7], f[8], f[9], results}
+  emit(dag_of(id), 'active', id, 'worker', worker, 'attempt', attempt)
+  return claimed(id, q, token, f, 1, attempt)
 end
 
 -- What a resent claim returns (see request.lua): the jobs its token still holds, read
@@ -58,10 +65,7 @@ local function expand_claim(rec)
     local id, q, token = rec[i][1], rec[i][2], rec[i][3]
     local f = redis.call('HMGET', k_job(id), 'owner', 'state', unpack(CLAIM_FIELDS))
     if f[1] == token and f[2] == 'active' then
-      local results = {}
-      if f[12] == '1' then results = redis.call('HGETALL', k_results(id)) end
-      out[#out + 1] = {id, q, token, f[3], f[4], f[5], f[6], tonumber(f[7]), f[8], f[9],
-        f[10], f[11], results}
+      out[#out + 1] = claimed(id, q, token, f, 3, tonumber(f[5]))
     end
   end
   return out

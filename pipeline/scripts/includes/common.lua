@@ -44,6 +44,116 @@ local function k_service_rate(service) return P .. 'rate:' .. service end
 -- How long a finished DAG's idempotency key lives when no prune has published a window.
 local IDEM_MS_DEFAULT = 86400000
 
+-- The layout version a submit writes into its DAG hash (`v`); DAGs without it were
+-- written by schema 1, whose layout every script still reads (docs/redis-layout.md).
+local SCHEMA = 2
+
+-- A job id is `<dag>/<name>` and a DAG id has no '/', so neither is stored in the job.
+local function dag_of(id) return string.match(id, '^[^/]+') end
+local function name_of(id) return string.sub(id, #dag_of(id) + 2) end
+
+-- Long values (params, a DAG's meta) are stored in pieces of at most LONG bytes, so the
+-- hash holding them stays a listpack: Redis turns a whole hash into a hashtable, about
+-- three times the memory for a job, once one value is longer than
+-- hash-max-listpack-value (64 by default). The field holds "\1<pieces>" and the
+-- pieces are `<field>#1`..`<field>#n`; "\1" cannot begin JSON text. Beyond LONG_MAX
+-- pieces the hash outgrows a listpack anyway and the value is kept whole.
+local LONG, LONG_MAX = 64, 60
+
+-- Appends `field value` (or its pieces) to `args`, an HSET argument list.
+local function put_long(args, field, value)
+  local n = math.ceil(#value / LONG)
+  if n <= 1 or n > LONG_MAX then
+    args[#args + 1] = field
+    args[#args + 1] = value
+    return
+  end
+  args[#args + 1] = field
+  args[#args + 1] = '\1' .. n
+  for i = 1, n do
+    args[#args + 1] = field .. '#' .. i
+    args[#args + 1] = string.sub(value, (i - 1) * LONG + 1, i * LONG)
+  end
+end
+
+-- The value as put_long stored it, given what HGET/HMGET read for `field`.
+local function get_long(key, field, value)
+  if not value or string.byte(value, 1) ~= 1 then return value end
+  local names = {}
+  for i = 1, tonumber(string.sub(value, 2)) do names[i] = field .. '#' .. i end
+  return table.concat(redis.call('HMGET', key, unpack(names)))
+end
+
+-- HSET with an argument list of any length (unpack has a limit of a few thousand).
+local function hset_all(key, args)
+  for i = 1, #args, 1000 do
+    redis.call('HSET', key, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
+
+-- A job's edges live in its own hash (schema 2): the child's `parents` field lists
+-- "name=policy" entries ("*": too many to inline, they are in the job's parents hash),
+-- and the parent holds one `d:<child name>` field per dependency with its state
+-- (pending | done | dead | failed). Schema 1 kept both in separate hashes
+-- (k_parents, k_deps), which are read when the fields are absent.
+local PARENTS_INLINE = LONG * LONG_MAX
+
+-- {parent id, policy, parent id, policy, ...}
+local function parents_of(id)
+  local v = redis.call('HGET', k_job(id), 'parents')
+  if not v or v == '*' then return redis.call('HGETALL', k_parents(id)) end
+  v = get_long(k_job(id), 'parents', v)
+  local dag, out = dag_of(id), {}
+  for name, policy in string.gmatch(v, '([^,=]+)=([^,]+)') do
+    out[#out + 1] = dag .. '/' .. name
+    out[#out + 1] = policy
+  end
+  return out
+end
+
+-- Adds parent edges ("name=policy" strings) to an existing job.
+local function add_parents(id, entries)
+  local job = k_job(id)
+  local v = redis.call('HGET', job, 'parents')
+  if v == '*' or (not v and redis.call('EXISTS', k_parents(id)) == 1) then
+    for _, e in ipairs(entries) do
+      local name, policy = string.match(e, '([^=]+)=(.+)')
+      redis.call('HSET', k_parents(id), dag_of(id) .. '/' .. name, policy)
+    end
+    return
+  end
+  local old = get_long(job, 'parents', v)
+  local joined = table.concat(entries, ',')
+  if old and old ~= '' then joined = old .. ',' .. joined end
+  if v and string.byte(v, 1) == 1 then
+    local pieces = {}
+    for i = 1, tonumber(string.sub(v, 2)) do pieces[i] = 'parents#' .. i end
+    redis.call('HDEL', job, unpack(pieces))
+  end
+  if #joined > PARENTS_INLINE then
+    local args = {}
+    local dag = dag_of(id)
+    for name, policy in string.gmatch(joined, '([^,=]+)=([^,]+)') do
+      args[#args + 1] = dag .. '/' .. name
+      args[#args + 1] = policy
+    end
+    hset_all(k_parents(id), args)
+    redis.call('HSET', job, 'parents', '*')
+    return
+  end
+  local args = {}
+  put_long(args, 'parents', joined)
+  redis.call('HSET', job, unpack(args))
+end
+
+-- The state of parent p's dependency on `child`, and where it is kept.
+local function dep_of(p, child)
+  local field = 'd:' .. name_of(child)
+  local v = redis.call('HGET', k_job(p), field)
+  if v then return v, k_job(p), field end
+  return redis.call('HGET', k_deps(p), child), k_deps(p), child
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -84,7 +194,7 @@ end
 -- returns to that place, ahead of the jobs that became ready after it.
 local function enqueue(id, now)
   local f = redis.call('HMGET', k_job(id), 'queue', 'prio', 'run_at', 'seq')
-  local q, prio, run_at = f[1], tonumber(f[2]), tonumber(f[3] or '0') or 0
+  local q, prio, run_at = f[1], tonumber(f[2]) or 0, tonumber(f[3] or '0') or 0
   if run_at > now then
     redis.call('HSET', k_job(id), 'state', 'delayed')
     redis.call('ZADD', k_delayed(q), run_at, id)
@@ -130,7 +240,7 @@ local function settle_dag(dag, now)
   if not d[2] or tonumber(d[2]) > 0 or (d[4] and d[4] ~= '') then return end
   local state = d[1]
   if state == 'running' then
-    if tonumber(d[3]) > 0 then state = 'failed' else state = 'completed' end
+    if (tonumber(d[3]) or 0) > 0 then state = 'failed' else state = 'completed' end
   end
   redis.call('HSET', k_dag(dag), 'state', state, 'finished', now)
   if state ~= 'cancelled' then

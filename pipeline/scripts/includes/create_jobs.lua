@@ -100,33 +100,63 @@ local function submit_answers_itself(ARGV)
   return step == '' or step == 'begin'
 end
 
+-- Fields at their usual value are not stored (the readers default them: pipeline/layout.py
+-- and the transitions), nor are the job's id, DAG and name (its key says them): a small
+-- job hash is a listpack of a few hundred bytes.
 local function create_jobs(dag, jobs, now, defer)
-  local has_parent = {}
+  local in_batch, parents = {}, {}
   for _, j in ipairs(jobs) do
-    for _, edge in ipairs(j.children) do has_parent[edge[1]] = true end
+    in_batch[j.id] = true
+    for _, edge in ipairs(j.children) do
+      local l = parents[edge[1]]
+      if not l then l = {}; parents[edge[1]] = l end
+      l[#l + 1] = j.name .. '=' .. edge[2]
+    end
   end
-  local roots = {}
+  local roots, queues = {}, {}
   for _, j in ipairs(jobs) do
     local n = #j.children
     local run_at = tonumber(j.run_at) or 0
     if (tonumber(j.delay_ms) or 0) > 0 then run_at = math.max(run_at, now + j.delay_ms) end
-    local root = has_parent[j.id] and '0' or '1'
+    local root = parents[j.id] and '0' or '1'
     if j.root ~= nil then root = j.root == 1 and '1' or '0' end
-    redis.call('HSET', k_job(j.id),
-      'id', j.id, 'dag', dag, 'name', j.name, 'stage', j.stage, 'queue', j.queue,
-      'params', j.params, 'prio', j.prio, 'max_attempts', j.max_attempts,
-      'backoff', j.backoff, 'timeout_ms', j.timeout_ms, 'cost', j.cost, 'tags', j.tags,
-      'max_stalls', j.max_stalls, 'run_at', run_at, 'fallback', j.fallback or '', 'attempts', 0, 'stalls', 0,
-      'pending', n, 'failed_deps', 0, 'has_deps', n > 0 and '1' or '0', 'root', root,
-      'pct', 0, 'created', now, 'state', 'waiting_children')
+    local args = {'state', 'waiting_children', 'stage', j.stage, 'queue', j.queue,
+      'max_attempts', j.max_attempts, 'timeout_ms', j.timeout_ms, 'created', now}
+    put_long(args, 'params', j.params)
+    if j.prio ~= 0 then args[#args + 1] = 'prio'; args[#args + 1] = j.prio end
+    if j.backoff ~= '' then args[#args + 1] = 'backoff'; args[#args + 1] = j.backoff end
+    if j.cost ~= 1 then args[#args + 1] = 'cost'; args[#args + 1] = j.cost end
+    if j.tags ~= '' then args[#args + 1] = 'tags'; args[#args + 1] = j.tags end
+    if j.max_stalls ~= 0 then args[#args + 1] = 'max_stalls'; args[#args + 1] = j.max_stalls end
+    if run_at ~= 0 then args[#args + 1] = 'run_at'; args[#args + 1] = run_at end
+    if j.fallback and j.fallback ~= '' then
+      args[#args + 1] = 'fallback'; args[#args + 1] = j.fallback
+    end
+    if root == '1' then args[#args + 1] = 'root'; args[#args + 1] = '1' end
+    if n > 0 then
+      args[#args + 1] = 'pending'; args[#args + 1] = n
+      args[#args + 1] = 'has_deps'; args[#args + 1] = '1'
+      for _, edge in ipairs(j.children) do
+        args[#args + 1] = 'd:' .. name_of(edge[1])
+        args[#args + 1] = 'pending'
+      end
+    end
+    local mine = parents[j.id]
+    local inline = mine and table.concat(mine, ',')
+    if inline and #inline <= PARENTS_INLINE then put_long(args, 'parents', inline) end
+    hset_all(k_job(j.id), args)
+    if inline and #inline > PARENTS_INLINE then add_parents(j.id, mine) end
     redis.call('SADD', k_dag_jobs(dag), j.id)
-    redis.call('SADD', k_queues(), j.queue)
+    queues[j.queue] = true
+    -- A child written by an earlier step of this DAG gains this job as a parent.
     for _, edge in ipairs(j.children) do
-      redis.call('HSET', k_deps(j.id), edge[1], 'pending')
-      redis.call('HSET', k_parents(edge[1]), j.id, edge[2])
+      if not in_batch[edge[1]] then
+        add_parents(edge[1], {j.name .. '=' .. edge[2]})
+      end
     end
     if root == '1' then table.insert(roots, j.id) end
   end
+  for q in pairs(queues) do redis.call('SADD', k_queues(), q) end
   for _, j in ipairs(jobs) do
     if #j.children == 0 then
       if defer then redis.call('RPUSH', k_dag_leaves(dag), j.id) else enqueue(j.id, now) end

@@ -1,16 +1,18 @@
 -- Propagation along child -> parent edges (needs common.lua).
 --
--- Each parent keeps a `deps` hash: child id -> pending | done | dead | failed.
+-- Each parent keeps the state of each dependency: pending | done | dead | failed (dep_of).
 -- `pending` on the parent counts children still pending; `failed_deps` counts children
 -- that died across a "fail" edge. A parent runs when pending reaches 0 while it is in
 -- state waiting_children; it is upstream_failed while failed_deps > 0.
 
 -- A child completed: hand its result to each parent still waiting for it.
 local function release_parents(id, result, now)
-  local parents = redis.call('HKEYS', k_parents(id))
-  for _, p in ipairs(parents) do
-    if redis.call('HGET', k_deps(p), id) == 'pending' then
-      redis.call('HSET', k_deps(p), id, 'done')
+  local edges = parents_of(id)
+  for i = 1, #edges, 2 do
+    local p = edges[i]
+    local st, key, field = dep_of(p, id)
+    if st == 'pending' then
+      redis.call('HSET', key, field, 'done')
       redis.call('HSET', k_results(p), id, result)
       local left = redis.call('HINCRBY', k_job(p), 'pending', -1)
       if left <= 0 and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
@@ -26,12 +28,13 @@ local function fail_parents(id, dag, err, now)
   local stack = {id}
   while #stack > 0 do
     local child = table.remove(stack)
-    local edges = redis.call('HGETALL', k_parents(child))
+    local edges = parents_of(child)
     for i = 1, #edges, 2 do
       local p, policy = edges[i], edges[i + 1]
-      if redis.call('HGET', k_deps(p), child) == 'pending' then
+      local st, key, field = dep_of(p, child)
+      if st == 'pending' then
         if policy == 'fail' then
-          redis.call('HSET', k_deps(p), child, 'dead')
+          redis.call('HSET', key, field, 'dead')
           local n = redis.call('HINCRBY', k_job(p), 'failed_deps', 1)
           if n == 1 and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
             redis.call('HSET', k_job(p), 'state', 'upstream_failed', 'finished', now,
@@ -42,7 +45,7 @@ local function fail_parents(id, dag, err, now)
             table.insert(stack, p)
           end
         else
-          redis.call('HSET', k_deps(p), child, 'failed')
+          redis.call('HSET', key, field, 'failed')
           if policy == 'continue' then
             redis.call('HSET', k_results(p), '!' .. child, err)
           end
@@ -61,11 +64,12 @@ local function restore_parents(id, dag)
   local stack = {id}
   while #stack > 0 do
     local child = table.remove(stack)
-    local parents = redis.call('HKEYS', k_parents(child))
-    for _, p in ipairs(parents) do
-      local st = redis.call('HGET', k_deps(p), child)
+    local edges = parents_of(child)
+    for i = 1, #edges, 2 do
+      local p = edges[i]
+      local st, key, field = dep_of(p, child)
       if st == 'dead' then
-        redis.call('HSET', k_deps(p), child, 'pending')
+        redis.call('HSET', key, field, 'pending')
         local n = redis.call('HINCRBY', k_job(p), 'failed_deps', -1)
         if n == 0 and redis.call('HGET', k_job(p), 'state') == 'upstream_failed' then
           redis.call('HSET', k_job(p), 'state', 'waiting_children', 'finished', '', 'error', '')
@@ -73,7 +77,7 @@ local function restore_parents(id, dag)
           table.insert(stack, p)
         end
       elseif st == 'failed' and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
-        redis.call('HSET', k_deps(p), child, 'pending')
+        redis.call('HSET', key, field, 'pending')
         redis.call('HDEL', k_results(p), '!' .. child)
         redis.call('HINCRBY', k_job(p), 'pending', 1)
       end
