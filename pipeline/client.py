@@ -32,7 +32,7 @@ from pipeline.retention import Pruned, Retention, prune
 from pipeline.rollup import DagRollup
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import REQUEST_ID, Scripts
-from pipeline.submission import encode_batch, encode_jobs, encode_meta, encode_nodes
+from pipeline.submission import encode_batch, encode_jobs, encode_meta
 from pipeline.worker_beat import WorkerBeat
 
 TERMINAL_DAG_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -99,29 +99,52 @@ class Client:
             raise
         return Submitted(dag.id, True)
 
-    def submit_many(self, dags: list[Dag], *, chunk: int = 500) -> list[Submitted]:
-        """Submit many DAGs with pipelined round trips; each DAG is still atomic on its own."""
+    def submit_many(self, dags: list[Dag], *, chunk: int = 1000) -> list[Submitted]:
+        """Submit many DAGs; each DAG is atomic on its own (one refused writes nothing and
+        the others are still written, then SubmissionError names it).
+
+        Small DAGs go many to a call, up to ``STEP_JOBS`` jobs per call (a few ms of
+        Redis time), and up to ``chunk`` DAGs per pipelined round trip; a DAG larger than
+        a step is submitted on its own (``submit``).
+        """
         live = self._live_if_needed(dags)
         large = {d.id: self.submit(d) for d in dags if len(d.nodes) > STEP_JOBS}
-        encoded = [
-            (d, encode_nodes(d, self.registry, live=live), encode_meta(d.meta))
-            for d in dags
-            if d.id not in large
-        ]
+        calls: list[list[list[Any]]] = [[]]
+        size = 0
+        for d in dags:
+            if d.id in large:
+                continue
+            jobs = encode_jobs(d, self.registry, live=live)
+            if calls[-1] and size + len(jobs) > STEP_JOBS:
+                calls.append([])
+                size = 0
+            calls[-1].append([d.id, d.idempotency_key or "", encode_meta(d.meta), jobs])
+            size += len(jobs)
         out: list[Submitted] = []
-        for i in range(0, len(encoded), chunk):
-            calls = [
+        refused: list[str] = []
+        while calls and calls[0]:
+            group: list[list[list[Any]]] = []
+            n = 0
+            while calls and (not group or n + len(calls[0]) <= chunk):
+                n += len(calls[0])
+                group.append(calls.pop(0))
+            sent = [
                 (
                     "submit_dag",
                     self.keys.prefix,
-                    (d.id, d.idempotency_key or "", meta, payload, REQUEST_ID),
+                    ("", "", "", "", REQUEST_ID, "many", encode_batch(b)),
                 )
-                for d, payload, meta in encoded[i : i + chunk]
+                for b in group
             ]
-            for reply in self.scripts.run_many(calls, raise_on_error=False):
+            for reply in self.scripts.run_many(sent, raise_on_error=False):
                 if isinstance(reply, Exception):
                     raise SubmissionError(str(reply))
-                out.append(Submitted(as_str(reply[0]), bool(reply[1])))
+                for entry in reply:
+                    if int(entry[1]) < 0:
+                        refused.append(as_str(entry[2]))
+                    out.append(Submitted(as_str(entry[0]), int(entry[1]) == 1))
+        if refused:
+            raise SubmissionError(refused[0])
         if large:  # in the order given
             small = iter(out)
             out = [large[d.id] if d.id in large else next(small) for d in dags]

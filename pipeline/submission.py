@@ -45,7 +45,7 @@ def encode_jobs(
     return jobs
 
 
-def encode_batch(jobs: list[dict[str, Any]]) -> str:
+def encode_batch(jobs: list[Any]) -> str:
     return json.dumps(jobs, separators=(",", ":"))
 
 

@@ -1,11 +1,15 @@
--- submit_dag: write a DAG and enqueue its leaves; a large DAG in several bounded steps.
+-- submit_dag: write a DAG and enqueue its leaves; a large DAG in several bounded steps;
+-- or many small DAGs at once.
 -- KEYS[1] namespace prefix
 -- ARGV[1] dag id, ARGV[2] idempotency key ('' for none), ARGV[3] dag meta (JSON),
 -- ARGV[4] jobs (JSON list, children before parents; see create_jobs.lua),
 -- ARGV[5] request id (kept with the DAG: a resent submit finds its own DAG),
 -- ARGV[6] step: '' the whole DAG at once; 'begin' its first jobs, 'part' more jobs,
--- 'seal' enqueue up to ARGV[7] of its leaves (repeated until none is left).
--- Returns {dag_id, created (1) | existing (0), leaves still to enqueue}.
+-- 'seal' enqueue up to ARGV[7] of its leaves (repeated until none is left);
+-- 'many': ARGV[7] is a JSON list of [dag id, idempotency key, meta (JSON text), jobs]
+-- (ARGV[1..4] unused), each DAG whole and checked on its own.
+-- Returns {dag_id, created (1) | existing (0), leaves still to enqueue}; for 'many' one
+-- {dag_id, 1 | 0} per DAG, or {dag_id, -1, why} for a DAG refused (nothing of it written).
 --
 -- A DAG written in steps is in state `building` until its first seal step: none of its
 -- jobs is queued, so nothing runs on half a DAG, and a cancel stops the building (the
@@ -45,36 +49,58 @@ if step == 'part' or step == 'seal' then
   return {dag, 1, 0}
 end
 
+-- A whole DAG: {dag, 1 | 0, 0}, or nil and why it was refused (nothing written then).
 -- A resend of this very submit (its reply was lost; no request record is kept for a
 -- submit, see request.lua) finds the DAG that carries its request id: answered as the
 -- first send was, before the idempotency key, which names that same DAG by now.
-if req and req ~= '' and redis.call('HGET', k_dag(dag), 'req') == req then
+local function submit_whole(dag, idem, meta, jobs, building, woken)
+  local seen = redis.call('HMGET', k_dag(dag), 'req', 'state')
+  if req and req ~= '' and seen[1] == req then return {dag, 1, 0} end
+  if idem ~= '' then
+    local existing = redis.call('GET', k_idem(idem))
+    if existing and redis.call('EXISTS', k_dag(existing)) == 1 then return {existing, 0, 0} end
+  end
+  if seen[2] then return nil, 'DAG ' .. dag .. ' already exists' end
+  -- Everything checked before the first write (a refused payload leaves no key).
+  local bad = check_jobs(dag, jobs, false, nil, true)
+  if bad then return nil, 'DAG ' .. tostring(dag) .. ' refused: ' .. bad end
+  -- Counters at 0 are not stored (HINCRBY starts from nothing; readers default them).
+  local args = {'v', SCHEMA, 'state', building and 'building' or 'running', 'total', #jobs,
+    'open', #jobs, 'created', now}
+  put_long(args, 'meta', meta)
+  if idem ~= '' then
+    args[#args + 1] = 'idem'; args[#args + 1] = idem
+    redis.call('SET', k_idem(idem), dag)
+  end
+  if req and req ~= '' then args[#args + 1] = 'req'; args[#args + 1] = req end
+  if building then redis.call('ZADD', k_dags_building(), now, dag) end
+  local roots = create_jobs(dag, jobs, now, building, woken)
+  args[#args + 1] = 'roots'; args[#args + 1] = #roots
+  redis.call('HSET', k_dag(dag), unpack(args))
+  if not building then emit_global(dag, 'submitted', '', 'jobs', #jobs) end
   return {dag, 1, 0}
 end
-if idem ~= '' then
-  local existing = redis.call('GET', k_idem(idem))
-  if existing and redis.call('EXISTS', k_dag(existing)) == 1 then return {existing, 0, 0} end
+
+if step == 'many' then
+  local out, woken = {}, {}
+  local ok, dags = pcall(cjson.decode, ARGV[7])
+  if not ok or type(dags) ~= 'table' then return redis.error_reply('submit: not a JSON list') end
+  for i, d in ipairs(dags) do
+    local id = type(d) == 'table' and d[1]
+    if type(id) ~= 'string' or type(d[2]) ~= 'string' or type(d[3]) ~= 'string' then
+      out[i] = {tostring(id), -1, 'DAG entry ' .. i .. ' is malformed'}
+    elseif not valid_id(id, DAG_ID_MAX) then
+      out[i] = {id, -1, 'DAG ' .. id .. ' refused: invalid DAG id ' .. id}
+    else
+      local reply, why = submit_whole(id, d[2], d[3], d[4], false, woken)
+      out[i] = reply and {reply[1], reply[2]} or {id, -1, why}
+    end
+  end
+  for q in pairs(woken) do wake(q) end
+  return out
 end
-if redis.call('EXISTS', k_dag(dag)) == 1 then
-  return redis.error_reply('DAG ' .. dag .. ' already exists')
-end
-local jobs = cjson.decode(ARGV[4])
--- Everything checked before the first write (a refused payload leaves no key).
-local bad = check_jobs(dag, jobs, false, nil, true)
-if bad then return redis.error_reply('DAG ' .. tostring(dag) .. ' refused: ' .. bad) end
-local building = step == 'begin'
--- Counters at 0 are not stored (HINCRBY starts from nothing; readers default them).
-local args = {'v', SCHEMA, 'state', building and 'building' or 'running', 'total', #jobs,
-  'open', #jobs, 'created', now}
-put_long(args, 'meta', meta)
-if idem ~= '' then
-  args[#args + 1] = 'idem'; args[#args + 1] = idem
-  redis.call('SET', k_idem(idem), dag)
-end
-if req and req ~= '' then args[#args + 1] = 'req'; args[#args + 1] = req end
-if building then redis.call('ZADD', k_dags_building(), now, dag) end
-local roots = create_jobs(dag, jobs, now, building)
-args[#args + 1] = 'roots'; args[#args + 1] = #roots
-redis.call('HSET', k_dag(dag), unpack(args))
-if not building then emit_global(dag, 'submitted', '', 'jobs', #jobs) end
-return {dag, 1, 0}
+local ok, jobs = pcall(cjson.decode, ARGV[4])
+if not ok then return redis.error_reply('DAG ' .. tostring(dag) .. ' refused: jobs are not JSON') end
+local reply, why = submit_whole(dag, idem, meta, jobs, step == 'begin')
+if not reply then return redis.error_reply(why) end
+return reply

@@ -50,7 +50,7 @@ def test_job_hashes_stay_listpacks_and_long_values_come_back_whole(
     _echo(registry)
     keys = Keys(namespace)
     dag = Dag(meta={"input": "/data/" + "m" * 300})
-    medium = {"text": "é" + "x" * 180 + "\\\"}", "n": list(range(20))}  # a few pieces
+    medium = {"text": "é" + "x" * 180 + '\\"}', "n": list(range(20))}  # a few pieces
     huge = {"text": "y" * 10_000}  # more pieces than a listpack holds: kept whole
     dag.add("medium", "echo", medium)
     dag.add("huge", "echo", huge)
@@ -106,3 +106,23 @@ def _one(i: int) -> Dag:
     dag = Dag()
     dag.add("noop", "echo", {"i": i, "op": "noop", "src": f"media/clip_{i:06d}.mp4"})
     return dag
+
+
+def test_a_refused_dag_in_a_batch_writes_nothing_and_the_others_are_written(
+    r: redis.Redis, namespace: str, client: Client, registry: Registry
+) -> None:
+    _echo(registry)
+    first = _one(1)
+    client.submit(first)
+    again = Dag(dag_id=first.id)  # same id: refused as existing
+    again.add("other", "echo")
+    batch = [_one(2), again, _one(3)]
+    try:
+        client.submit_many(batch)
+    except Exception as exc:
+        assert f"DAG {first.id} already exists" in str(exc)
+    else:
+        raise AssertionError("a DAG with an existing id was accepted")
+    assert client.dag_state(batch[0].id) == "running" and client.dag_state(batch[2].id) == "running"
+    assert client.job(first.job_id("other")) is None
+    assert client.queue_counts("default")["waiting"] == 3

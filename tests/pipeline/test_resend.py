@@ -146,15 +146,33 @@ def test_a_submit_with_an_idempotency_key_whose_reply_is_lost_is_created_and_who
 def test_a_pipelined_submit_sent_again_finds_its_dags(
     proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
 ) -> None:
+    # 150 jobs each: one call per DAG (a call carries up to 200 jobs), three pipelined
     _work(registry)
     client = Client(pr, namespace=namespace, registry=registry)
     dags = [Dag() for _ in range(3)]
     for d in dags:
-        d.add("w", "work")
+        for i in range(150):
+            d.add(f"w{i}", "work")
     proxy.on_reply("submit_dag", 2, "drop")  # redis-py sends the whole pipeline again
     subs = client.submit_many(dags)
     assert proxy.fired() == 1
     assert [s.dag_id for s in subs] == [d.id for d in dags] and all(s.created for s in subs)
+    assert client.queue_counts("default")["waiting"] == 450
+
+
+def test_a_call_of_many_small_dags_sent_again_finds_each(
+    proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
+) -> None:
+    _work(registry)
+    client = Client(pr, namespace=namespace, registry=registry)
+    dags = [Dag(idempotency_key=f"file-{i}" if i % 2 else None) for i in range(50)]
+    for d in dags:
+        d.add("w", "work")
+    proxy.on_reply("submit_dag", 1, "drop")
+    subs = client.submit_many(dags)
+    assert proxy.fired() == 1
+    assert [s.dag_id for s in subs] == [d.id for d in dags] and all(s.created for s in subs)
+    assert client.queue_counts("default")["waiting"] == 50
 
 
 def test_a_cancel_whose_reply_is_lost_reports_what_it_cancelled(

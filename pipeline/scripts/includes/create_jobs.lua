@@ -97,14 +97,15 @@ end
 -- record for it. The later steps are recorded like any call.
 local function submit_answers_itself(ARGV)
   local step = ARGV[6] or ''
-  return step == '' or step == 'begin'
+  return step == '' or step == 'begin' or step == 'many'
 end
 
 -- Fields at their usual value are not stored (the readers default them: pipeline/layout.py
 -- and the transitions), nor are the job's id, DAG and name (its key says them): a small
 -- job hash is a listpack of a few hundred bytes.
-local function create_jobs(dag, jobs, now, defer)
-  local in_batch, parents = {}, {}
+local function create_jobs(dag, jobs, now, defer, woken)
+  local in_batch, parents, run_ats = {}, {}, {}
+  local ready = 0  -- leaves that go straight into the wait set
   for _, j in ipairs(jobs) do
     in_batch[j.id] = true
     for _, edge in ipairs(j.children) do
@@ -112,16 +113,30 @@ local function create_jobs(dag, jobs, now, defer)
       if not l then l = {}; parents[edge[1]] = l end
       l[#l + 1] = j.name .. '=' .. edge[2]
     end
+    local run_at = tonumber(j.run_at) or 0
+    if (tonumber(j.delay_ms) or 0) > 0 then run_at = math.max(run_at, now + j.delay_ms) end
+    run_ats[j.id] = run_at
+    if #j.children == 0 and not defer and run_at <= now then ready = ready + 1 end
   end
+  -- A new leaf is written straight as `waiting` with its place in the queue (what
+  -- enqueue would do after reading the job back): one INCRBY for all their places.
+  local seq = ready > 0 and redis.call('INCRBY', k_seq(), ready) - ready or 0
+  local own_wake = woken == nil
+  woken = woken or {}
   local roots, queues = {}, {}
   for _, j in ipairs(jobs) do
     local n = #j.children
-    local run_at = tonumber(j.run_at) or 0
-    if (tonumber(j.delay_ms) or 0) > 0 then run_at = math.max(run_at, now + j.delay_ms) end
+    local run_at = run_ats[j.id]
     local root = parents[j.id] and '0' or '1'
     if j.root ~= nil then root = j.root == 1 and '1' or '0' end
-    local args = {'state', 'waiting_children', 'stage', j.stage, 'queue', j.queue,
-      'max_attempts', j.max_attempts, 'timeout_ms', j.timeout_ms, 'created', now}
+    local now_ready = n == 0 and not defer and run_at <= now
+    local args = {'state', now_ready and 'waiting' or 'waiting_children', 'stage', j.stage,
+      'queue', j.queue, 'max_attempts', j.max_attempts, 'timeout_ms', j.timeout_ms,
+      'created', now}
+    if now_ready then
+      seq = seq + 1
+      args[#args + 1] = 'seq'; args[#args + 1] = seq % PRIO_SPAN
+    end
     put_long(args, 'params', j.params)
     if j.prio ~= 0 then args[#args + 1] = 'prio'; args[#args + 1] = j.prio end
     if j.backoff ~= '' then args[#args + 1] = 'backoff'; args[#args + 1] = j.backoff end
@@ -155,12 +170,16 @@ local function create_jobs(dag, jobs, now, defer)
       end
     end
     if root == '1' then table.insert(roots, j.id) end
-  end
-  for q in pairs(queues) do redis.call('SADD', k_queues(), q) end
-  for _, j in ipairs(jobs) do
-    if #j.children == 0 then
+    if now_ready then
+      redis.call('ZADD', k_wait(j.queue), (1000 - j.prio) * PRIO_SPAN + seq % PRIO_SPAN, j.id)
+      woken[j.queue] = true
+    elseif n == 0 then
       if defer then redis.call('RPUSH', k_dag_leaves(dag), j.id) else enqueue(j.id, now) end
     end
+  end
+  for q in pairs(queues) do redis.call('SADD', k_queues(), q) end
+  if own_wake then
+    for q in pairs(woken) do wake(q) end
   end
   return roots
 end
