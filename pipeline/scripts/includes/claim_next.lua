@@ -17,8 +17,10 @@ local CLAIM_FIELDS = {'stage', 'params', 'attempts', 'max_attempts', 'timeout_ms
 local function claimed(id, q, token, f, at, attempt)
   local results = {}
   if f[at + 7] == '1' then results = redis.call('HGETALL', k_results(id)) end
-  return {id, q, token, f[at], get_long(k_job(id), 'params', f[at + 1]), dag_of(id),
-    name_of(id), attempt, f[at + 3], f[at + 4], f[at + 5] or 1, f[at + 6] or '', results}
+  local slash = string.find(id, '/', 1, true)
+  return {id, q, token, f[at], get_long(k_job(id), 'params', f[at + 1]),
+    string.sub(id, 1, slash - 1), string.sub(id, slash + 1), attempt, f[at + 3], f[at + 4],
+    f[at + 5] or 1, f[at + 6] or '', results}
 end
 
 -- Returns how many were promoted and the earliest due time still delayed (-1: none),
