@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Queue benchmark: mediapipe vs the raw Redis floor and the Python peers, one run, one Redis.
+"""Queue benchmark: mediapipe vs the raw Redis floor and its peers, one run, one Redis.
 
 No-op jobs per second. One redis-server started here (127.0.0.1 on a free port plus a
 unix socket in a temp dir, no persistence) serves every case; it is shut down at the end.
@@ -11,6 +11,13 @@ like the peer harness.
   exactly as its README describes. A peer whose venv (``--peer-python``, ``--arq-python``)
   or library is missing is reported as not installed. The floor cases fall back to this
   interpreter (which has redis-py and hiredis) when the peer venv is missing.
+- BullMQ on Node.js (``benchmarks/bullmq_node/``, run with ``node``): the peer harness's
+  bullmq-node scripts, timed the same way. ``bullmq-node-addBulk``: N jobs through
+  ``Queue.addBulk`` (1000 per call), enqueue only; ``bullmq-node-process-w2``: the same
+  enqueue, then 2 ``node worker.js 1`` processes (``Worker``, concurrency 1) drain the
+  queue, counted in the harness's counter format. Its packages are installed with
+  ``npm ci`` when ``node_modules`` is missing; without node or npm, or when the install
+  fails, both cases are reported as not installed.
 - mediapipe (``benchmarks/mediapipe_proc.py``, each step its own process):
   ``mediapipe-submit``: N DAGs of one no-op job through ``Client.submit``, enqueue only;
   ``mediapipe-submit_many-w2``: N through ``Client.submit_many``, then, with the queue
@@ -20,9 +27,10 @@ like the peer harness.
 
 usage: python benchmarks/queue_bench.py [--quick] [--json] [--reps 3] [--n 20000]
            [--cases a,b] [--scale 1.0] [--redis-server /usr/bin/redis-server]
-           [--peers-dir DIR] [--peer-python PY] [--arq-python PY] [--timeout 240]
-``--cases mediapipe`` selects both mediapipe cases. Progress goes to stderr; stdout gets a
-markdown table, or with ``--json`` one JSON object.
+           [--peers-dir DIR] [--peer-python PY] [--arq-python PY] [--node node]
+           [--timeout 240]
+``--cases mediapipe`` selects every mediapipe case, ``--cases bullmq-node`` both BullMQ ones.
+Progress goes to stderr; stdout gets a markdown table, or with ``--json`` one JSON object.
 """
 
 from __future__ import annotations
@@ -80,14 +88,48 @@ MP_CASES: dict[str, tuple[str, bool, str, int]] = {
         32,
     ),
 }
+# BullMQ on Node.js: package.json (pinned bullmq and ioredis), package-lock.json, and the
+# harness's enqueue.js and worker.js; node_modules is made by `npm ci` on first use.
+NODE_DIR = HERE / "bullmq_node"
+NODE_LIB = "bullmq-node"
+NODE_ENQUEUE = "bullmq-node-addBulk"
+NODE_PROCESS = "bullmq-node-process-w2"
+NODE_WORKERS = 2
+NODE_MIN_MAJOR = 20  # ioredis 6 needs node >= 20
+NODE_NPM_CI = ("ci", "--ignore-scripts", "--no-audit", "--no-fund")
+# name: (processed?, worker concurrency, default N (x --scale, like the peers'), note)
+NODE_CASES: dict[str, tuple[bool, int, int, str]] = {
+    NODE_ENQUEUE: (
+        False,
+        0,
+        20000,
+        "BullMQ on Node.js, Queue.addBulk (1000 jobs per call), enqueue only",
+    ),
+    NODE_PROCESS: (
+        True,
+        1,
+        20000,
+        f"BullMQ on Node.js: addBulk, then {NODE_WORKERS} x `node worker.js 1` "
+        "(one Worker a process, concurrency 1)",
+    ),
+}
 FLOOR_CASE = "floor-brpop-2c"  # the harness's reference for every ratio
-QUICK_CASES = [FLOOR_CASE, "huey-process-w2", "dramatiq-p2-t8", MP_SUBMIT, MP_BULK, MP_PREFETCH]
-QUICK_SCALE = 0.5  # floor 25000, huey 10000, dramatiq 5000 jobs
+QUICK_CASES = [
+    FLOOR_CASE,
+    "huey-process-w2",
+    "dramatiq-p2-t8",
+    NODE_ENQUEUE,
+    NODE_PROCESS,
+    MP_SUBMIT,
+    MP_BULK,
+    MP_PREFETCH,
+]
+QUICK_SCALE = 0.5  # floor 25000, huey 10000, bullmq-node 10000, dramatiq 5000 jobs
 QUICK_N = 10000
 DEFAULT_N = 20000
 # Libraries whose enqueue in the harness is bulk (pipelined); Client.submit is compared
 # only with the one-at-a-time enqueues, submit_many with every peer.
-BULK_ENQUEUE_LIBS = frozenset({"floor", "rq", "bullmq"})
+BULK_ENQUEUE_LIBS = frozenset({"floor", "rq", "bullmq", NODE_LIB})
 # The module that proves each library is installed in its interpreter.
 LIB_MODULE = {
     "floor": "redis",
@@ -254,6 +296,8 @@ class Peers:
     missing: dict[str, str] = field(default_factory=dict)  # case -> why it is skipped
     python: str = ""  # the floor's interpreter: the peer venv's, else this one
     arq_python: str = ""
+    node: str = ""  # the node executable for the bullmq-node cases, once checked
+    node_versions: dict[str, str | None] = field(default_factory=dict)
 
 
 def _imports(py: str, module: str, cache: dict[tuple[str, str], str | None]) -> str | None:
@@ -313,6 +357,118 @@ def check_installed(peers: Peers, names: list[str]) -> None:
             peers.missing[name] = why
 
 
+# -- BullMQ on Node.js: install on demand ------------------------------------------------
+def _pinned() -> dict[str, str]:
+    """The versions package.json pins (bullmq, ioredis)."""
+    deps: dict[str, str] = json.loads((NODE_DIR / "package.json").read_text())["dependencies"]
+    return deps
+
+
+def _installed(pins: dict[str, str]) -> bool:
+    """node_modules holds exactly the pinned versions."""
+    for pkg, version in pins.items():
+        try:
+            meta = json.loads((NODE_DIR / "node_modules" / pkg / "package.json").read_text())
+        except (OSError, ValueError):
+            return False
+        if meta.get("version") != version:
+            return False
+    return True
+
+
+def _tail(text: str) -> str:
+    return (text.strip().splitlines() or ["no output"])[-1]
+
+
+def prepare_node(node_exe: str) -> tuple[str, dict[str, str | None], str | None]:
+    """Find node, install the pinned packages if needed, and load them once.
+
+    Returns the node path, the versions (node, bullmq, ioredis), and why the bullmq-node
+    cases are skipped (None when they can run). Never raises for a missing tool or a
+    failed install: the cases are then reported as not installed.
+    """
+    versions: dict[str, str | None] = {"node": None, "bullmq": None, "ioredis": None}
+    node = shutil.which(node_exe)
+    if node is None:
+        return "", versions, f"not installed (node executable {node_exe!r} not found)"
+    try:
+        r = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+        version = versions["node"] = r.stdout.strip()
+        major = int(version.lstrip("v").split(".")[0])
+    except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+        return node, versions, f"not installed ({node} --version failed: {exc})"
+    if major < NODE_MIN_MAJOR:
+        return node, versions, f"not installed (node {versions['node']}; needs >= {NODE_MIN_MAJOR})"
+    try:
+        pins = _pinned()
+    except (OSError, ValueError, KeyError) as exc:
+        return node, versions, f"not installed (no {NODE_DIR / 'package.json'}: {exc})"
+    if not _installed(pins):
+        # npm next to this node first (an nvm install), else whatever npm is on PATH.
+        npm = shutil.which("npm", path=os.path.dirname(node)) or shutil.which("npm")
+        if npm is None:
+            return node, versions, "not installed (node_modules missing and no npm on PATH)"
+        cmd = [npm, *NODE_NPM_CI]
+        wanted = ", ".join(f"{k} {v}" for k, v in pins.items())
+        log(
+            f"bullmq-node: {wanted} not in {NODE_DIR / 'node_modules'}; "
+            f"running `{' '.join(cmd)}` in {NODE_DIR}"
+        )
+        t0 = time.monotonic()
+        try:
+            r = subprocess.run(
+                cmd,
+                cwd=NODE_DIR,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return node, versions, f"not installed (npm ci failed: {exc})"
+        for line in (r.stdout + r.stderr).strip().splitlines()[-5:]:
+            log(f"  npm: {line}")
+        if r.returncode != 0:
+            why = f"npm ci failed, rc {r.returncode}: {_tail(r.stderr)}"
+            return node, versions, f"not installed ({why})"
+        log(f"bullmq-node: npm ci done in {time.monotonic() - t0:.1f}s")
+        if not _installed(pins):
+            why = "npm ci left other versions than package.json pins"
+            return node, versions, f"not installed ({why})"
+    # Load both once, as the cases will: a broken install shows here, not as a failed rep.
+    code = (
+        "require('bullmq'); require('ioredis'); console.log(JSON.stringify({"
+        "bullmq: require('bullmq/package.json').version, "
+        "ioredis: require('ioredis/package.json').version}))"
+    )
+    try:
+        r = subprocess.run(
+            [node, "-e", code], cwd=NODE_DIR, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return node, versions, f"not installed (loading bullmq failed: {exc})"
+    if r.returncode != 0:
+        return node, versions, f"not installed (loading bullmq failed: {_tail(r.stderr)})"
+    versions.update(json.loads(r.stdout.strip().splitlines()[-1]))
+    return node, versions, None
+
+
+def check_node(peers: Peers, names: list[str], node_exe: str) -> None:
+    """Make the bullmq-node cases ready, or mark them skipped with the reason."""
+    selected = [c for c in names if c in NODE_CASES and c not in peers.missing]
+    if not selected:
+        return
+    peers.node, peers.node_versions, why = prepare_node(node_exe)
+    if why:
+        for c in selected:
+            peers.missing[c] = why
+    else:
+        log(
+            f"bullmq-node: node {peers.node_versions['node']}, bullmq "
+            f"{peers.node_versions['bullmq']}, ioredis {peers.node_versions['ioredis']}"
+        )
+
+
 # -- mediapipe -----------------------------------------------------------------------
 def mp_env(url: str, count_dir: str, peers: Peers) -> dict[str, str]:
     # The harness's dir first so the workers import its peercount; ours for mmcounter.
@@ -369,7 +525,82 @@ def redis_work(stats: dict[str, Any], cmdstats: dict[str, Any], done: int) -> di
         "redis_cmds_per_job": stats["total_commands_processed"] / d,
         "redis_calls_per_job_incl_scripts": sum(v["calls"] for v in cmdstats.values()) / d,
         "script_calls_per_job": sum(v["calls"] for k, v in cmdstats.items() if k in scripts) / d,
+        "cmdstats_per_job": {
+            k.removeprefix("cmdstat_"): round(v["calls"] / d, 3)
+            for k, v in sorted(cmdstats.items(), key=lambda kv: -kv[1]["calls"])
+        },
     }
+
+
+def drain(
+    srv: RedisServer,
+    cmds: list[list[str]],
+    cwd: Path,
+    env: dict[str, str],
+    logs: list[Path],
+    counter: ModuleType,
+    count_dir: str,
+    n: int,
+    timeout: float,
+    stall_s: float,
+) -> dict[str, Any]:
+    """The process phase on a full queue, as the harness runs it: CONFIG RESETSTAT, start
+    the workers (one session each), count until n completions, snapshot INFO, stop them.
+
+    Returns the run's fields: the counter's window and rate, the workers' exit codes, the
+    Redis work per job, and ``error`` when the drain or the stop went wrong.
+    """
+    out: dict[str, Any] = {"redis_mem_after_enqueue": srv.r.info("memory")["used_memory"]}
+    srv.r.config_resetstat()
+    procs: list[subprocess.Popen[Any]] = []
+    handles: list[IO[str]] = []
+    t_launch = time.time()
+    try:
+        for cmd, path in zip(cmds, logs, strict=True):
+            handles.append(open(path, "w"))  # noqa: SIM115 - closed in the finally
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    cwd=cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=handles[-1],
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )  # a session (and group) of its own, so stop_groups reaches all of it
+        error = wait_for_count(
+            counter, count_dir, n, procs, logs, time.monotonic() + timeout, stall_s
+        )
+    finally:
+        t_stop = time.time()
+        try:
+            stats, cmdstats = srv.r.info("stats"), srv.r.info("commandstats")
+        finally:
+            out["worker_exit_codes"] = stop_groups(procs)
+            for h in handles:
+                h.close()
+    if error:
+        out["error"] = error
+    elif any(rc != 0 for rc in out["worker_exit_codes"]):
+        out["error"] = f"workers did not stop cleanly (rc {out['worker_exit_codes']})"
+
+    rows = [r for r in counter.read_all(count_dir) if r[1] > 0]
+    done = sum(r[1] for r in rows)
+    if rows:
+        first, last = min(r[2] for r in rows), max(r[3] for r in rows)
+        out.update(
+            done=done,
+            process_s=last - first,
+            process_rate=done / (last - first) if last > first else None,
+            startup_s=first - t_launch,
+            worker_procs=len(rows),
+            per_proc_counts=sorted((r[1] for r in rows), reverse=True),
+            first_job_skew_s=max(r[2] for r in rows) - first,
+            detect_lag_s=t_stop - last,
+        )
+    out.update(redis_work(stats, cmdstats, done))
+    return out
 
 
 def run_mediapipe(
@@ -391,58 +622,10 @@ def run_mediapipe(
         return out
     if not process:
         return out
-    out["redis_mem_after_enqueue"] = srv.r.info("memory")["used_memory"]
-    srv.r.config_resetstat()
-
-    procs: list[subprocess.Popen[Any]] = []
-    handles: list[IO[str]] = []
     logs = [workdir / f"{name}.w{i}.log" for i in range(MP_WORKERS)]
-    t_launch = time.time()
-    try:
-        for path in logs:
-            handles.append(open(path, "w"))  # noqa: SIM115 - closed in the finally
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(MP_PROC), "worker", str(prefetch)],
-                    cwd=REPO,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=handles[-1],
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )  # a session (and group) of its own, so stop_groups reaches all of it
-        error = wait_for_count(
-            peers.counter, count_dir, n, procs, logs, time.monotonic() + timeout, stall_s
-        )
-    finally:
-        t_stop = time.time()
-        try:
-            stats, cmdstats = srv.r.info("stats"), srv.r.info("commandstats")
-        finally:
-            out["worker_exit_codes"] = stop_groups(procs)
-            for h in handles:
-                h.close()
-    if error:
-        out["error"] = error
-    elif any(rc != 0 for rc in out["worker_exit_codes"]):
-        out["error"] = f"workers did not stop cleanly (rc {out['worker_exit_codes']})"
-
-    rows = [r for r in peers.counter.read_all(count_dir) if r[1] > 0]
-    done = sum(r[1] for r in rows)
-    if rows:
-        first, last = min(r[2] for r in rows), max(r[3] for r in rows)
-        out.update(
-            done=done,
-            process_s=last - first,
-            process_rate=done / (last - first) if last > first else None,
-            startup_s=first - t_launch,
-            worker_procs=len(rows),
-            per_proc_counts=sorted((r[1] for r in rows), reverse=True),
-            first_job_skew_s=max(r[2] for r in rows) - first,
-            detect_lag_s=t_stop - last,
-        )
-    out.update(redis_work(stats, cmdstats, done))
+    cmd = [sys.executable, str(MP_PROC), "worker", str(prefetch)]
+    cmds = [cmd] * MP_WORKERS
+    out.update(drain(srv, cmds, REPO, env, logs, peers.counter, count_dir, n, timeout, stall_s))
     try:  # nothing may be left behind: unfinished, still claimed, or dead-lettered jobs
         left = run_json([sys.executable, str(MP_PROC), "check"], env, 60)
         out["left_in_redis"] = left
@@ -457,6 +640,58 @@ def run_mediapipe(
                 out["error"] = f"{left['dags_done']} DAGs completed in Redis, not {n}"
     except BenchError as exc:
         out.setdefault("error", f"check failed: {exc}")
+    return out
+
+
+def run_bullmq_node(
+    srv: RedisServer, name: str, n: int, workdir: Path, peers: Peers, timeout: float, stall_s: float
+) -> dict[str, Any]:
+    """One bullmq-node case, the way the peer harness's bullmq-node/bench.py runs it, but on
+    this run's server: FLUSHALL, ``node enqueue.js N`` (timed addBulk), then, for the
+    process case, 2 ``node worker.js 1`` drain the full queue (``drain``)."""
+    process, concurrency, _n, _note = NODE_CASES[name]
+    out: dict[str, Any] = {"case": name, "n": n}
+    count_dir = tempfile.mkdtemp(prefix="cnt-", dir=workdir)
+    env = dict(os.environ, PEERBENCH_REDIS_URL=srv.url, PEERBENCH_COUNT_DIR=count_dir)
+    srv.r.flushall()
+    try:
+        enq = run_json([peers.node, str(NODE_DIR / "enqueue.js"), str(n)], env, timeout)
+    except BenchError as exc:
+        out["error"] = f"enqueue failed: {exc}"
+        return out
+    out.update(enqueue_s=enq["seconds"], enqueue_rate=enq["rate"], enqueue_method=enq["method"])
+    if enq["waiting"] != n:  # a silently dropped job would inflate every rate
+        out["error"] = f"enqueue left {enq['waiting']} waiting, not {n}"
+        return out
+    if not process:
+        return out
+    logs = [workdir / f"{name}.w{i}.log" for i in range(NODE_WORKERS)]
+    cmd = [peers.node, str(NODE_DIR / "worker.js"), str(concurrency)]
+    cmds = [cmd] * NODE_WORKERS
+    out.update(drain(srv, cmds, NODE_DIR, env, logs, peers.counter, count_dir, n, timeout, stall_s))
+    # Nothing may be left behind, and Redis's own completion times (finishedOn, ms) are a
+    # check on the counter's window, as for mediapipe.
+    r, key = srv.r, "bull:peerq:"
+    left = {
+        "wait": r.llen(key + "wait"),
+        "active": r.llen(key + "active"),
+        "delayed": r.zcard(key + "delayed"),
+        "prioritized": r.zcard(key + "prioritized"),
+        "failed": r.zcard(key + "failed"),
+        "completed": r.zcard(key + "completed"),
+    }
+    out["left_in_redis"] = left
+    if left["completed"]:
+        f0 = float(r.zrange(key + "completed", 0, 0, withscores=True)[0][1])
+        f1 = float(r.zrange(key + "completed", -1, -1, withscores=True)[0][1])
+        out["finishedOn_first_ms"], out["finishedOn_last_ms"] = f0, f1
+        if f1 > f0:
+            out["process_rate_redis"] = left["completed"] / ((f1 - f0) / 1000)
+    if "error" not in out:
+        if any(left[k] for k in ("wait", "active", "delayed", "prioritized", "failed")):
+            out["error"] = f"jobs left in Redis after the run: {left}"
+        elif left["completed"] != n:
+            out["error"] = f"{left['completed']} jobs completed in Redis, not {n}"
     return out
 
 
@@ -678,11 +913,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help=f"multiply the peers' N (default 1; quick {QUICK_SCALE})",
     )
-    ap.add_argument("--cases", default="", help="comma-separated; 'mediapipe' = both of ours")
+    ap.add_argument(
+        "--cases",
+        default="",
+        help=f"comma-separated; 'mediapipe' = every one of ours, '{NODE_LIB}' = both BullMQ ones",
+    )
     ap.add_argument("--redis-server", default="/usr/bin/redis-server")
     ap.add_argument("--peers-dir", type=Path, default=REPO.parent / "shared" / "bench" / "peers")
     ap.add_argument("--peer-python", default="/tmp/peerbench/bin/python")
     ap.add_argument("--arq-python", default="/tmp/peerbench-arq/bin/python")
+    ap.add_argument(
+        "--node",
+        default="node",
+        help="node executable for the bullmq-node cases (packages installed with npm ci "
+        f"into {NODE_DIR.relative_to(REPO)}/node_modules when missing)",
+    )
     ap.add_argument("--timeout", type=float, default=240.0, help="per phase, seconds")
     ap.add_argument(
         "--stall",
@@ -700,11 +945,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def select_cases(a: argparse.Namespace, peers: Peers) -> list[str]:
-    known = [*peers.cases, *MP_CASES]
+    known = [*peers.cases, *NODE_CASES, *MP_CASES]
+    groups = {"mediapipe": list(MP_CASES), NODE_LIB: list(NODE_CASES)}
     if a.cases:
         names: list[str] = []
         for c in a.cases.split(","):
-            names += list(MP_CASES) if c == "mediapipe" else [c] if c else []
+            names += groups.get(c, [c] if c else [])
     else:
         names = QUICK_CASES if a.quick else known
     # Without the harness its case names are unknown here; report them rather than fail.
@@ -730,6 +976,9 @@ def run_all(
             try:
                 if name in MP_CASES:
                     r = run_mediapipe(srv, name, a.n, workdir, peers, a.timeout, a.stall)
+                elif name in NODE_CASES:
+                    n = max(100, int(NODE_CASES[name][2] * a.scale))
+                    r = run_bullmq_node(srv, name, n, workdir, peers, a.timeout, a.stall)
                 else:
                     assert peers.run_peers is not None
                     case = peers.cases[name]
@@ -759,6 +1008,7 @@ def main(argv: list[str] | None = None) -> int:
     peers = load_peers(a.peers_dir.resolve(), a.peer_python, a.arq_python)
     names = select_cases(a, peers)
     check_installed(peers, names)
+    check_node(peers, names, a.node)
     for c, why in peers.missing.items():
         if c in names:
             log(f"skip {c}: {why}")
@@ -786,6 +1036,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         if name in MP_CASES:
             lib, note = "mediapipe", MP_CASES[name][2]
+        elif name in NODE_CASES:
+            lib, note = NODE_LIB, NODE_CASES[name][3]
         elif name in peers.cases:
             lib, note = peers.cases[name][0], peers.cases[name][5]
         else:
@@ -810,6 +1062,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers_dir": str(a.peers_dir.resolve()) if peers.run_peers else None,
         "floor_python": peers.python or None,
         "arq_python": peers.arq_python or None,
+        "bullmq_node": peers.node_versions or None,
     }
     if peers.run_peers is not None and os.path.exists(a.peer_python):
         meta["peer_versions"] = peers.run_peers.lib_versions(

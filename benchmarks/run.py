@@ -6,8 +6,9 @@
 Starts its own redis-server (no persistence, a free port; /usr/bin/redis-server by
 default) and runs every comparison one after another:
 
-- queue: no-op jobs/s vs the Python peers and the raw Redis floor (``queue_bench.py``,
-  run as a subprocess with ``--json``; it starts its own server the same way).
+- queue: no-op jobs/s vs the Python peers, BullMQ on Node.js and the raw Redis floor
+  (``queue_bench.py``, run as a subprocess with ``--json``; it starts its own server the
+  same way, and installs BullMQ's node packages with ``npm ci`` when they are missing).
 - worker: CPU-bound jobs through a worker node vs ``multiprocessing.Pool``
   (``worker_bench.py --json``, against this run's server).
 - depth: claim + complete rate with 1k, 100k and 1M jobs waiting, and the no-op rate for
@@ -159,10 +160,15 @@ def run_queue(ctx: Context) -> dict[str, Any]:
     def peers(key: str) -> dict[str, float | None]:
         return {k: v for k, v in mp[key]["others"].items() if v}
 
+    def bullmq_node(key: str) -> dict[str, float | None]:
+        """The figure's BullMQ-on-Node.js cases alone: the reference the design names."""
+        return {k: v for k, v in peers(key).items() if q["cases"][k]["lib"] == "bullmq-node"}
+
     figures = [
         Figure(
             "queue_process",
-            "no-op jobs, 2 InlineRunner processes, 1 job per round trip, vs Python peers",
+            "no-op jobs, 2 InlineRunner processes, 1 job per round trip, vs the peers "
+            "(Python, BullMQ-node)",
             "jobs/s",
             mp["process"]["ours"],
             peers("process"),
@@ -177,8 +183,15 @@ def run_queue(ctx: Context) -> dict[str, Any]:
             target=">= 0.5",
         ),
         Figure(
+            "queue_process_bullmq_node",
+            "the same vs BullMQ on Node.js (2 worker processes, concurrency 1)",
+            "jobs/s",
+            mp["process"]["ours"],
+            bullmq_node("process"),
+        ),
+        Figure(
             "queue_prefetch32",
-            "no-op jobs, 2 InlineRunner processes, prefetch 32, vs Python peers",
+            "no-op jobs, 2 InlineRunner processes, prefetch 32, vs the peers (Python, BullMQ-node)",
             "jobs/s",
             mp["process_prefetch32"]["ours"],
             peers("process_prefetch32"),
@@ -201,10 +214,19 @@ def run_queue(ctx: Context) -> dict[str, Any]:
         ),
         Figure(
             "queue_enqueue_bulk",
-            "enqueue, Client.submit_many vs every peer enqueue (bulk ones included)",
+            "enqueue, Client.submit_many vs every peer enqueue (bulk ones included: "
+            "BullMQ-node and bullmq addBulk, rq enqueue_many)",
             "jobs/s",
             mp["enqueue_bulk"]["ours"],
             peers("enqueue_bulk"),
+        ),
+        Figure(
+            "queue_enqueue_bulk_bullmq_node",
+            "enqueue, Client.submit_many (1000 DAGs per call) vs BullMQ-node Queue.addBulk "
+            "(1000 jobs per call)",
+            "jobs/s",
+            mp["enqueue_bulk"]["ours"],
+            bullmq_node("enqueue_bulk"),
         ),
     ]
     errors = [e for c in q["cases"].values() for e in c.get("errors", [])]

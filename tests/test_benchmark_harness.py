@@ -45,3 +45,36 @@ def test_a_saved_run_prints_as_a_table_with_every_figure() -> None:
     assert {row.split(" | ")[0].lstrip("| ") for row in rows[1:]} == set(doc["comparisons"])
     video = next(row for row in rows if "through the pipeline vs the same ffmpeg" in row)
     assert video.endswith("| 1.01 | ratio >= 0.97 | yes |")
+
+
+def test_bullmq_node_is_a_bulk_enqueue_peer_and_a_processing_peer() -> None:
+    from benchmarks import queue_bench as qb
+
+    def case(lib: str, enqueue: float, process: float | None = None) -> dict[str, object]:
+        return {"lib": lib, "ok_reps": 1, "enqueue_rate_median": enqueue,
+                "process_rate_median": process}  # fmt: skip
+
+    summary = {
+        qb.FLOOR_CASE: case("floor", 100_000.0, 10_000.0),
+        "huey-process-w2": case("huey", 6_000.0, 4_500.0),
+        qb.NODE_ENQUEUE: case(qb.NODE_LIB, 21_000.0),
+        qb.NODE_PROCESS: case(qb.NODE_LIB, 20_000.0, 5_000.0),
+        qb.MP_SUBMIT: case("mediapipe", 8_000.0),
+        qb.MP_BULK: case("mediapipe", 22_000.0, 8_000.0),
+    }
+    c = qb.compare(summary)
+    # addBulk is a bulk enqueue: never the reference for Client.submit, one DAG per call.
+    assert set(c["enqueue_single"]["others"]) == {"huey-process-w2"}
+    assert c["enqueue_bulk"]["best_peer"] == qb.NODE_ENQUEUE
+    assert c["process"]["others"] == {"huey-process-w2": 4_500.0, qb.NODE_PROCESS: 5_000.0}
+    assert c["process"]["best_peer"] == qb.NODE_PROCESS
+
+
+def test_the_bullmq_node_lockfile_holds_the_pinned_versions() -> None:
+    folder = REPO / "benchmarks" / "bullmq_node"
+    pins = json.loads((folder / "package.json").read_text())["dependencies"]
+    lock = json.loads((folder / "package-lock.json").read_text())["packages"]
+    assert pins == {"bullmq": "6.7.0", "ioredis": "6.0.0"}
+    assert lock[""]["dependencies"] == pins
+    for pkg, version in pins.items():
+        assert lock[f"node_modules/{pkg}"]["version"] == version
