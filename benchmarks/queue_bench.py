@@ -471,8 +471,9 @@ def check_node(peers: Peers, names: list[str], node_exe: str) -> None:
 
 # -- mediapipe -----------------------------------------------------------------------
 def mp_env(url: str, count_dir: str, peers: Peers) -> dict[str, str]:
-    # The harness's dir first so the workers import its peercount; ours for mmcounter.
-    paths = [str(HERE)]
+    # The harness's dir first so the workers import its peercount; ours for mmcounter;
+    # this checkout's root, so an older checkout measures its own code, not the installed one.
+    paths = [str(HERE), str(REPO)]
     if peers.run_peers is not None and peers.run_peers.__file__:
         paths.insert(0, str(Path(peers.run_peers.__file__).parent))
     old = os.environ.get("PYTHONPATH")
