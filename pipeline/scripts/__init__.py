@@ -34,6 +34,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -67,6 +68,10 @@ _COMPACT = {
 
 # Errors that leave a call in doubt: it may or may not have run.
 IN_DOUBT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+
+
+def _function_missing(reply: Any) -> bool:
+    return isinstance(reply, redis.ResponseError) and "function not found" in str(reply).lower()
 
 
 class _RequestId:
@@ -271,6 +276,59 @@ class Scripts:
             try:
                 return list(pipe.execute(raise_on_error=raise_on_error))
             except IN_DOUBT:
+                if time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def run_stream(self, calls: Iterable[tuple[str, str, tuple[Any, ...]]]) -> list[Any]:
+        """``run_many`` for calls made while the earlier ones run: each call is sent as
+        soon as ``calls`` yields it, and the replies are read once all are sent, so the
+        server works on one call while the caller prepares the next (bulk submit: the
+        client's encoding and the server's writing overlap instead of taking turns).
+
+        Replies come back in order; an error reply is returned, not raised. Like
+        ``run_many``, each call has its own request id and no record, so only
+        transitions that answer a resend themselves (a submit) may be streamed; a lost
+        reply resends every call of the stream with the same ids.
+        """
+        if not self._functions:
+            return self.run_many(list(calls), raise_on_error=False)
+        st = self._state()
+        packed: list[bytes] = []
+        sent = 0
+        try:
+            for name, prefix, args in calls:
+                st.seq += 1
+                rid = f"{st.client}:{st.seq}"
+                argv: list[Any] = [rid if a is REQUEST_ID else a for a in args] + [rid, ""]
+                packed.append(
+                    hiredis.pack_command(("FCALL", self._prefix + name, 1, prefix, *argv))
+                )
+                if st.conn is None:
+                    st.conn = self._client.connection_pool.make_connection()
+                st.conn.send_packed_command([packed[-1]])
+                sent += 1
+            replies = [st.conn.read_response() for _ in range(sent)] if sent else []
+        except IN_DOUBT:
+            self._drop_connection()
+            replies = self._resend_stream(packed, st)
+        if any(_function_missing(r) for r in replies):
+            self._load_library()  # the server restarted without its functions: none ran
+            replies = self._resend_stream(packed, st)
+        return replies
+
+    def _resend_stream(self, packed: list[bytes], st: _ThreadState) -> list[Any]:
+        deadline = time.monotonic() + self.resend_for
+        delay = 0.05
+        while True:
+            try:
+                if st.conn is None:
+                    st.conn = self._client.connection_pool.make_connection()
+                st.conn.send_packed_command(packed)
+                return [st.conn.read_response() for _ in packed]
+            except IN_DOUBT:
+                self._drop_connection()
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
