@@ -604,6 +604,22 @@ def drain(
     return out
 
 
+def enqueue_step(out: dict[str, Any], cmd: list[str], env: dict[str, str], timeout: float) -> bool:
+    """Run an enqueue process (one JSON line: seconds, rate, method, waiting) into ``out``;
+    False, with ``out["error"]`` set, when it failed or left other than ``out["n"]`` waiting
+    (a silently dropped submission would inflate every rate)."""
+    try:
+        enq = run_json(cmd, env, timeout)
+    except BenchError as exc:
+        out["error"] = f"enqueue failed: {exc}"
+        return False
+    out.update(enqueue_s=enq["seconds"], enqueue_rate=enq["rate"], enqueue_method=enq["method"])
+    if enq["waiting"] != out["n"]:
+        out["error"] = f"enqueue left {enq['waiting']} waiting, not {out['n']}"
+        return False
+    return True
+
+
 def run_mediapipe(
     srv: RedisServer, name: str, n: int, workdir: Path, peers: Peers, timeout: float, stall_s: float
 ) -> dict[str, Any]:
@@ -612,14 +628,7 @@ def run_mediapipe(
     count_dir = tempfile.mkdtemp(prefix="cnt-", dir=workdir)
     env = mp_env(srv.url, count_dir, peers)
     srv.r.flushall()
-    try:
-        enq = run_json([sys.executable, str(MP_PROC), "enqueue", mode, str(n)], env, timeout)
-    except BenchError as exc:
-        out["error"] = f"enqueue failed: {exc}"
-        return out
-    out.update(enqueue_s=enq["seconds"], enqueue_rate=enq["rate"], enqueue_method=enq["method"])
-    if enq["waiting"] != n:  # a silently dropped submission would inflate every rate
-        out["error"] = f"enqueue left {enq['waiting']} waiting, not {n}"
+    if not enqueue_step(out, [sys.executable, str(MP_PROC), "enqueue", mode, str(n)], env, timeout):
         return out
     if not process:
         return out
@@ -655,14 +664,7 @@ def run_bullmq_node(
     count_dir = tempfile.mkdtemp(prefix="cnt-", dir=workdir)
     env = dict(os.environ, PEERBENCH_REDIS_URL=srv.url, PEERBENCH_COUNT_DIR=count_dir)
     srv.r.flushall()
-    try:
-        enq = run_json([peers.node, str(NODE_DIR / "enqueue.js"), str(n)], env, timeout)
-    except BenchError as exc:
-        out["error"] = f"enqueue failed: {exc}"
-        return out
-    out.update(enqueue_s=enq["seconds"], enqueue_rate=enq["rate"], enqueue_method=enq["method"])
-    if enq["waiting"] != n:  # a silently dropped job would inflate every rate
-        out["error"] = f"enqueue left {enq['waiting']} waiting, not {n}"
+    if not enqueue_step(out, [peers.node, str(NODE_DIR / "enqueue.js"), str(n)], env, timeout):
         return out
     if not process:
         return out
