@@ -19,7 +19,7 @@ for _, q in ipairs(queues) do
     tonumber(ARGV[1]))
   for _, id in ipairs(expired) do
     redis.call('ZREM', k_active(q), id)
-    local f = redis.call('HMGET', k_job(id), 'dag', 'worker', 'max_stalls', 'state', 'cancel',
+    local f = redis.call('HMGET', k_job(id), 'queue', 'worker', 'max_stalls', 'state', 'cancel',
       'attempts', 'max_attempts')
     local dag = dag_of(id)
     if f[4] == 'active' then
