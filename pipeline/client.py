@@ -117,7 +117,7 @@ class Client:
         refused: list[str] = []
         for start in range(0, len(small), chunk):
             for reply in self.scripts.run_stream(
-                self._submit_calls(small[start : start + chunk], live)
+                self._submit_calls(small[start : start + chunk], live, refused)
             ):
                 if isinstance(reply, Exception):
                     raise SubmissionError(str(reply))
@@ -133,13 +133,20 @@ class Client:
         return out
 
     def _submit_calls(
-        self, dags: list[Dag], live: set[str] | None
+        self, dags: list[Dag], live: set[str] | None, refused: list[str]
     ) -> Iterator[tuple[str, str, tuple[Any, ...]]]:
-        """One ``submit_dag`` call ('many') per STREAM_JOBS jobs, encoded as it is sent."""
+        """One ``submit_dag`` call ('many') per STREAM_JOBS jobs, encoded as it is sent.
+        A DAG that does not validate is left out and its reason added to ``refused``: the
+        calls before it are on their way already, and the others are still written."""
         batch: list[list[Any]] = []
         size = 0
         for d in dags:
-            jobs = encode_jobs(d, self.registry, live=live)
+            try:
+                jobs = encode_jobs(d, self.registry, live=live)
+                meta = encode_meta(d.meta)
+            except SubmissionError as exc:
+                refused.append(str(exc))
+                continue
             if batch and size + len(jobs) > STREAM_JOBS:
                 yield (
                     "submit_dag",
@@ -147,7 +154,7 @@ class Client:
                     ("", "", "", "", REQUEST_ID, "many", encode_batch(batch)),
                 )
                 batch, size = [], 0
-            batch.append([d.id, d.idempotency_key or "", encode_meta(d.meta), jobs])
+            batch.append([d.id, d.idempotency_key or "", meta, jobs])
             size += len(jobs)
         if batch:
             yield (

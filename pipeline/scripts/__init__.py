@@ -74,6 +74,10 @@ def _function_missing(reply: Any) -> bool:
     return isinstance(reply, redis.ResponseError) and "function not found" in str(reply).lower()
 
 
+class _Broken(Exception):
+    """A streamed call's connection failed while the stream was being sent."""
+
+
 class _RequestId:
     """Stands for the call's request id in a transition's arguments (a claim uses it as
     its lease token base, so a resent claim hands back the jobs the first one took)."""
@@ -290,13 +294,42 @@ class Scripts:
         Replies come back in order; an error reply is returned, not raised. Like
         ``run_many``, each call has its own request id and no record, so only
         transitions that answer a resend themselves (a submit) may be streamed; a lost
-        reply resends every call of the stream with the same ids.
+        reply, or a connection lost while sending, resends every call of the stream
+        with the same ids.
         """
         if not self._functions:
             return self.run_many(list(calls), raise_on_error=False)
         st = self._state()
         packed: list[bytes] = []
-        sent = 0
+        broken = False  # the connection failed: the rest is packed, then all is resent
+        try:
+            self._stream(calls, packed, st)
+        except _Broken:
+            broken = True
+        replies: list[Any] = []
+        if not broken and packed:
+            try:
+                replies = [st.conn.read_response() for _ in packed]
+            except IN_DOUBT:
+                self._drop_connection()
+                broken = True
+        if broken:
+            replies = self._resend_stream(packed, st)
+        if any(_function_missing(r) for r in replies):
+            self._load_library()  # the server restarted without its functions: none ran
+            replies = self._resend_stream(packed, st)
+        return replies
+
+    def _stream(
+        self,
+        calls: Iterable[tuple[str, str, tuple[Any, ...]]],
+        packed: list[bytes],
+        st: _ThreadState,
+    ) -> None:
+        """Send each call as it comes; after a connection failure keep packing the rest
+        (raising ``_Broken`` at the end) so that all can be resent. An error raised by
+        ``calls`` itself leaves replies unread: the connection is dropped with them."""
+        broken = False
         try:
             for name, prefix, args in calls:
                 st.seq += 1
@@ -305,18 +338,20 @@ class Scripts:
                 packed.append(
                     hiredis.pack_command(("FCALL", self._prefix + name, 1, prefix, *argv))
                 )
-                if st.conn is None:
-                    st.conn = self._client.connection_pool.make_connection()
-                st.conn.send_packed_command([packed[-1]])
-                sent += 1
-            replies = [st.conn.read_response() for _ in range(sent)] if sent else []
-        except IN_DOUBT:
+                if broken:
+                    continue
+                try:
+                    if st.conn is None:
+                        st.conn = self._client.connection_pool.make_connection()
+                    st.conn.send_packed_command([packed[-1]])
+                except IN_DOUBT:
+                    self._drop_connection()
+                    broken = True
+        except BaseException:
             self._drop_connection()
-            replies = self._resend_stream(packed, st)
-        if any(_function_missing(r) for r in replies):
-            self._load_library()  # the server restarted without its functions: none ran
-            replies = self._resend_stream(packed, st)
-        return replies
+            raise
+        if broken:
+            raise _Broken
 
     def _resend_stream(self, packed: list[bytes], st: _ThreadState) -> list[Any]:
         deadline = time.monotonic() + self.resend_for

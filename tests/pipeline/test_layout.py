@@ -126,3 +126,25 @@ def test_a_refused_dag_in_a_batch_writes_nothing_and_the_others_are_written(
     assert client.dag_state(batch[0].id) == "running" and client.dag_state(batch[2].id) == "running"
     assert client.job(first.job_id("other")) is None
     assert client.queue_counts("default")["waiting"] == 3
+
+
+def test_a_dag_refused_before_sending_leaves_the_rest_of_a_streamed_batch_written(
+    r: redis.Redis, namespace: str, client: Client, registry: Registry
+) -> None:
+    # 300 DAGs go out in calls of 50 jobs while later ones are still being encoded; one
+    # in the middle names an unknown stage: it is left out, the 299 others are written.
+    _echo(registry)
+    batch = [_one(i) for i in range(300)]
+    bad = Dag()
+    bad.add("x", "no-such-stage")
+    batch[150] = bad
+    try:
+        client.submit_many(batch)
+    except Exception as exc:
+        assert "no-such-stage" in str(exc)
+    else:
+        raise AssertionError("a DAG with an unknown stage was accepted")
+    assert client.queue_counts("default")["waiting"] == 299
+    assert client.dag(bad.id) is None
+    # The connection is still in step: the next call gets its own reply.
+    assert client.submit(_one(1000)).created

@@ -160,6 +160,24 @@ def test_a_pipelined_submit_sent_again_finds_its_dags(
     assert client.queue_counts("default")["waiting"] == 450
 
 
+def test_a_streamed_submit_whose_connection_dies_while_sending_loses_no_dag(
+    proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
+) -> None:
+    # Six calls streamed (150 jobs each); the second is lost with its connection while
+    # the client still encodes and sends the later ones: every DAG is written once.
+    _work(registry)
+    client = Client(pr, namespace=namespace, registry=registry)
+    dags = [Dag() for _ in range(6)]
+    for d in dags:
+        for i in range(150):
+            d.add(f"w{i}", "work")
+    proxy.on_request("submit_dag", 2)
+    subs = client.submit_many(dags)
+    assert proxy.fired() == 1
+    assert [s.dag_id for s in subs] == [d.id for d in dags] and all(s.created for s in subs)
+    assert client.queue_counts("default")["waiting"] == 900
+
+
 def test_a_call_of_many_small_dags_sent_again_finds_each(
     proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
 ) -> None:
