@@ -32,7 +32,16 @@ if TYPE_CHECKING:
     from mediajobs.planning import Outcome
 
 
-@click.group()
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    None,
+    "-V",
+    "--version",
+    package_name="mediajobs",
+    prog_name="mediapipe",
+    message="%(prog)s %(version)s",
+    help="Print the version and exit.",
+)
 @click.option(
     "--redis",
     "redis_url",
