@@ -20,7 +20,7 @@ from mediajobs.schedule_commands import schedule_group
 from pipeline import liveness
 from pipeline.breaker import ServiceBreakers
 from pipeline.client import Client
-from pipeline.connection import redacted, resolve_url
+from pipeline.connection import redacted, resolve_url, url_problem
 from pipeline.errors import ExitCode, SubmissionError
 from pipeline.logsetup import configure_logging
 from pipeline.outage import Outage
@@ -74,6 +74,11 @@ def main(
         redis_url = secret_from_file(redis_file, "--redis-file")
     else:
         warn_if_secret_on_argv(ctx, "redis_url", redis_url, "MEDIAPIPE_REDIS_URL or --redis-file")
+    problem = url_problem(redis_url) if redis_url else None
+    if problem is not None:
+        # Before any subcommand runs: one line, not redis-py's traceback from each.
+        click.echo(f"mediapipe: {problem}", err=True)
+        ctx.exit(ExitCode.BAD_INPUT)
     ctx.obj = {"url": redis_url, "namespace": namespace}
 
 

@@ -13,10 +13,18 @@ import re
 
 import redis
 
-from pipeline.errors import RedisUnavailableError
+from pipeline.errors import RedisUnavailableError, SubmissionError
 from pipeline.server import EmbeddedServer
 
 ENV_URL = "MEDIAPIPE_REDIS_URL"
+URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL redis-py can use (secrets redacted), or None."""
+    if url.startswith(URL_SCHEMES):
+        return None
+    return redacted(f"{url!r} is not a Redis URL: use redis://, rediss:// or unix://")
 
 
 def resolve_url(url: str | None = None, *, start_embedded: bool = True) -> str:
@@ -32,6 +40,9 @@ def resolve_url(url: str | None = None, *, start_embedded: bool = True) -> str:
 def connect(url: str | None = None, *, check: bool = True, **kwargs: object) -> redis.Redis:
     """A client for the configured Redis; raises RedisUnavailableError when unreachable."""
     resolved = resolve_url(url)
+    problem = url_problem(resolved)
+    if problem is not None:
+        raise SubmissionError(problem)
     options: dict[str, object] = {"health_check_interval": 30}
     options.update(kwargs)
     client = redis.Redis.from_url(resolved, **options)

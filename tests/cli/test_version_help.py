@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -32,3 +34,33 @@ def test_dash_h_is_help_on_the_command_and_every_subcommand() -> None:
         sub = subprocess.run([*COMMAND, name, "-h"], capture_output=True, text=True, timeout=60)
         assert sub.returncode == 0, (name, sub.stderr)
         assert sub.stdout.startswith(f"Usage: mediapipe {name} "), name
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],
+        ["submit", "in.jpg"],
+        ["worker"],
+        ["watch", "abc"],
+        ["dlq", "list"],
+        ["dashboard"],
+        ["prune"],
+        ["schedule", "list"],
+    ],
+)
+def test_a_malformed_redis_url_is_one_line_and_exit_2(args: list[str], tmp_path: Any) -> None:
+    env = {**os.environ, "MEDIAPIPE_HOME": str(tmp_path)}
+    env.pop("MEDIAPIPE_REDIS_URL", None)
+    for how in ("flag", "env"):
+        cmd = (
+            [*COMMAND, "--redis", "http://localhost:1/", *args]
+            if how == "flag"
+            else [*COMMAND, *args]
+        )
+        if how == "env":
+            env["MEDIAPIPE_REDIS_URL"] = "localhost:6379"
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+        assert out.returncode == 2, (how, out.stderr)
+        assert out.stderr.count("\n") == 1 and "is not a Redis URL" in out.stderr, (how, out.stderr)
+        assert out.stderr.startswith("mediapipe: "), out.stderr
