@@ -22,6 +22,7 @@ from pipeline.breaker import ServiceBreakers
 from pipeline.client import Client
 from pipeline.connection import redacted, resolve_url, url_problem
 from pipeline.errors import ExitCode, SubmissionError
+from pipeline.keys import Keys
 from pipeline.logsetup import configure_logging
 from pipeline.outage import Outage
 from pipeline.replies import as_str_dict
@@ -74,6 +75,11 @@ def main(
         redis_url = secret_from_file(redis_file, "--redis-file")
     else:
         warn_if_secret_on_argv(ctx, "redis_url", redis_url, "MEDIAPIPE_REDIS_URL or --redis-file")
+    try:
+        Keys(namespace)  # a bad namespace is refused before a server is started for it
+    except SubmissionError as exc:
+        click.echo(f"mediapipe: {exc}", err=True)
+        ctx.exit(ExitCode.BAD_INPUT)
     problem = url_problem(redis_url) if redis_url else None
     if problem is not None:
         # Before any subcommand runs: one line, not redis-py's traceback from each.
