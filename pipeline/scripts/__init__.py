@@ -34,7 +34,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -268,22 +268,17 @@ class Scripts:
             rid = f"{st.client}:{st.seq}"
             argvs.append([rid if a is REQUEST_ID else a for a in args] + [rid, ""])
         self.ensure_loaded()
-        deadline = time.monotonic() + self.resend_for
-        delay = 0.05
-        while True:
+
+        def send() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for (name, prefix, _), argv in zip(calls, argvs, strict=True):
                 if self._functions:
                     pipe.fcall(self._prefix + name, 1, prefix, *argv)
                 else:
                     self._scripts[name](keys=[prefix], args=argv, client=pipe)
-            try:
-                return list(pipe.execute(raise_on_error=raise_on_error))
-            except IN_DOUBT:
-                if time.monotonic() + delay > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+            return list(pipe.execute(raise_on_error=raise_on_error))
+
+        return self._resending(send)
 
     def run_stream(self, calls: Iterable[tuple[str, str, tuple[Any, ...]]]) -> list[Any]:
         """``run_many`` for calls made while the earlier ones run: each call is sent as
@@ -354,16 +349,27 @@ class Scripts:
             raise _Broken
 
     def _resend_stream(self, packed: list[bytes], st: _ThreadState) -> list[Any]:
-        deadline = time.monotonic() + self.resend_for
-        delay = 0.05
-        while True:
+        def send() -> list[Any]:
+            if st.conn is None:
+                st.conn = self._client.connection_pool.make_connection()
             try:
-                if st.conn is None:
-                    st.conn = self._client.connection_pool.make_connection()
                 st.conn.send_packed_command(packed)
                 return [st.conn.read_response() for _ in packed]
             except IN_DOUBT:
                 self._drop_connection()
+                raise
+
+        return self._resending(send)
+
+    def _resending(self, send: Callable[[], list[Any]]) -> list[Any]:
+        """``send()`` again, with backoff, while its replies are lost, for up to
+        ``resend_for`` seconds (then the last error is raised)."""
+        deadline = time.monotonic() + self.resend_for
+        delay = 0.05
+        while True:
+            try:
+                return send()
+            except IN_DOUBT:
                 if time.monotonic() + delay > deadline:
                     raise
                 time.sleep(delay)
