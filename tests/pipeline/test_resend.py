@@ -43,6 +43,15 @@ def _work(registry: Registry) -> None:
         return 1
 
 
+def _wide_dags(count: int, jobs: int) -> list[Dag]:
+    """``count`` DAGs of ``jobs`` independent "work" jobs each."""
+    dags = [Dag() for _ in range(count)]
+    for d in dags:
+        for i in range(jobs):
+            d.add(f"w{i}", "work")
+    return dags
+
+
 def _submit(client: Client, n: int) -> list[Dag]:
     dags = []
     for i in range(n):
@@ -149,10 +158,7 @@ def test_a_pipelined_submit_sent_again_finds_its_dags(
     # 150 jobs each: one call per DAG (a call carries up to 200 jobs), three pipelined
     _work(registry)
     client = Client(pr, namespace=namespace, registry=registry)
-    dags = [Dag() for _ in range(3)]
-    for d in dags:
-        for i in range(150):
-            d.add(f"w{i}", "work")
+    dags = _wide_dags(3, 150)
     proxy.on_reply("submit_dag", 2, "drop")  # redis-py sends the whole pipeline again
     subs = client.submit_many(dags)
     assert proxy.fired() == 1
@@ -167,10 +173,7 @@ def test_a_streamed_submit_whose_connection_dies_while_sending_loses_no_dag(
     # the client still encodes and sends the later ones: every DAG is written once.
     _work(registry)
     client = Client(pr, namespace=namespace, registry=registry)
-    dags = [Dag() for _ in range(6)]
-    for d in dags:
-        for i in range(150):
-            d.add(f"w{i}", "work")
+    dags = _wide_dags(6, 150)
     proxy.on_request("submit_dag", 2)
     subs = client.submit_many(dags)
     assert proxy.fired() == 1
