@@ -159,6 +159,7 @@ def video_ladder(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
             duration=probe.get("duration"),
             progress=ctx.progress,
             label="transcoding",
+            fps=probe.get("fps"),
         )
     renditions = [video_facts(f, rung=r["name"]) for f, r in zip(finals, rungs, strict=True)]
     return {"renditions": renditions, "command": " ".join(cmd), "gpu": gpu or "off"}
