@@ -220,7 +220,9 @@ def run_embedded(
     )
     thread.start()
     try:
-        with ProgressView(client, ids, quiet=quiet) as view:
+        with ProgressView(
+            client, ids, quiet=quiet, facts=_facts(outcomes), local_pool=True
+        ) as view:
             view.run_until_done()
     except KeyboardInterrupt:
         _interrupt(client, box, thread, outcomes)
@@ -235,6 +237,11 @@ def run_embedded(
     return True
 
 
+def _facts(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
+    """The probe facts of each submitted input (the view weighs each DAG's stages by them)."""
+    return {o.dag_id: o.facts for o in outcomes if o.dag_id and o.facts}
+
+
 def _quiet_about_redis(record: logging.LogRecord) -> bool:
     return "Redis unreachable" not in record.getMessage()
 
@@ -244,7 +251,7 @@ def follow(
 ) -> bool:
     ids = {p.dag_id: p.label for p in outcomes if p.dag_id}
     try:
-        with ProgressView(client, ids, quiet=quiet, outage=outage) as view:
+        with ProgressView(client, ids, quiet=quiet, outage=outage, facts=_facts(outcomes)) as view:
             if outage is not None:
                 outage.notice = view.notice
             view.run_until_done()
