@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 
+from mediajobs import json_documents as documents
 from mediajobs.command_errors import friendly_errors
 from mediajobs.dashboard import dashboard_command
 from mediajobs.progress_view import ProgressView, follower
@@ -22,18 +25,44 @@ from pipeline.breaker import ServiceBreakers
 from pipeline.client import Client
 from pipeline.connection import redacted, resolve_url, url_problem
 from pipeline.errors import ExitCode, SubmissionError
-from pipeline.keys import Keys
+from pipeline.keys import DAG_ID_MAX, JOB_NAME_MAX, Keys, check_identifier
 from pipeline.logsetup import configure_logging
 from pipeline.outage import Outage
-from pipeline.replies import as_str_dict
+from pipeline.recent_dags import DAG_STATES, Listing, recent_dags
+from pipeline.replies import as_str, as_str_dict
 from pipeline.retention import Retention, parse_duration
 from pipeline.server import EmbeddedServer
+from pipeline.serving import unserved
 
 if TYPE_CHECKING:
     from mediajobs.planning import Outcome
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """The ``mediapipe`` group: a bad option, argument or command is one line on stderr
+    naming the command and exit 2 (click's own is usage, a hint and the error on four)."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            rv = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx else "mediapipe"
+            message = " ".join(exc.format_message().split())
+            click.echo(f"{where}: {message} (see {where} -h)", err=True)
+            sys.exit(ExitCode.BAD_INPUT)
+        except click.ClickException as exc:
+            click.echo(f"mediapipe: {' '.join(exc.format_message().split())}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:  # Ctrl-C at a prompt or while parsing
+            click.echo("mediapipe: interrupted", err=True)
+            sys.exit(ExitCode.INTERRUPTED)
+        # Not standalone: an explicit ctx.exit(n) comes back as n, a finished command as
+        # its return value (None).
+        sys.exit(rv if isinstance(rv, int) else ExitCode.OK)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(
     None,
     "-V",
@@ -181,70 +210,63 @@ def server_url() -> None:
 
 @main.command()
 @click.argument("dag_id", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=20,
+    show_default=True,
+    help="Recent DAGs listed (without DAG_ID).",
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(DAG_STATES, case_sensitive=False),
+    help="List only DAGs in this state (repeat for several).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (docs/json-output.md).")
 @click.pass_context
 @friendly_errors
-def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
-    """One DAG in detail, or an overview of the queues.
+def status(
+    ctx: click.Context, dag_id: str | None, limit: int, states: tuple[str, ...], as_json: bool
+) -> None:
+    """One DAG in detail, or the recent DAGs (newest first) and the queues.
 
     \b
     Example:
-      mediapipe status            # queues with waiting/active/delayed counts
+      mediapipe status                     # recent DAGs, queues, workers
+      mediapipe status --state failed --limit 5
       mediapipe status 6d0ea5aa51af494f --json
     """
     c = _client(ctx)
     now_ms = liveness.redis_now_ms(c.redis)
     workers = liveness.live_workers(c.redis, c.keys, now_ms)
     if dag_id:
-        dag = c.dag(dag_id)
-        if dag is None:
-            raise SubmissionError(f"unknown DAG {dag_id}")
-        jobs = c.jobs(dag_id)
-        lapsed = liveness.lapsed_jobs(c.redis, c.keys, jobs, now_ms)
-        if as_json:
-            for name, ms in lapsed.items():
-                jobs[name]["lease_expired_ms"] = ms
-            doc = {"dag": dag, "jobs": jobs, "workers_alive": len(workers)}
-            click.echo(json.dumps(doc, default=str))
-            return
-        click.echo(
-            f"DAG {dag_id}: {dag['state']} {dag['percent']:.0f}% "
-            f"({dag['completed']}/{dag['total']} done, {dag['dead']} dead)"
-        )
-        for name, j in jobs.items():
-            err = j.get("error") or {}
-            line = f"  {name:24} {j['state']:16} attempt {j['attempts']}/{j['max_attempts']}"
-            if name in lapsed:
-                # Its worker stopped renewing it: the progress shown is stale.
-                line += f"  lease expired {liveness.ago(lapsed[name])}, waiting for a worker"
-            elif j["state"] == "delayed" and j.get("waiting_for"):
-                line += f"  waiting for {j['waiting_for']}"
-            elif isinstance(err, dict) and err.get("message"):
-                line += f"  {err['type']}: {err['message']}"
-            click.echo(line)
-        if not workers and dag["state"] == "running":
-            click.echo("  no worker is running: start one with `mediapipe worker`")
+        _status_of_dag(c, dag_id, now_ms, len(workers), as_json)
         return
+    wanted = sorted({s.lower() for s in states})
+    listing = recent_dags(c.redis, c.keys, limit=limit, states=wanted)
     overview = {q: c.queue_counts(q) for q in c.queues()}
     overview_dead = c.redis.zcard(c.keys.dead)
     gaps = c.capability_gaps()
     expired = {q: liveness.lapsed_in_queue(c.redis, c.keys, q, now_ms) for q in overview}
     breakers = ServiceBreakers(c.redis, namespace=ctx.obj["namespace"]).states()
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "queues": overview,
-                    "dead": overview_dead,
-                    "workers": workers,
-                    "waiting_for_capability": gaps if workers else {},
-                    "waiting_for_a_worker": {} if workers else gaps,
-                    "leases_expired": {q: n for q, (n, _) in expired.items() if n},
-                    "breakers": breakers,
-                }
-            )
+        doc = documents.overview(
+            listing,
+            now_ms,
+            limit=limit,
+            states=wanted,
+            queues=overview,
+            leases_expired={q: n for q, (n, _) in expired.items()},
+            dead=int(overview_dead),
+            workers=c.worker_beats(),
+            gaps=gaps,
+            breakers=breakers,
         )
+        click.echo(json.dumps(doc))
         return
+    _print_dags(listing, now_ms, limit, wanted)
     click.echo(f"Redis: {redacted(resolve_url(ctx.obj['url'], start_embedded=False))}")
     for q, counts in overview.items():
         paused = " (paused)" if counts["paused"] else ""
@@ -277,29 +299,130 @@ def status(ctx: click.Context, dag_id: str | None, as_json: bool) -> None:
         click.echo(f"  {n} jobs in {q} wait for {why}")
 
 
+def _status_of_dag(c: Client, dag_id: str, now_ms: int, alive: int, as_json: bool) -> None:
+    check_identifier(dag_id, "DAG id", DAG_ID_MAX)
+    dag = c.dag(dag_id)
+    if dag is None:
+        raise SubmissionError(f"unknown DAG {dag_id}")
+    jobs = c.jobs(dag_id)
+    lapsed = liveness.lapsed_jobs(c.redis, c.keys, jobs, now_ms)
+    not_served = unserved(c.redis, c.keys, dag_id, now_ms) if dag["state"] == "running" else []
+    if as_json:
+        doc = documents.dag_status(
+            dag, jobs, now_ms=now_ms, workers_alive=alive, lapsed=lapsed, not_served=not_served
+        )
+        click.echo(json.dumps(doc))
+        return
+    click.echo(
+        f"DAG {dag_id}: {dag['state']} {dag['percent']:.0f}% "
+        f"({dag['completed']}/{dag['total']} done, {dag['dead']} dead)"
+    )
+    for name, j in jobs.items():
+        err = j.get("error") or {}
+        line = f"  {name:24} {j['state']:16} attempt {j['attempts']}/{j['max_attempts']}"
+        if name in lapsed:
+            # Its worker stopped renewing it: the progress shown is stale.
+            line += f"  lease expired {liveness.ago(lapsed[name])}, waiting for a worker"
+        elif j["state"] == "delayed" and j.get("waiting_for"):
+            line += f"  waiting for {j['waiting_for']}"
+        elif j["state"] != "completed" and isinstance(err, dict) and err.get("message"):
+            # A completed job keeps the error of an attempt that failed before: not shown.
+            line += f"  {err.get('type')}: {err['message']}"
+        click.echo(line)
+    for u in not_served:
+        click.echo(f"  {u.message}")
+
+
+def _print_dags(listing: Listing, now_ms: int, limit: int, states: list[str]) -> None:
+    which = f"{'/'.join(states)} DAGs" if states else "DAGs"
+    if not listing.dags:
+        click.echo(f"No {which} found.")
+    else:
+        click.echo(f"Recent {which}, newest first (--limit {limit}):")
+        width = max(16, *(len(d.id) for d in listing.dags))
+        click.echo(f"  {'DAG':{width}}  {'STATE':9}  {'AGE':>8}  {'TOOK':>8}  {'DONE':>9}  INPUT")
+        for d in listing.dags:
+            took = _span((d.finished_ms or now_ms) - d.created_ms) if d.created_ms else "-"
+            age = _span(now_ms - d.created_ms) if d.created_ms else "-"
+            done = f"{d.completed}/{d.total}"
+            what = str(d.meta.get("input") or "-").rsplit("/", 1)[-1]
+            if d.dead:
+                what += f"  ({d.dead} dead)"
+            click.echo(f"  {d.id:{width}}  {d.state:9}  {age:>8}  {took:>8}  {done:>9}  {what}")
+    if not listing.complete:
+        click.echo(
+            "  (DAGs submitted before the fleet event stream's window that have not finished "
+            "and run nothing now are not listed)"
+        )
+
+
+def _span(ms: int) -> str:
+    """A duration in the unit a person reads it in: 45 s, 12 min, 3.5 h, 2.0 d."""
+    seconds = max(0, ms) / 1000
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} d"
+
+
 @main.command()
 @click.argument("dag_id")
 @click.pass_context
 @friendly_errors
 def watch(ctx: click.Context, dag_id: str) -> None:
-    """Follow a DAG submitted elsewhere until it finishes.
+    """Follow a DAG submitted elsewhere until it finishes. Says so, on one line, while
+    nothing serves its queue (no live worker takes it, or it is paused), and once more
+    when something does again.
 
     \b
     Example:
       mediapipe watch 6d0ea5aa51af494f
     """
+    check_identifier(dag_id, "DAG id", DAG_ID_MAX)
     outage = Outage()
     c = follower(ctx.obj["url"], ctx.obj["namespace"], outage)
     dag = outage.call(lambda: c.dag(dag_id))
     if dag is None:
         raise SubmissionError(f"unknown DAG {dag_id}")
     label = str(dag["meta"].get("input", dag_id)).rsplit("/", 1)[-1]
-    with ProgressView(c, {dag_id: label}, outage=outage) as view:
+    with _ServingView(c, dag_id, label, outage) as view:
         outage.notice = view.notice
         view.run_until_done()
     state = outage.call(lambda: c.dag_state(dag_id))
     click.echo(f"{dag_id}: {state}")
     sys.exit(ExitCode.OK if state == "completed" else ExitCode.FAILED)
+
+
+class _ServingView(ProgressView):
+    """The progress view of ``watch``, which also says when nothing serves the DAG's
+    queues and why (pipeline/serving.py), each time that answer changes, checked every
+    ``SERVING_EVERY`` seconds (a few reads of the queues and heartbeats). It uses only the
+    view's public ``poll``, ``finished`` and ``notice``."""
+
+    SERVING_EVERY = 2.0
+
+    def __init__(self, client: Client, dag_id: str, label: str, outage: Outage) -> None:
+        super().__init__(client, {dag_id: label}, outage=outage)
+        self._serving_dag = dag_id
+        self._serving_said: tuple[str, ...] = ()
+        self._serving_checked = -math.inf
+
+    def poll(self) -> None:
+        super().poll()
+        if self.finished() or time.monotonic() - self._serving_checked < self.SERVING_EVERY:
+            return
+        self._serving_checked = time.monotonic()
+        found = unserved(self.client.redis, self.client.keys, self._serving_dag)
+        now = tuple(dict.fromkeys(u.message for u in found))  # each reason once
+        if now != self._serving_said:
+            if now:
+                self.notice(f"waiting: {'; '.join(now)}")
+            elif self._serving_said:
+                self.notice("its queues are served again")
+            self._serving_said = now
 
 
 @main.group()
@@ -314,36 +437,77 @@ def dlq() -> None:
 
 
 @dlq.command("list")
+@click.option(
+    "--limit", type=click.IntRange(1), default=1000, show_default=True, help="Jobs listed."
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (docs/json-output.md).")
 @click.pass_context
 @friendly_errors
-def dlq_list(ctx: click.Context) -> None:
-    """List dead jobs with their error.
+def dlq_list(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """List dead jobs with their error, oldest first.
 
     \b
     Example:
       mediapipe dlq list
+      mediapipe dlq list --json | jq -r '.dead[].id'
     """
-    for j in _client(ctx.find_root()).dead(limit=1000):
+    c = _client(ctx.find_root())
+    pairs: Any = c.redis.zrange(c.keys.dead, 0, limit - 1, withscores=True)
+    total = int(c.redis.zcard(c.keys.dead))
+    dead = []
+    for member, score in pairs:
+        job = c.job(as_str(member))
+        if job is not None:
+            dead.append((job, int(score)))
+    if as_json:
+        click.echo(json.dumps(documents.dead_list(dead, total=total, limit=limit)))
+        return
+    for j, _ in dead:
         err = j.get("error") or {}
         click.echo(f"{j['id']}  {j['stage']}  {err.get('type')}: {err.get('message')}")
+    if total > len(pairs):
+        click.echo(f"({total - len(pairs)} more: --limit {total})")
 
 
 @dlq.command("show")
 @click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (docs/json-output.md).")
 @click.pass_context
 @friendly_errors
-def dlq_show(ctx: click.Context, job_id: str) -> None:
+def dlq_show(ctx: click.Context, job_id: str, as_json: bool) -> None:
     """Everything about one dead job: error, traceback, input, attempts, worker, times.
 
     \b
     Example:
       mediapipe dlq show 6d0ea5aa51af494f/probe
+      mediapipe dlq show 6d0ea5aa51af494f/probe --json
     """
     c = _client(ctx.find_root())
+    dag_id, _, name = job_id.partition("/")
+    check_identifier(dag_id, "DAG id", DAG_ID_MAX)
+    check_identifier(name, "job name", JOB_NAME_MAX)
     job = c.job(job_id)
+    since = c.redis.zscore(c.keys.dead, job_id)
     if job is None or job.get("state") != "dead":
         raise SubmissionError(f"job {job_id} is not in the dead-letter queue")
-    click.echo(json.dumps(job, indent=2, default=str))
+    doc = documents.dead_show(job, int(since) if since is not None else None)
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    j = doc["job"]
+    err = j["error"] or {}
+    click.echo(f"{j['id']}  {j['stage']}  dead (attempt {j['attempts']}/{j['max_attempts']})")
+    click.echo(f"  queue:   {j['queue']}")
+    click.echo(f"  worker:  {j['worker'] or '-'}")
+    if j["duration_s"] is not None:
+        click.echo(f"  ran:     {j['duration_s']} s")
+    click.echo(f"  error:   {err.get('type') or '-'}: {err.get('message') or '-'}")
+    click.echo(f"  params:  {json.dumps(j['params'])}")
+    traceback = str(err.get("traceback") or "").rstrip()
+    if traceback:
+        click.echo("  traceback:")
+        for line in traceback.splitlines():
+            click.echo(f"    {line}")
 
 
 @dlq.command("retry")
@@ -508,6 +672,37 @@ def resume(ctx: click.Context, queue: str) -> None:
     """
     _client(ctx).resume(queue)
     click.echo(f"resumed {queue}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable (docs/json-output.md).")
+@click.pass_context
+@friendly_errors
+def workers(ctx: click.Context, as_json: bool) -> None:
+    """The live workers: queues, tags, capacity in use, jobs done and failed.
+
+    \b
+    Example:
+      mediapipe workers
+      mediapipe workers --json
+    """
+    c = _client(ctx)
+    now_ms = liveness.redis_now_ms(c.redis)
+    doc = documents.workers(c.worker_beats(), now_ms)
+    if as_json:
+        click.echo(json.dumps(doc))
+        return
+    if not doc["workers"]:
+        click.echo("no worker is running: start one with `mediapipe worker`")
+        return
+    for w in doc["workers"]:
+        seen = f", seen {liveness.ago(now_ms - w['last_seen_ms'])}" if w["last_seen_ms"] else ""
+        click.echo(
+            f"{w['id']}  {w['host']} pid {w['pid']}  {w['state']}  "
+            f"in use {w['in_use']}/{w['capacity']}  done {w['jobs_done']} "
+            f"failed {w['jobs_failed']}  queues {','.join(w['queues']) or '-'}  "
+            f"tags {','.join(w['tags']) or '-'}{seen}"
+        )
 
 
 def _split(values: tuple[str, ...]) -> list[str]:

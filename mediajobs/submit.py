@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import redis
 
+from mediajobs.json_documents import SCHEMA
 from mediajobs.planning import Outcome, OutcomeStatus, plan
 from mediajobs.progress_view import ProgressView, follower
 from mediajobs.worker_box import BoxSpec, WorkerBox, assemble
@@ -154,18 +155,22 @@ def _first_error(client: Client, dag_id: str) -> str | None:
 
 
 def as_json(o: Outcome) -> dict[str, Any]:
-    """The ``--json`` document of one input: status completed, failed, submitted (not
-    followed) or unknown (Redis went away), with its probe facts and outputs."""
+    """The ``--json`` document of one input (docs/json-output.md): status completed,
+    failed, submitted (not followed) or unknown (Redis went away), with its DAG id (null
+    only for an input rejected before anything was queued), probe facts and outputs."""
     shown = {
         OutcomeStatus.COMPLETED: "completed",
         OutcomeStatus.SUBMITTED: "submitted",
         OutcomeStatus.UNKNOWN: "unknown",
     }.get(o.status, "failed")
     doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "kind": "submitted_input",
         "dag_id": o.dag_id,
         "status": shown,
         "input": {"path": str(o.path), **{k: v for k, v in (o.facts or {}).items() if k != "path"}},
         "outputs": o.outputs,
+        "manifest": o.manifest,
     }
     if shown == "failed":
         doc["error"] = o.error or f"DAG ended {o.status}"
@@ -290,10 +295,19 @@ def _stop_local(box: WorkerBox, thread: threading.Thread, outcomes: list[Outcome
 
 
 def summary_lines(outcomes: list[Outcome]) -> list[str]:
+    """The table ``submit`` ends with: each input's DAG id (for ``mediapipe status`` and
+    ``watch``; ``-`` for one rejected before anything was queued), status, outputs and
+    where they are or why not."""
     width = max((len(p.label) for p in outcomes), default=5)
-    lines = [f"{'input':<{width}}  {'status':<9}  {'outputs':>7}  where / why"]
+    dag_width = max((len(p.dag_id or "-") for p in outcomes), default=3)
+    lines = [
+        f"{'input':<{width}}  {'dag':<{dag_width}}  {'status':<9}  {'outputs':>7}  where / why"
+    ]
     for p in outcomes:
         status = "completed" if p.status is OutcomeStatus.COMPLETED else "failed"
         where = (p.manifest or str(p.out_dir)) if status == "completed" else (p.error or "")
-        lines.append(f"{p.label:<{width}}  {status:<9}  {len(p.outputs):>7}  {where}")
+        dag = p.dag_id or "-"
+        lines.append(
+            f"{p.label:<{width}}  {dag:<{dag_width}}  {status:<9}  {len(p.outputs):>7}  {where}"
+        )
     return lines

@@ -118,13 +118,15 @@ class Outage:
         if self.down_since is None:
             self.down_since = now
             self._delay = self.first_delay
-            self.notice(
-                f"Redis unreachable ({_reason(exc)}): retrying {describe(self.give_up)} "
-                f"({ENV_GIVE_UP})"
-            )
+            if self.give_up > 0:  # with no time to retry, the give-up line is the only one
+                self.notice(
+                    f"Redis unreachable ({_reason(exc)}): retrying {describe(self.give_up)} "
+                    f"({ENV_GIVE_UP})"
+                )
         elapsed = now - self.down_since
         if elapsed >= self.give_up:
-            message = f"Redis unreachable for {elapsed:.0f}s: giving up ({ENV_GIVE_UP}="
+            message = f"Redis unreachable ({_reason(exc)}) for {elapsed:.0f}s: giving up ("
+            message += f"{ENV_GIVE_UP}="
             message += f"{self.give_up:g})"
             self.down_since = None
             raise RedisGaveUpError(message) from None
