@@ -251,7 +251,15 @@ class Client:
     ) -> Iterator[Event]:
         """The DAG's events from the start (or after an id); ``follow`` waits for new ones
         until the DAG finishes."""
-        return read_events(self.redis, self.keys, dag_id, after=after, block=block, follow=follow)
+        return read_events(
+            self.redis,
+            self.keys,
+            dag_id,
+            after=after,
+            block=block,
+            follow=follow,
+            scripts=self.scripts,
+        )
 
     # -- acting ---------------------------------------------------------------
     def cancel(self, dag_id: str) -> tuple[int, int]:

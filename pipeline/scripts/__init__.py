@@ -64,6 +64,7 @@ _COMPACT = {
     "claim": ", compact_claim, expand_claim",
     "complete": ", compact_complete, expand_complete",
     "submit_dag": ", nil, nil, submit_answers_itself",
+    "quiet_events": ", nil, nil, runs_twice_alike",
 }
 
 # Errors that leave a call in doubt: it may or may not have run.

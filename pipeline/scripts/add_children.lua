@@ -29,6 +29,7 @@ local function earlier_attempts(j)
 end
 local bad = check_jobs(dag, jobs, false, earlier_attempts)
 if bad then return redis.error_reply('no jobs added: ' .. bad) end
+unquiet(dag)  -- no longer a one-job DAG (common.lua)
 local new, old = {}, {}
 for _, j in ipairs(jobs) do
   if redis.call('EXISTS', k_job(j.id)) == 1 then old[j.id] = true else new[#new + 1] = j end

@@ -17,6 +17,7 @@ local budget = tonumber(ARGV[2] or '1000')
 local d = redis.call('HMGET', k_dag(dag), 'state', 'cancel_cursor')
 local state, cursor = d[1], d[2]
 if not state then return redis.error_reply('unknown DAG ' .. dag) end
+unquiet(dag)  -- before the job or DAG changes (common.lua)
 if state == 'cancelled' then
   if not cursor or cursor == 'done' then return {0, 0, 1} end -- already cancelled
 elseif state == 'running' or state == 'building' then

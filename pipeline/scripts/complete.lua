@@ -14,7 +14,7 @@ local n = tonumber(ARGV[1])
 local statuses = {}
 for i = 0, n - 1 do
   local id, token, result = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
-  local f = redis.call('HMGET', k_job(id), 'owner', 'queue', 'pct', 'root', 'state')
+  local f = redis.call('HMGET', k_job(id), 'owner', 'queue', 'pct', 'root', 'state', 'quiet')
   local status = 0
   if f[1] == token and f[5] == 'active' then
     status = 1
@@ -25,9 +25,10 @@ for i = 0, n - 1 do
     -- pct_sum holds partial progress of unfinished jobs only; completed ones count 100.
     local old = tonumber(f[3]) or 0
     if old > 0 then redis.call('HINCRBYFLOAT', k_dag(dag), 'pct_sum', -old) end
-    emit(dag, 'completed', id)
+    local quiet = f[6] == '1'  -- its events are read from the hashes (common.lua)
+    if not quiet then emit_loud(dag, 'completed', id) end
     if f[4] ~= '1' then release_parents(id, result, now) end
-    if redis.call('HINCRBY', k_dag(dag), 'open', -1) <= 0 then settle_dag(dag, now) end
+    if redis.call('HINCRBY', k_dag(dag), 'open', -1) <= 0 then settle_dag(dag, now, quiet) end
   end
   statuses[#statuses + 1] = status
 end

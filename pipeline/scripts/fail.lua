@@ -13,6 +13,7 @@ local f = redis.call('HMGET', k_job(id), 'owner', 'queue', 'attempts', 'max_atte
   'state', 'cancel')
 if f[1] ~= token or f[5] ~= 'active' then return 'discarded' end
 local dag, q = dag_of(id), f[2]
+unquiet(dag)  -- before the job or DAG changes (common.lua)
 redis.call('ZREM', k_active(q), id)
 reset_pct(id, dag)
 if f[6] == '1' then

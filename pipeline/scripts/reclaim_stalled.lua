@@ -23,6 +23,7 @@ for _, q in ipairs(queues) do
       'attempts', 'max_attempts')
     local dag = dag_of(id)
     if f[4] == 'active' then
+      unquiet(dag)  -- before the job or DAG changes (common.lua)
       local stalls = redis.call('HINCRBY', k_job(id), 'stalls', 1)
       redis.call('HSET', k_job(id), 'owner', '')
       reset_pct(id, dag)

@@ -15,6 +15,7 @@ for i = 3, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', k_job(id), 'owner', 'state', 'queue', 'attempts', 'cancel')
   local dag = dag_of(id)
+  if f[1] == token and f[2] == 'active' then unquiet(dag) end  -- before changes (common.lua)
   if f[1] == token and f[2] == 'active' and f[5] == '1' then
     redis.call('ZREM', k_active(f[3]), id)
     reset_pct(id, dag)

@@ -74,7 +74,9 @@ local function submit_whole(dag, idem, meta, jobs, building, woken)
   end
   if req and req ~= '' then args[#args + 1] = 'req'; args[#args + 1] = req end
   if building then redis.call('ZADD', k_dags_building(), now, dag) end
-  local roots = create_jobs(dag, jobs, now, building, woken)
+  local quiet = #jobs == 1 and not building
+  if quiet then args[#args + 1] = 'quiet'; args[#args + 1] = jobs[1].name end
+  local roots = create_jobs(dag, jobs, now, building, woken, quiet)
   args[#args + 1] = 'roots'; args[#args + 1] = #roots
   redis.call('HSET', k_dag(dag), unpack(args))
   if not building then emit_global(dag, 'submitted', '', 'jobs', #jobs) end

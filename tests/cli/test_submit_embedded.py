@@ -28,7 +28,9 @@ def test_submit_an_image_and_a_video_writes_outputs_and_json(cli: Cli, tmp_path:
     assert isinstance(docs, list) and len(docs) == 2
     image, video = docs
     for doc in docs:
-        assert set(doc) == {"dag_id", "status", "input", "outputs"}
+        assert set(doc) == {"schema", "kind", "dag_id", "status", "input", "outputs", "manifest"}
+        assert (doc["schema"], doc["kind"]) == (1, "submitted_input")
+        assert Path(doc["manifest"]).is_file()
         assert doc["status"] == "completed" and doc["dag_id"]
         for o in doc["outputs"]:
             assert set(o) == {

@@ -10,7 +10,7 @@
 -- window falls due (-1: nothing scheduled).
 
 local CLAIM_FIELDS = {'stage', 'params', 'attempts', 'max_attempts', 'timeout_ms', 'cost',
-  'backoff', 'has_deps'}
+  'backoff', 'has_deps', 'quiet'}
 
 -- One claimed job as the worker reads it (pipeline/jobs.py ClaimedJob.from_reply); `f`
 -- holds CLAIM_FIELDS from index `at`.
@@ -45,7 +45,8 @@ local function activate(id, q, worker, token, lease_ms, now)
   redis.call('HSET', job, 'state', 'active', 'owner', token, 'worker', worker,
     'started', now, 'attempts', attempt)
   redis.call('ZADD', k_active(q), now + lease_ms, id)
-  emit(dag_of(id), 'active', id, 'worker', worker, 'attempt', attempt)
+  -- a quiet DAG's `active` is read from the fields just written (common.lua)
+  if f[9] ~= '1' then emit_loud(dag_of(id), 'active', id, 'worker', worker, 'attempt', attempt) end
   return claimed(id, q, token, f, 1, attempt)
 end
 

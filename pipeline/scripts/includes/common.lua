@@ -160,10 +160,65 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- An event on the DAG's own stream (a late watcher replays it) ...
-local function emit(dag, ev, job, ...)
+-- A one-job DAG is "quiet" while its run is the plain one (claimed once, completed): its
+-- `active`, `completed` and `dag_completed` events are not written to a stream but read
+-- from its hashes, which hold them anyway (`started`, `worker`, `attempts`, `finished`).
+-- Three XADDs, the stream's 4 KB node and its deletion were a third of the server time of
+-- a no-op job. The DAG hash's `quiet` names the job, the job hash has `quiet` = 1 (so the
+-- claim and the completion, which read the job hash already, know without another read).
+-- Anything else (progress, a failure, a stall, a release, a cancel, children, a follower
+-- that needs a stream to block on) first writes those events into the stream, with the
+-- ids quiet_events gives them, and ends the quiet: from then on the DAG is like any other.
+
+-- The events a quiet DAG's stream would hold so far, as XADD arguments {id, field, value,
+-- ...}. Ids come from the times in the hashes (`<ms>-<n>`, increasing), the same ones
+-- whether a reader is shown them (pipeline/events.py) or unquiet writes them, so a
+-- watcher resuming after one misses nothing and sees nothing twice.
+local function quiet_events(dag, name)
+  local id = dag .. '/' .. name
+  local f = redis.call('HMGET', k_job(id), 'started', 'worker', 'attempts', 'state', 'finished')
+  local d = redis.call('HMGET', k_dag(dag), 'state', 'finished')
+  local out = {}
+  local last_ms, n = 0, 0
+  local function at(ms)
+    ms = tonumber(ms) or 0
+    if ms > last_ms then last_ms, n = ms, 1 else n = n + 1 end
+    return string.format('%d-%d', last_ms, n)
+  end
+  if f[1] and f[1] ~= '' then
+    out[#out + 1] = {at(f[1]), 'ev', 'active', 'job', id, 'worker', f[2] or '',
+      'attempt', f[3] or '1'}
+  end
+  if f[4] == 'completed' then out[#out + 1] = {at(f[5]), 'ev', 'completed', 'job', id} end
+  if d[2] and d[2] ~= '' then
+    out[#out + 1] = {at(d[2]), 'ev', 'dag_' .. d[1], 'job', ''}
+  end
+  return out
+end
+
+-- End a DAG's quiet (see above): its events so far go into its stream. Every transition
+-- that writes an event of a DAG other than the three calls this before it changes the
+-- DAG or its job, so what quiet_events reads is still the history up to now.
+local function unquiet(dag)
+  local name = redis.call('HGET', k_dag(dag), 'quiet')
+  if not name then return end
+  for _, e in ipairs(quiet_events(dag, name)) do
+    redis.call('XADD', k_dag_events(dag), 'MAXLEN', '~', EVENTS_PER_DAG, unpack(e))
+  end
+  redis.call('HDEL', k_dag(dag), 'quiet')
+  redis.call('HDEL', k_job(dag .. '/' .. name), 'quiet')
+end
+
+-- An event on the DAG's own stream (a late watcher replays it), for a DAG known not to
+-- be quiet ...
+local function emit_loud(dag, ev, job, ...)
   redis.call('XADD', k_dag_events(dag), 'MAXLEN', '~', EVENTS_PER_DAG, '*',
     'ev', ev, 'job', job, ...)
+end
+
+local function emit(dag, ev, job, ...)
+  unquiet(dag)
+  emit_loud(dag, ev, job, ...)
 end
 
 -- ... and, for what a fleet operator follows, on the namespace-wide stream too.
@@ -233,7 +288,9 @@ end
 -- Close the DAG once no job is open. It is completed when none of its roots (jobs nobody
 -- depends on) failed, failed otherwise; a cancelled DAG stays cancelled. retry_dead
 -- reopens a finished DAG and a later call closes it again.
-local function settle_dag(dag, now)
+-- `quiet`: the caller (a completion) knows the DAG is quiet and stays so: its end event is
+-- then read from the hash too.
+local function settle_dag(dag, now, quiet)
   local d = redis.call('HMGET', k_dag(dag), 'state', 'open', 'roots_failed', 'finished', 'idem')
   -- A cancelled DAG stops answering for its idempotency key at once: submitting again
   -- starts the work over instead of returning the cancelled DAG.
@@ -258,7 +315,7 @@ local function settle_dag(dag, now)
   else
     redis.call('ZADD', k_dags_failed(), now, dag)
   end
-  emit(dag, 'dag_' .. state, '')
+  if not quiet then emit(dag, 'dag_' .. state, '') end
   emit_global(dag, 'dag_' .. state, '')
 end
 
