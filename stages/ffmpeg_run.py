@@ -19,6 +19,7 @@ from typing import Any
 
 from pipeline.errors import BadInputError, RetryableError
 from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS
+from stages.output import disk_full_in_text
 
 log = logging.getLogger("mediapipe.ffmpeg")
 
@@ -117,6 +118,11 @@ def run(
         tail = err.read().decode(errors="replace").strip().splitlines()[-12:]
     if code != 0:
         reason = _reason(tail) or f"exit code {code}"
+        # Retryable with its one line wherever it happens (scratch, outputs): space can
+        # come back; atomic_output names the output it was writing.
+        no_space = disk_full_in_text(RuntimeError(" ".join(tail)), f"ffmpeg's output for {source}")
+        if no_space is not None:
+            raise no_space
         if any(marker in line for line in tail for marker in _BAD_INPUT):
             raise BadInputError(f"{source}: ffmpeg cannot decode it ({reason})")
         raise RetryableError(f"{source}: ffmpeg failed with exit code {code} ({reason})")

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.context import current
-from pipeline.errors import BadInputError, disk_full
+from pipeline.errors import BadInputError, DiskFullError, disk_full
 
 PART_SUFFIX = ".part"
 
@@ -160,13 +160,35 @@ def _tracked(tmp: Path) -> Iterator[None]:
             _live.discard(tmp)
 
 
+# How libvips (a pyvips.Error's detail) and ffmpeg (its last error line) say the disk or
+# the quota is full: strerror's texts, as neither raises an OSError.
+_FULL_TEXTS = {"No space left on device": "no space left on device",
+               "Disk quota exceeded": "disk quota exceeded"}  # fmt: skip
+
+
+def disk_full_in_text(exc: BaseException, final: object) -> DiskFullError | None:
+    """A one-line DiskFullError naming ``final`` when a library's error says the disk is
+    full, else None."""
+    text = f"{exc} {getattr(exc, 'detail', '')}".lower()
+    for said, what in _FULL_TEXTS.items():
+        if said.lower() in text:
+            return DiskFullError(f"{what} writing {final}")
+    return None
+
+
 @contextlib.contextmanager
 def _full_disk_named(final: Path) -> Iterator[None]:
-    """A full disk while writing ``final`` becomes one retryable line naming it."""
+    """A full disk while writing ``final`` becomes one retryable line naming it, whether
+    Python's own write said so (an OSError) or libvips' or ffmpeg's."""
     try:
         yield
     except OSError as exc:
         full = disk_full(exc, final)
+        if full is None:
+            raise
+        raise full from exc
+    except Exception as exc:
+        full = disk_full_in_text(exc, final)
         if full is None:
             raise
         raise full from exc

@@ -65,6 +65,18 @@ def _empty() -> Dag:
     return Dag()
 
 
+def _bad_queue() -> Dag:
+    d = Dag()
+    d.add("a", "probe", queue="bad queue:x")
+    return d
+
+
+def _hostile_queue() -> Dag:
+    d = Dag()
+    d.add("a", "probe", queue='q\n"x"')
+    return d
+
+
 def _bad_priority() -> Dag:
     d = Dag()
     d.add("a", "probe", priority=5000)
@@ -81,6 +93,8 @@ def _bad_priority() -> Dag:
         (_missing, "job 'a' depends on 'ghost', which is not in the DAG"),
         (_empty, "has no jobs"),
         (_bad_priority, "priority 5000 outside -1000..1000"),
+        (_bad_queue, 'invalid queue "bad queue:x"'),
+        (_hostile_queue, 'invalid queue "q??x?"'),
     ],
 )
 def test_bad_submissions_are_rejected_with_a_clear_message_and_write_nothing(

@@ -17,6 +17,10 @@
 -- Ids and names: the character set and lengths of pipeline/keys.py (no ':' or '/', so a
 -- name cannot reach into another key's name).
 local ID_PATTERN = '^[A-Za-z0-9._-]+$'
+-- A queue: an identifier, then its capability tags (`default@nvdec+nvenc`, pipeline/routing.py).
+-- No ':' or braces: a queue name is part of its keys' names, shown in logs and the dashboard.
+local QUEUE_PATTERN = '^[A-Za-z0-9._-]+[A-Za-z0-9._@+-]*$'
+local QUEUE_MAX = 200
 local DAG_ID_MAX, JOB_NAME_MAX = 64, 128
 local POLICIES = {fail = true, ignore = true, continue = true}
 local JOB_MINS = {max_attempts = 1, cost = 1, timeout_ms = 0, max_stalls = 0}
@@ -44,6 +48,11 @@ local function check_job(dag, j, seen, earlier)
   if seen[j.id] then return 'job ' .. j.id .. ' is listed twice' end
   for _, f in ipairs(JOB_NAMED) do
     if type(j[f]) ~= 'string' or j[f] == '' then return 'job ' .. j.id .. ': no ' .. f end
+  end
+  if #j.queue > QUEUE_MAX or not string.find(j.queue, QUEUE_PATTERN) then
+    local shown = string.gsub(string.sub(j.queue, 1, 80), '[%c"\\]', '?')  -- one line
+    return 'job ' .. j.id .. ': invalid queue "' .. shown .. '"' ..
+      ' (letters, digits, ".", "_", "-", then "@tag+tag")'
   end
   for _, f in ipairs(JOB_TEXT) do
     if type(j[f]) ~= 'string' then return 'job ' .. j.id .. ': ' .. f .. ' is not a string' end
