@@ -34,6 +34,7 @@ from typing import Any
 
 from pipeline.context import current
 from pipeline.errors import BadInputError, DiskFullError, disk_full
+from stages import temp_journal
 
 PART_SUFFIX = ".part"
 
@@ -89,11 +90,14 @@ def _temp_path(final: Path, suffix: str) -> Path:
     rand = uuid.uuid4().hex[:6]
     ctx = current()
     if ctx is None:
-        return final.with_name(f".{final.name}.{rand}{PART_SUFFIX}{suffix}")
+        tmp = final.with_name(f".{final.name}.{rand}{PART_SUFFIX}{suffix}")
+        temp_journal.note(tmp)
+        return tmp
     job = ctx.job
     prefix = f".{final.name}.{_key(job.dag_id)}-{_key(job.id)}-"
     _sweep_earlier(final.parent, prefix, job.attempt)
     tmp = final.with_name(f"{prefix}{job.attempt}-{rand}{PART_SUFFIX}{suffix}")
+    temp_journal.note(tmp)  # swept from there if this whole box is killed (temp_journal)
     ctx.temp_created(str(tmp))
     return tmp
 

@@ -22,6 +22,15 @@ from pipeline.registry import Registry
 from pipeline.server import EmbeddedServer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_home(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Code run in the test process that writes under MEDIAPIPE_HOME (the temporary
+    outputs' journal, stages/temp_journal.py) writes into the session's own folder, never
+    the user's data dir; tests that need another set their own."""
+    if not os.environ.get("MEDIAPIPE_HOME"):
+        os.environ["MEDIAPIPE_HOME"] = str(tmp_path_factory.mktemp("home"))
+
+
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("MEDIAPIPE_REDIS_URL")

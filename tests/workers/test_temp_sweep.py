@@ -55,3 +55,29 @@ def test_a_later_attempt_removes_what_a_killed_worker_left(
     assert int(job["attempts"]) == 2
     assert (out / "big.bin").stat().st_size == 60 * 4096
     assert _parts(out) == []
+
+
+def test_what_a_killed_box_left_for_a_cancelled_dag_is_swept_when_it_runs_again(
+    workers: Workers, stage_client: Client, tmp_path: Path
+) -> None:
+    """No later attempt and no manifest come for a cancelled DAG, and nothing of the killed
+    box is left to sweep: the box's own journal of temporary outputs (stages/temp_journal.py)
+    is, the next time a worker there creates one."""
+    out = tmp_path / "out"
+    first = workers.spawn("--concurrency", "1", "--lease", "1.5")
+    dag, job_id = _slow_write(stage_client, out)
+    wait_for(lambda: _parts(out), 20, "the job to start writing")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(10)
+    left = _parts(out)
+    assert left
+    stage_client.cancel(dag.id)
+
+    workers.spawn("--concurrency", "1", "--lease", "1.5")
+    wait_for(lambda: (stage_client.job(job_id) or {}).get("state") == "cancelled", 10, "cancel")
+    assert _parts(out) == left  # nothing of the cancelled DAG runs again to remove them
+    other = tmp_path / "other"
+    dag2, _ = _slow_write(stage_client, other, chunks=2)
+    wait_for(lambda: stage_client.dag_state(dag2.id) == "completed", 30, "the next job")
+    assert _parts(out) == []
+    assert not (out / "big.bin").exists()
