@@ -32,7 +32,7 @@ from pipeline.retention import Pruned, Retention, prune
 from pipeline.rollup import DagRollup
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import REQUEST_ID, Scripts
-from pipeline.submission import encode_batch, encode_jobs, encode_meta
+from pipeline.submission import encode_batch, encode_jobs, encode_meta, encode_webhook
 from pipeline.worker_beat import WorkerBeat
 
 TERMINAL_DAG_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -78,12 +78,15 @@ class Client:
         jobs = encode_jobs(dag, self.registry, live=self._live_if_needed([dag]))
         meta = encode_meta(dag.meta)
         idem = dag.idempotency_key or ""
+        hook = encode_webhook(dag, jobs, self.registry)
         try:
             if len(jobs) <= STEP_JOBS:
-                reply = self._run("submit_dag", dag.id, idem, meta, encode_batch(jobs), REQUEST_ID)
+                batch = encode_batch(jobs)
+                extra = ("", hook) if hook else ()  # ARGV[6] step, ARGV[7] the webhook
+                reply = self._run("submit_dag", dag.id, idem, meta, batch, REQUEST_ID, *extra)
                 return Submitted(as_str(reply[0]), bool(reply[1]))
             first = encode_batch(jobs[:STEP_JOBS])
-            reply = self._run("submit_dag", dag.id, idem, meta, first, REQUEST_ID, "begin")
+            reply = self._run("submit_dag", dag.id, idem, meta, first, REQUEST_ID, "begin", hook)
         except redis.ResponseError as exc:
             raise SubmissionError(str(exc)) from None
         if not int(reply[1]):  # the idempotency key named an existing DAG
@@ -144,6 +147,7 @@ class Client:
             try:
                 jobs = encode_jobs(d, self.registry, live=live)
                 meta = encode_meta(d.meta)
+                hook = encode_webhook(d, jobs, self.registry)
             except SubmissionError as exc:
                 refused.append(str(exc))
                 continue
@@ -154,7 +158,8 @@ class Client:
                     ("", "", "", "", REQUEST_ID, "many", encode_batch(batch)),
                 )
                 batch, size = [], 0
-            batch.append([d.id, d.idempotency_key or "", meta, jobs])
+            entry: list[Any] = [d.id, d.idempotency_key or "", meta, jobs]
+            batch.append([*entry, hook] if hook else entry)
             size += len(jobs)
         if batch:
             yield (

@@ -116,10 +116,13 @@ class Dag:
         *,
         idempotency_key: str | None = None,
         meta: Mapping[str, Any] | None = None,
+        webhook: str | None = None,
     ) -> None:
         self.id = new_id() if dag_id is None else check_identifier(dag_id, "DAG id", DAG_ID_MAX)
         self.idempotency_key = idempotency_key
         self.meta: dict[str, Any] = dict(meta or {})
+        # Where the DAG's end is announced (pipeline/webhooks.py); checked when submitted.
+        self.webhook = webhook
         self.nodes: dict[str, Node] = {}
 
     def add(

@@ -11,6 +11,7 @@ from pipeline.errors import SubmissionError
 from pipeline.model import Backoff, Dag, Node, check_json
 from pipeline.registry import Registry
 from pipeline.routing import routed_queue
+from pipeline.webhooks import DELIVERY, WEBHOOK_STAGE, Delivery, encode_spec
 
 DEFAULT_BACKOFF = Backoff()
 
@@ -98,3 +99,18 @@ def compact_json(value: Any) -> str:
 
 def encode_meta(meta: Mapping[str, Any]) -> str:
     return check_json({"submitted_at": time.time(), **meta}, "DAG meta")
+
+
+def encode_webhook(dag: Dag, jobs: list[dict[str, Any]], registry: Registry) -> str:
+    """The DAG hash's ``webhook`` field ('' for a DAG without one): its URL, checked,
+    the names of its roots, and the delivery job's options from the ``webhook`` stage's
+    declaration when this process has it, else the engine's defaults."""
+    if not dag.webhook:
+        return ""
+    delivery = DELIVERY
+    if WEBHOOK_STAGE in registry:
+        spec = registry.get(WEBHOOK_STAGE)
+        queue = routed_queue(spec.queue, spec.tags)
+        delivery = Delivery(queue, spec.attempts, spec.backoff, spec.timeout)
+    roots = [j["name"] for j in jobs if j.get("root") == 1]
+    return encode_spec(dag.webhook, roots, delivery)

@@ -94,6 +94,9 @@ local function close_abandoned(max_age)
         'cancel_cursor', 'done')
       redis.call('DEL', k_dag_leaves(dag))
       redis.call('ZADD', k_dags_failed(), now, dag)
+      local hook = redis.call('HGET', k_dag(dag), 'webhook')
+      local ev = hook and open_delivery(dag, 'cancelled', now, get_long(k_dag(dag), 'webhook', hook))
+      if ev then redis.call('HSET', k_dag(dag), 'webhook_event', ev) end
       emit(dag, 'dag_cancelled', '', 'reason', 'its submit stopped while writing it')
       dags = dags + 1
     end

@@ -7,7 +7,9 @@
 -- ARGV[6] step: '' the whole DAG at once; 'begin' its first jobs, 'part' more jobs,
 -- 'seal' enqueue up to ARGV[7] of its leaves (repeated until none is left);
 -- 'many': ARGV[7] is a JSON list of [dag id, idempotency key, meta (JSON text), jobs]
--- (ARGV[1..4] unused), each DAG whole and checked on its own.
+-- (ARGV[1..4] unused), each DAG whole and checked on its own; an entry's fifth item,
+-- when present, is its webhook. For '' and 'begin', ARGV[7] is the DAG's webhook (JSON
+-- from pipeline/webhooks.py: where its end is announced; absent or '' for none).
 -- Returns {dag_id, created (1) | existing (0), leaves still to enqueue}; for 'many' one
 -- {dag_id, 1 | 0} per DAG, or {dag_id, -1, why} for a DAG refused (nothing of it written).
 --
@@ -53,7 +55,7 @@ end
 -- A resend of this very submit (its reply was lost; no request record is kept for a
 -- submit, see request.lua) finds the DAG that carries its request id: answered as the
 -- first send was, before the idempotency key, which names that same DAG by now.
-local function submit_whole(dag, idem, meta, jobs, building, woken)
+local function submit_whole(dag, idem, meta, jobs, building, woken, webhook)
   local seen = redis.call('HMGET', k_dag(dag), 'req', 'state')
   if req and req ~= '' and seen[1] == req then return {dag, 1, 0} end
   if idem ~= '' then
@@ -73,6 +75,7 @@ local function submit_whole(dag, idem, meta, jobs, building, woken)
     redis.call('SET', k_idem(idem), dag)
   end
   if req and req ~= '' then args[#args + 1] = 'req'; args[#args + 1] = req end
+  if webhook and webhook ~= '' then put_long(args, 'webhook', webhook) end
   if building then redis.call('ZADD', k_dags_building(), now, dag) end
   local quiet = #jobs == 1 and not building
   if quiet then args[#args + 1] = 'quiet'; args[#args + 1] = jobs[1].name end
@@ -93,8 +96,10 @@ if step == 'many' then
       out[i] = {tostring(id), -1, 'DAG entry ' .. i .. ' is malformed'}
     elseif not valid_id(id, DAG_ID_MAX) then
       out[i] = {id, -1, 'DAG ' .. id .. ' refused: invalid DAG id ' .. id}
+    elseif d[5] ~= nil and type(d[5]) ~= 'string' then
+      out[i] = {id, -1, 'DAG ' .. id .. ' refused: its webhook is not a string'}
     else
-      local reply, why = submit_whole(id, d[2], d[3], d[4], false, woken)
+      local reply, why = submit_whole(id, d[2], d[3], d[4], false, woken, d[5])
       out[i] = reply and {reply[1], reply[2]} or {id, -1, why}
     end
   end
@@ -103,6 +108,6 @@ if step == 'many' then
 end
 local ok, jobs = pcall(cjson.decode, ARGV[4])
 if not ok then return redis.error_reply('DAG ' .. tostring(dag) .. ' refused: jobs are not JSON') end
-local reply, why = submit_whole(dag, idem, meta, jobs, step == 'begin')
+local reply, why = submit_whole(dag, idem, meta, jobs, step == 'begin', nil, ARGV[7])
 if not reply then return redis.error_reply(why) end
 return reply

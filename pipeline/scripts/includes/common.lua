@@ -282,6 +282,84 @@ local function release_idem(dag)
   end
 end
 
+-- A DAG submitted with a webhook keeps in its `webhook` field the JSON the client wrote
+-- (pipeline/webhooks.py encode_spec: url, service, roots, stage, queue, attempts,
+-- backoff, timeout_ms). The transition that closes it calls open_delivery, so the
+-- announcement is written atomically with the close and no close goes unannounced: a
+-- one-job DAG whose job (stage `webhook`, stages/webhook.py) posts the event. It is an
+-- ordinary job: retries wait in the delayed set (no worker slot is held), the last
+-- failure goes to the dead-letter queue, and `service` in its params puts it behind the
+-- host's circuit breaker. Its DAG id is the event id, `wh-<ms>-<n>`, new on every close
+-- (a DAG reopened by retry_dead and closed again announces again). The delivery job
+-- receives the roots' results (or errors) as a parent receives its children's, copied
+-- into its results hash; a result over WEBHOOK_RESULT_MAX bytes is replaced by its size.
+local WEBHOOK_JOB = 'deliver'
+local WEBHOOK_ROOTS_MAX = 16
+local WEBHOOK_RESULT_MAX = 65536
+local WEBHOOK_PRIO = 1000  -- a delivery is small: it goes before the backlog
+
+-- Returns the event id, or nil when the spec cannot be read (nothing is written then:
+-- the close itself must not fail half-way, Lua does not roll back).
+local function open_delivery(dag, state, now, spec)
+  local ok, w = pcall(cjson.decode, spec)
+  if not ok or type(w) ~= 'table' or type(w.url) ~= 'string' or type(w.queue) ~= 'string'
+      or type(w.stage) ~= 'string' then
+    return nil
+  end
+  local n = redis.call('INCR', k_seq()) % PRIO_SPAN
+  local ev = string.format('wh-%d-%d', now, n)
+  local id = ev .. '/' .. WEBHOOK_JOB
+  local c = redis.call('HMGET', k_dag(dag), 'total', 'dead', 'upstream', 'cancelled', 'created',
+    'meta')
+  local results = {}
+  if type(w.roots) == 'table' then
+    for i, name in ipairs(w.roots) do
+      if i > WEBHOOK_ROOTS_MAX then break end
+      local rid = dag .. '/' .. tostring(name)
+      local f = redis.call('HMGET', k_job(rid), 'state', 'result', 'error')
+      if f[1] == 'completed' and f[2] then
+        results[#results + 1] = rid
+        if #f[2] > WEBHOOK_RESULT_MAX then
+          results[#results + 1] = cjson.encode({omitted_bytes = #f[2]})
+        else
+          results[#results + 1] = f[2]
+        end
+      elseif f[3] and f[3] ~= '' then
+        results[#results + 1] = '!' .. rid
+        results[#results + 1] = f[3]
+      end
+    end
+  end
+  local event = {id = ev, type = 'dag.' .. state, created = now,
+    dag = {id = dag, state = state, total = tonumber(c[1]) or 0, dead = tonumber(c[2]) or 0,
+      upstream_failed = tonumber(c[3]) or 0, cancelled = tonumber(c[4]) or 0,
+      created = tonumber(c[5]) or 0, finished = now}}
+  local params = cjson.encode({url = w.url, service = w.service, event = event,
+    meta = get_long(k_dag(dag), 'meta', c[6]) or '{}'})
+  local args = {'state', 'waiting', 'stage', w.stage, 'queue', w.queue,
+    'max_attempts', tonumber(w.attempts) or 1, 'timeout_ms', tonumber(w.timeout_ms) or 60000,
+    'created', now, 'seq', n, 'prio', WEBHOOK_PRIO, 'root', '1', 'quiet', '1'}
+  put_long(args, 'params', params)
+  if type(w.backoff) == 'string' and w.backoff ~= '' then
+    args[#args + 1] = 'backoff'; args[#args + 1] = w.backoff
+  end
+  if #results > 0 then
+    args[#args + 1] = 'has_deps'; args[#args + 1] = '1'
+    hset_all(k_results(id), results)
+  end
+  hset_all(k_job(id), args)
+  redis.call('SADD', k_dag_jobs(ev), id)
+  local d = {'v', SCHEMA, 'state', 'running', 'total', 1, 'open', 1, 'roots', 1, 'created', now,
+    'quiet', WEBHOOK_JOB}
+  put_long(d, 'meta', cjson.encode({webhook_for = dag, event = 'dag.' .. state}))
+  redis.call('HSET', k_dag(ev), unpack(d))
+  redis.call('ZADD', k_wait(w.queue), (1000 - WEBHOOK_PRIO) * PRIO_SPAN + n, id)
+  redis.call('SADD', k_queues(), w.queue)
+  wake(w.queue)
+  emit_global(ev, 'submitted', '', 'jobs', 1)
+  return ev
+end
+
 -- The DAG counts its jobs still open (not completed, dead, upstream_failed or
 -- cancelled), so "is it finished?" is one HINCRBY on the hot path, not a read of every
 -- counter; `completed` is derived (total - open - dead - upstream - cancelled).
@@ -291,7 +369,8 @@ end
 -- `quiet`: the caller (a completion) knows the DAG is quiet and stays so: its end event is
 -- then read from the hash too.
 local function settle_dag(dag, now, quiet)
-  local d = redis.call('HMGET', k_dag(dag), 'state', 'open', 'roots_failed', 'finished', 'idem')
+  local d = redis.call('HMGET', k_dag(dag), 'state', 'open', 'roots_failed', 'finished', 'idem',
+    'webhook')
   -- A cancelled DAG stops answering for its idempotency key at once: submitting again
   -- starts the work over instead of returning the cancelled DAG.
   if d[1] == 'cancelled' then release_idem(dag) end
@@ -300,7 +379,14 @@ local function settle_dag(dag, now, quiet)
   if state == 'running' then
     if (tonumber(d[3]) or 0) > 0 then state = 'failed' else state = 'completed' end
   end
-  redis.call('HSET', k_dag(dag), 'state', state, 'finished', now)
+  -- A webhook (read with the rest: no call when there is none) is announced in this
+  -- same transition; the DAG names its latest event.
+  local ev = d[6] and open_delivery(dag, state, now, get_long(k_dag(dag), 'webhook', d[6]))
+  if ev then
+    redis.call('HSET', k_dag(dag), 'state', state, 'finished', now, 'webhook_event', ev)
+  else
+    redis.call('HSET', k_dag(dag), 'state', state, 'finished', now)
+  end
   if state ~= 'cancelled' then
     -- The key keeps returning the finished DAG for the window every pruning node
     -- publishes, then expires (or goes with the DAG if that is pruned first).
