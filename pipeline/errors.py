@@ -57,6 +57,14 @@ class ServiceUnavailableError(RetryableError):
         self.retry_after = retry_after
 
 
+class ServiceFailedError(RetryableError):
+    """An external service failed this call and may not next time (a webhook receiver
+    answering 5xx, refusing the connection, timing out). Unlike ServiceUnavailableError
+    the attempt is spent: the job retries after its backoff and ends in the dead-letter
+    queue when the service stays down. The service's breaker counts the failure, so
+    other jobs for it wait out the cool-down instead of each spending attempts."""
+
+
 class ThrottledError(ServiceUnavailableError):
     """The service said "too many requests, come back in N seconds" (HTTP 429): the whole
     queue is held back that long, not only this job."""

@@ -9,6 +9,8 @@ failure means the same in its parent as it would in the process that raised it:
 - ``ThrottledError``: the whole queue is held back for ``retry_after``, the job deferred;
 - ``ServiceUnavailableError``: the job is deferred without spending its attempt, and the
   service's fleet-wide breaker counts the failure;
+- ``ServiceFailedError``: retried after its backoff like any error (then dead), and the
+  service's breaker counts the failure;
 - anything else, a timeout, a full disk or a crashed child included: retried after its
   backoff while attempts remain, then dead;
 - a job whose DAG was cancelled ends cancelled; a job whose lease was lost is not
@@ -27,6 +29,7 @@ from pipeline.breaker import BreakerPolicy, ServiceBreakers
 from pipeline.broker import Broker
 from pipeline.errors import (
     PermanentError,
+    ServiceFailedError,
     ServiceUnavailableError,
     ThrottledError,
     disk_full,
@@ -37,7 +40,8 @@ RETRY = "retry"
 DEAD = "dead"
 DEFER = "defer"
 THROTTLE = "throttle"
-ACTIONS = frozenset({RETRY, DEAD, DEFER, THROTTLE})
+SERVICE_FAILED = "service_failed"  # a retry that the service's breaker also counts
+ACTIONS = frozenset({RETRY, DEAD, DEFER, THROTTLE, SERVICE_FAILED})
 CANCELLED = 2  # extend_lease's code for a job whose DAG was cancelled
 LEASE_LOST = 0  # ... and for one whose lease another worker holds now
 
@@ -59,6 +63,8 @@ class Failure:
         if isinstance(exc, ServiceUnavailableError):
             action = THROTTLE if isinstance(exc, ThrottledError) else DEFER
             wait = exc.retry_after if exc.retry_after is not None else -1.0
+        elif isinstance(exc, ServiceFailedError):
+            action = SERVICE_FAILED
         elif isinstance(exc, PermanentError):
             action = DEAD
         return cls(type(exc).__name__, str(exc) or type(exc).__name__, action, tb, wait)
@@ -123,6 +129,8 @@ def record(
         reason = f"{service or 'a service'} ({failure.message})"
         released = call(broker.release, [job], delay=max(wait, 0.05), reason=reason)
         return None if released is None else "deferred"
+    if failure.action == SERVICE_FAILED and breakers and service:
+        call(breakers.outcome, service, False)
     outcome: str | None = call(
         broker.fail_with,
         job,
