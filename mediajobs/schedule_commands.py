@@ -91,6 +91,12 @@ def schedule_group() -> click.Group:
         show_default=True,
         help="Watched files changed within this many seconds wait for a later tick.",
     )
+    @click.option(
+        "--webhook",
+        default=None,
+        metavar="URL",
+        help="POST a signed event to URL when each DAG it submits ends (docs/webhooks.md).",
+    )
     @click.pass_context
     @friendly_errors
     def add(
@@ -106,6 +112,7 @@ def schedule_group() -> click.Group:
         misfire: str,
         grace: float,
         settle: float,
+        webhook: str | None,
     ) -> None:
         """Add schedule NAME over PATH_OR_GLOB (quote a glob).
 
@@ -131,6 +138,7 @@ def schedule_group() -> click.Group:
             misfire=misfire,
             grace=grace,
             settle=settle,
+            webhook=webhook,
         )
         first = spec.next_after(spec.created)
         kind = "watching" if spec.watch else "path"

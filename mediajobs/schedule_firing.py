@@ -120,6 +120,9 @@ class Scheduler:
             idempotency_key=key,
         )
         todo = [(p, sha) for p, (_, sha) in zip(planned, inputs, strict=True) if p.dag]
+        for p, _ in todo:
+            if p.dag is not None and spec.webhook:
+                p.dag.webhook = spec.webhook
         results = self.client.submit_many([p.dag for p, _ in todo if p.dag])
         submitted: list[SubmittedInput] = []
         rejected: list[tuple[str, str]] = []

@@ -15,6 +15,7 @@ import logging
 import shutil
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from pipeline.client import TERMINAL_DAG_STATES, Client
 from pipeline.connection import resolve_url
 from pipeline.errors import ExitCode, RedisUnavailableError
 from pipeline.outage import Outage
+from pipeline.replies import as_str
 from stages.manifest import OUTPUT_FIELDS
 
 log = logging.getLogger("mediapipe.submit")
@@ -46,6 +48,7 @@ class SubmitOptions:
     concurrency: int | None = None  # the local pool's size (default: the CPU cores)
     metrics_port: int | None = None  # the local pool's /metrics
     quiet: bool = False  # no progress view
+    webhook: str | None = None  # where each DAG's end is announced (docs/webhooks.md)
 
 
 class Reporter(Protocol):
@@ -82,7 +85,7 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
             if o.error:
                 report.rejected(o)
         client = Client.connect(options.url, namespace=options.namespace)
-        submit_all(client, outcomes)
+        submit_all(client, outcomes, webhook=options.webhook)
         if options.url is None:
             finished = run_embedded(
                 client,
@@ -120,8 +123,11 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
     return outcomes
 
 
-def submit_all(client: Client, outcomes: list[Outcome]) -> None:
+def submit_all(client: Client, outcomes: list[Outcome], *, webhook: str | None = None) -> None:
     todo = [p for p in outcomes if p.dag is not None]
+    for p in todo:
+        if p.dag is not None and webhook:
+            p.dag.webhook = webhook
     for p, sub in zip(todo, client.submit_many([p.dag for p in todo if p.dag]), strict=True):
         p.dag_id, p.status = sub.dag_id, OutcomeStatus.SUBMITTED
 
@@ -229,6 +235,8 @@ def run_embedded(
             client, ids, quiet=quiet, facts=_facts(outcomes), local_pool=True
         ) as view:
             view.run_until_done()
+        for line in await_deliveries(client, list(ids)):
+            sys.stderr.write(line + "\n")
     except KeyboardInterrupt:
         _interrupt(client, box, thread, outcomes)
         return False
@@ -240,6 +248,39 @@ def run_embedded(
     box.request_stop()
     thread.join(60)
     return True
+
+
+def await_deliveries(client: Client, dag_ids: list[str], timeout: float = 20.0) -> list[str]:
+    """Give the local pool the time to post the webhooks of DAGs that ended (their first
+    attempt, not the retries); a line for each one not delivered, saying why and who
+    retries it (docs/webhooks.md)."""
+    events: dict[str, str] = {}
+    for dag_id in dag_ids:
+        ev = client.redis.hget(client.keys.dag(dag_id), "webhook_event")
+        if ev:
+            events[dag_id] = as_str(ev)
+    deadline = time.monotonic() + timeout
+    pending = dict(events)
+    while pending and time.monotonic() < deadline:
+        for dag_id, ev in list(pending.items()):
+            job = client.job(f"{ev}/deliver") or {}
+            if job.get("state") in ("completed", "dead", "delayed", "cancelled", None):
+                del pending[dag_id]
+        time.sleep(0.05)
+    lines = []
+    for dag_id, ev in events.items():
+        job = client.job(f"{ev}/deliver") or {}
+        if job.get("state") == "completed":
+            continue
+        err = job.get("error") if isinstance(job.get("error"), dict) else {}
+        why = f": {err.get('message')}" if err and err.get("message") else ""
+        later = (
+            "dead-lettered (mediapipe dlq list)"
+            if job.get("state") == "dead"
+            else "a mediapipe worker on this server delivers it"
+        )
+        lines.append(f"mediapipe: webhook of {dag_id} not delivered{why}; {later}")
+    return lines
 
 
 def _facts(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:

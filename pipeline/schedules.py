@@ -36,6 +36,7 @@ from pipeline.clock import redis_clock
 from pipeline.cron import cron_newest, cron_next, interval_newest, interval_next, time_zone
 from pipeline.errors import SubmissionError
 from pipeline.replies import as_str
+from pipeline.webhooks import check_url
 
 Clock = Callable[[], float]
 # A preset as given -> the form to store (a file made absolute); raises SubmissionError
@@ -66,6 +67,7 @@ class Schedule:
     paused: bool = False
     created: int = 0
     id: str = ""  # a new one on every add, so a stale reader cannot fire a re-added schedule
+    webhook: str | None = None  # where each submitted DAG's end is announced
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
@@ -144,6 +146,7 @@ class Schedules:
         misfire: str = "once",
         grace: float = 60.0,
         settle: float = 5.0,
+        webhook: str | None = None,
     ) -> Schedule:
         if not _NAME.match(name):
             raise SubmissionError(f"schedule name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
@@ -170,6 +173,8 @@ class Schedules:
             raise SubmissionError("--priority must be within -1000..1000")
         if self._check_preset is not None:
             preset = self._check_preset(preset)  # fail now, not at 2 a.m. on the first tick
+        if webhook is not None:
+            check_url(webhook)
         full = os.path.abspath(os.path.expanduser(path))
         spec = Schedule(
             name=name,
@@ -186,6 +191,7 @@ class Schedules:
             watch=glob.has_magic(full) or os.path.isdir(full),
             created=now,
             id=uuid.uuid4().hex[:16],
+            webhook=webhook,
         )
 
         def txn(pipe: Any) -> None:
