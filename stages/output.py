@@ -35,6 +35,7 @@ from typing import Any
 from pipeline.context import current
 from pipeline.errors import BadInputError, DiskFullError, disk_full
 from stages import temp_journal
+from stages.temp_journal import remove
 
 PART_SUFFIX = ".part"
 
@@ -115,16 +116,6 @@ def _sweep_earlier(folder: Path, prefix: str, attempt: int) -> None:
                 continue
             if earlier < attempt:
                 remove(Path(e.path))
-
-
-def remove(path: str | os.PathLike[str]) -> None:
-    """Remove a temporary file or folder if it is there."""
-    p = Path(path)
-    if p.is_dir() and not p.is_symlink():
-        shutil.rmtree(p, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
 
 
 def sweep_dag_temps(folder: str | os.PathLike[str], dag_id: str) -> list[str]:

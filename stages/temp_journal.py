@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import threading
 from pathlib import Path
@@ -96,11 +97,19 @@ def _gone(name: str) -> bool:
     return started is None or str(started) != parts[2]
 
 
+def remove(path: str | os.PathLike[str]) -> None:
+    """Remove a temporary file or folder if it is there."""
+    p = Path(path)
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+
+
 def sweep_gone() -> list[str]:
     """Remove the temporary outputs that processes of this host which are gone left, and
     their journals. Returns the paths removed."""
-    from stages.output import remove  # here: stages.output imports this module
-
     removed: list[str] = []
     where = folder()
     with contextlib.suppress(FileNotFoundError), os.scandir(where) as entries:
