@@ -2,29 +2,110 @@
 too, but shows its password to anyone running ``ps``), else the embedded server.
 
 URLs take the forms redis-py understands: ``redis://[user:pass@]host:port/db``,
-``rediss://`` for TLS, and ``unix:///path/to/socket?db=0[&password=...]``. Anything
-printed or logged about one goes through ``redacted``.
+``rediss://`` for TLS, and ``unix:///path/to/socket?db=0[&password=...]``; and, for a
+master that Sentinel watches and fails over,
+``redis+sentinel://[user:pass@]host:port[,host:port...]/<master name>[/db]`` (the
+password is the master's; ``?sentinel_password=`` for sentinels that have their own,
+``rediss+sentinel://`` for TLS to both). Every client then asks the sentinels where the
+master is on each (re)connection, so after a failover it finds the new one by itself.
+Anything printed or logged about one goes through ``redacted``.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote
 
 import redis
+from redis.sentinel import Sentinel
 
 from pipeline.errors import RedisUnavailableError, SubmissionError
 from pipeline.server import EmbeddedServer
 
 ENV_URL = "MEDIAPIPE_REDIS_URL"
-URL_SCHEMES = ("redis://", "rediss://", "unix://")
+SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
+URL_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """``redis+sentinel://[user:pass@]h1:p1,h2:p2/<master>[/db][?sentinel_password=...]``"""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        scheme, _, rest = url.partition("://")
+        rest, _, query = rest.partition("?")
+        userinfo, at, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
+        hosts, _, path = rest.partition("/")
+        parts = [p for p in path.split("/") if p]
+        if not hosts or not parts or len(parts) > 2 or not (len(parts) < 2 or parts[1].isdigit()):
+            raise ValueError("needs host:port[,host:port...]/<master name>[/db]")
+        sentinels = []
+        for h in hosts.split(","):
+            host, colon, port = h.rpartition(":")
+            if not colon or not port.isdigit() or not host:
+                raise ValueError(f"sentinel {h!r} is not host:port")
+            sentinels.append((host.strip("[]"), int(port)))
+        user, colon, password = userinfo.partition(":") if at else ("", "", "")
+        q = parse_qs(query)
+        return cls(
+            sentinels=tuple(sentinels),
+            master=unquote(parts[0]),
+            db=int(parts[1]) if len(parts) == 2 else 0,
+            username=unquote(user) or None,
+            password=unquote(password) if colon else None,
+            sentinel_password=q["sentinel_password"][0] if "sentinel_password" in q else None,
+            tls=scheme == "rediss+sentinel",
+        )
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A client for the master; each new connection asks the sentinels where it is."""
+        common = {k: v for k, v in options.items() if k.startswith("socket_")}
+        if self.tls:
+            options = {"ssl": True, **options}
+            common = {"ssl": True, **common}
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(self.sentinels),
+            sentinel_kwargs={"password": self.sentinel_password, **common},
+            **options,
+        )
+        master: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            self.master, db=self.db, username=self.username, password=self.password
+        )
+        return master
 
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` is not a Redis URL redis-py can use (secrets redacted), or None."""
+    if url.startswith(SENTINEL_SCHEMES):
+        try:
+            SentinelUrl.parse(url)
+        except ValueError as exc:
+            return redacted(f"{url!r} is not a Sentinel URL: {exc}")
+        return None
     if url.startswith(URL_SCHEMES):
         return None
-    return redacted(f"{url!r} is not a Redis URL: use redis://, rediss:// or unix://")
+    return redacted(
+        f"{url!r} is not a Redis URL: use redis://, rediss://, unix:// or redis+sentinel://"
+    )
+
+
+def client_from_url(url: str, **options: Any) -> redis.Redis:
+    """``redis.Redis.from_url`` that also takes a ``redis+sentinel://`` URL."""
+    if url.startswith(SENTINEL_SCHEMES):
+        return SentinelUrl.parse(url).client(**options)
+    return redis.Redis.from_url(url, **options)
 
 
 def resolve_url(url: str | None = None, *, start_embedded: bool = True) -> str:
@@ -45,7 +126,7 @@ def connect(url: str | None = None, *, check: bool = True, **kwargs: object) -> 
         raise SubmissionError(problem)
     options: dict[str, object] = {"health_check_interval": 30}
     options.update(kwargs)
-    client = redis.Redis.from_url(resolved, **options)
+    client = client_from_url(resolved, **options)
     if check:
         try:
             client.ping()

@@ -37,7 +37,7 @@ from redis.retry import Retry
 from pipeline.breaker import BreakerPolicy, Gate, ServiceBreakers
 from pipeline.broker import Broker, LeaseStatus, new_worker_id
 from pipeline.client import Client
-from pipeline.connection import resolve_url
+from pipeline.connection import client_from_url, resolve_url
 from pipeline.errors import ExitCode, JobTimeoutError
 from pipeline.jobs import ClaimedJob, RawJSON
 from pipeline.keys import Keys
@@ -200,7 +200,7 @@ class WorkerNode:
         # call blocks the loop for at most a sixth of the lease (and 5 s), so the leases
         # of running jobs are renewed in time even when a reply never comes.
         timeout = max(1.0, min(5.0, self.config.lease / 6))
-        return redis.Redis.from_url(
+        return client_from_url(
             self.url,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,

@@ -338,7 +338,7 @@ class Scripts:
                     continue
                 try:
                     if st.conn is None:
-                        st.conn = self._client.connection_pool.make_connection()
+                        st.conn = self._new_connection()
                     st.conn.send_packed_command([packed[-1]])
                 except IN_DOUBT:
                     self._drop_connection()
@@ -352,7 +352,7 @@ class Scripts:
     def _resend_stream(self, packed: list[bytes], st: _ThreadState) -> list[Any]:
         def send() -> list[Any]:
             if st.conn is None:
-                st.conn = self._client.connection_pool.make_connection()
+                st.conn = self._new_connection()
             try:
                 st.conn.send_packed_command(packed)
                 return [st.conn.read_response() for _ in packed]
@@ -398,12 +398,20 @@ class Scripts:
         """
         conn = st.conn
         if conn is None:
-            conn = st.conn = self._client.connection_pool.make_connection()
+            conn = st.conn = self._new_connection()
         conn.send_packed_command([hiredis.pack_command(("FCALL", function, 1, prefix, *argv))])
         reply = conn.read_response()
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply
+
+    def _new_connection(self) -> Any:
+        """A connection of the client's pool, connected. Connected here, not by the first
+        send: a Sentinel-managed connection finds the master in ``connect()``, which
+        ``send_packed_command`` bypasses (it would dial localhost:6379)."""
+        conn = self._client.connection_pool.make_connection()
+        conn.connect()  # type: ignore[no-untyped-call]
+        return conn
 
     def _drop_connection(self) -> None:
         st = self._state()
