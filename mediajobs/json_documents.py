@@ -141,6 +141,8 @@ def dag(d: Mapping[str, Any], now_ms: int) -> dict[str, Any]:
         "age_s": _seconds(created, now_ms),
         "duration_s": _seconds(created, finished or now_ms),
         "idempotency_key": _text_or_none(d.get("idem")),
+        # The delivery DAG its webhook's latest event went out as (docs/webhooks.md).
+        "webhook_event": _text_or_none(d.get("webhook_event")),
     }
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from mediajobs.json_documents import dag as dag_document
 from pipeline.broker import Broker
 from pipeline.client import Client
 from pipeline.errors import PermanentError, SubmissionError
@@ -75,6 +76,8 @@ def test_the_completion_that_closes_the_dag_creates_the_delivery_job(
     event = _event_of(client, dag.id)
     assert event is not None and event.startswith("wh-")
     assert client.dag_state(event) == "running"
+    shown = client.dag(dag.id)
+    assert shown is not None and dag_document(shown, 0)["webhook_event"] == event  # status --json
     job = _delivery(client, event)
     assert job["state"] == "waiting" and job["stage"] == "webhook"
     assert _in_wait(client, job["id"])
