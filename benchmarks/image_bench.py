@@ -19,6 +19,17 @@ Repetitions are interleaved (pipeline, pyvips, Pillow, then Pillow, pyvips, pipe
 ``run.py --gpu-images DEVICE`` the same DAGs then go through a worker tagged ``nvjpeg``,
 whose batch lane renders them on DEVICE (see docs/gpu.md).
 
+The default preset as users run it (issue 20, ``run_preset_images``; ``run.py --only
+image_preset``): 1600x1200 photo-like JPEGs (the issue's photos) through the preset's own
+DAGs (``mediajobs.presets.build_dag``: probe, ``image_renditions``,
+manifest), every width that fits (1024, 512, 256) x WebP, AVIF and JPEG at the preset's
+Q and effort, 9 files per image, against pyvips and Pillow pools doing the same renditions
+with the same encoders and settings (Pillow's AVIF is libavif with aom, at ``speed`` =
+9 - effort, the aom ``cpu-used`` libheif gets from libvips' effort). The same DAGs built
+from the preset as it was before issue 20 (libvips' default effort 4 for AVIF) run in the
+same repetitions: the before/after figure. Every case records its CPU over the process
+tree and the bytes it wrote.
+
 Peak memory: one 100 MP JPEG to one 800 px JPEG through the stage function, in a fresh
 process each time (``VmHWM`` of that process, interpreter and imports included; see
 ``peak_rss_mb``), against bare ``pyvips.Image.thumbnail`` and Pillow ``Image.thumbnail``
@@ -252,6 +263,258 @@ def run_gpu_lane(
                 f"({r['rate'] * OUTPUTS_PER_IMAGE:6.1f} renditions/s, device {device})"
             )
     return runs
+
+
+# -- the default preset as users run it (issue 20) -----------------------------------------
+PRESET_SIZE = (1600, 1200)  # the issue's photos
+# The default preset before issue 20: no effort given, so libvips' default 4 for WebP and
+# AVIF (aom, cpu-used 5); the rest as today.
+PRESET_BEFORE: dict[str, Any] = {
+    "name": "image-before-issue-20",
+    "kind": "image",
+    "image_renditions": {
+        "widths": [2048, 1024, 512, 256],
+        "formats": ["webp", "avif", "jpeg"],
+        "animated": False,
+        "quality": {"webp": 80, "avif": 50, "jpeg": 85},
+    },
+}
+LIBVIPS_DEFAULT_EFFORT = 4  # webpsave's and heifsave's default
+_PLAN: dict[str, Any] = {}
+
+
+def _init_preset(lib: str, out: str, plan: dict[str, Any]) -> None:
+    _PLAN.update(plan)
+    _init(lib, out)
+
+
+def preset_plan(preset: dict[str, Any]) -> dict[str, Any]:
+    """What a pool must do to match a preset's ``image_renditions`` table."""
+    table = preset["image_renditions"]
+    effort = {"webp": LIBVIPS_DEFAULT_EFFORT, "avif": LIBVIPS_DEFAULT_EFFORT,
+              **table.get("effort", {})}  # fmt: skip
+    return {
+        "widths": sorted(table["widths"], reverse=True),
+        "formats": list(table["formats"]),
+        "quality": dict(table["quality"]),
+        "effort": effort,
+    }
+
+
+def _fitting(widths: list[int], source_width: int) -> list[int]:
+    return [w for w in widths if w <= source_width] or [source_width]
+
+
+def vips_preset_task(path: str) -> tuple[float, float]:
+    import pyvips
+
+    start = time.time()
+    stem = os.path.join(_OUT, Path(path).stem)
+    q, effort = _PLAN["quality"], _PLAN["effort"]
+    widths = _fitting(_PLAN["widths"], pyvips.Image.new_from_file(path).width)
+    img = pyvips.Image.thumbnail(path, widths[0], height=10_000_000, size="down").copy_memory()
+    for w in widths:
+        if img.width != w:
+            img = img.resize(w / img.width).copy_memory()
+        for fmt in _PLAN["formats"]:
+            if fmt == "webp":
+                img.webpsave(f"{stem}_{w}w.webp", Q=q["webp"], effort=effort["webp"], keep="none")
+            elif fmt == "avif":
+                img.heifsave(f"{stem}_{w}w.avif", Q=q["avif"], effort=effort["avif"],
+                             compression="av1", keep="none")  # fmt: skip
+            else:
+                img.jpegsave(f"{stem}_{w}w.jpg", Q=q["jpeg"], optimize_coding=True, keep="none")
+    return start, time.time()
+
+
+def pillow_preset_task(path: str) -> tuple[float, float]:
+    from PIL import Image
+
+    start = time.time()
+    stem = os.path.join(_OUT, Path(path).stem)
+    q, effort = _PLAN["quality"], _PLAN["effort"]
+    with Image.open(path) as src:
+        widths = _fitting(_PLAN["widths"], src.width)
+        src.draft("RGB", (widths[0], widths[0] * src.height // src.width))
+        img = src.convert("RGB")
+    for w in widths:
+        if img.width != w:
+            img = img.resize((w, round(w * img.height / img.width)), Image.Resampling.LANCZOS)
+        for fmt in _PLAN["formats"]:
+            if fmt == "webp":
+                img.save(f"{stem}_{w}w.webp", quality=q["webp"], method=effort["webp"])
+            elif fmt == "avif":
+                # libavif + aom: speed is aom's cpu-used, as libheif's speed = 9 - effort.
+                img.save(f"{stem}_{w}w.avif", quality=q["avif"], speed=9 - effort["avif"])
+            else:
+                img.save(f"{stem}_{w}w.jpg", quality=q["jpeg"], optimize=True)
+    return start, time.time()
+
+
+def run_preset_pool(
+    lib: str, plan: dict[str, Any], files: list[Path], out: Path, warmup: list[Path]
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    task = vips_preset_task if lib == "vips" else pillow_preset_task
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(CORES, initializer=_init_preset, initargs=(lib, str(out), plan)) as pool:
+        pool.map(task, [str(p) for p in warmup], chunksize=1)
+        for p in out.glob("*"):
+            p.unlink()
+        before = conditions()
+        meter = CpuMeter()
+        spans = pool.map_async(task, [str(p) for p in files], chunksize=1).get(1800)
+        used = meter.stop()
+    made = list(out.glob("*"))
+    size = sum(p.stat().st_size for p in made)
+    shutil.rmtree(out, ignore_errors=True)
+    seconds = max(e for _, e in spans) - min(s for s, _ in spans)
+    return {"images": len(files), "files": len(made), "bytes": size, "seconds": seconds,
+            "rate": len(files) / seconds, "cpu_ms_per_image": 1000 * used["cpu_s"] / len(files),
+            "before": before, "foreign_cores": used["foreign_cores"]}  # fmt: skip
+
+
+def run_preset_pipeline(
+    client: Any, preset: dict[str, Any], files: list[Path], out: Path, alive: Any, timeout: float
+) -> dict[str, Any]:
+    """The preset's own DAGs (probe, image_renditions, manifest), all submitted at once.
+    Rate: images / (first job started .. last job finished), Redis' clock."""
+    from mediajobs.presets import build_dag
+
+    r, keys = client.redis, client.keys
+    before = int(r.zcard(keys.dags_done))
+    dags = [build_dag(str(p), str(out / p.stem), preset, name=p.stem) for p in files]
+    cond = conditions()
+    meter = CpuMeter()
+    client.submit_many(dags)
+    _wait_done(client, before + len(dags), timeout, alive)
+    used = meter.stop()
+    pipe = r.pipeline(transaction=False)
+    for d in dags:
+        for name in d.nodes:
+            pipe.hmget(keys.job(d.job_id(name)), "started", "finished")
+    spans = [(int(s), int(f)) for s, f in pipe.execute()]
+    made = [p for p in out.rglob("*") if p.is_file() and p.suffix != ".json"]
+    size = sum(p.stat().st_size for p in made)
+    shutil.rmtree(out, ignore_errors=True)
+    seconds = (max(f for _, f in spans) - min(s for s, _ in spans)) / 1000
+    return {"images": len(files), "files": len(made), "bytes": size, "seconds": seconds,
+            "rate": len(files) / seconds, "cpu_ms_per_image": 1000 * used["cpu_s"] / len(files),
+            "before": cond, "foreign_cores": used["foreign_cores"]}  # fmt: skip
+
+
+def run_preset_images(
+    url: str, workdir: Path, files: list[Path], *, reps: int, timeout: float = 1800
+) -> dict[str, Any]:
+    """The default image preset through the pipeline vs pools doing the same renditions,
+    and the preset as it was before issue 20 through the same worker, interleaved."""
+    import stages  # noqa: F401  (registers every media stage for the client)
+    from mediajobs.presets import load
+    from pipeline.client import Client
+    from pipeline.registry import REGISTRY
+
+    preset = load("image")
+    plan = preset_plan(preset)
+    warmup, files = files[:2], files[2:]
+    runs: list[dict[str, Any]] = []
+    client = Client.connect(url, namespace=NAMESPACE, registry=REGISTRY)
+    flush(client.redis)
+    env = python_env()
+    env.pop("VIPS_CONCURRENCY", None)
+    cases = ("pipeline", "pyvips_pool", "pillow_pool", "pipeline_before")
+    try:
+        with worker_node(
+            url,
+            NAMESPACE,
+            workdir / "image-preset-worker.log",
+            concurrency=CORES,
+            env=env,
+            args=("--no-gpu",),
+        ) as proc:
+
+            def alive() -> bool:
+                return proc.poll() is None
+
+            for p in (preset, PRESET_BEFORE):
+                run_preset_pipeline(client, p, warmup, workdir / "warm", alive, 600)
+            for rep in range(reps):
+                for position, name in enumerate(rep_order(cases, rep)):
+                    out = workdir / f"preset-{name}-{rep}"
+                    if name.startswith("pipeline"):
+                        chosen = preset if name == "pipeline" else PRESET_BEFORE
+                        r = run_preset_pipeline(client, chosen, files, out, alive, timeout)
+                    else:
+                        lib = "vips" if name == "pyvips_pool" else "pil"
+                        r = run_preset_pool(lib, plan, files, out, warmup)
+                    r.update(case=name, rep=rep, position=position)
+                    runs.append(r)
+                    log(
+                        f"preset rep {rep} {name:<15} {r['rate']:6.2f} images/s, "
+                        f"{r['cpu_ms_per_image']:5.0f} CPU ms/image, {r['bytes'] / 1e6:.2f} MB "
+                        f"in {r['files']} files ({cond_str(r['before'])}; "
+                        f"others used {r['foreign_cores']:.2f} cores)"
+                    )
+    finally:
+        flush(client.redis)
+        client.redis.close()
+
+    def med(case: str, key: str) -> float | None:
+        return median([r[key] for r in runs if r["case"] == case])
+
+    n = len(files)
+    figures = [
+        Figure(
+            "images_preset",
+            f"the default image preset as users run it: {n} x {PRESET_SIZE[0]}x{PRESET_SIZE[1]}"
+            f" JPEG -> {' + '.join(plan['formats'])} at each width that fits, {CORES} cores",
+            "images/s",
+            med("pipeline", "rate"),
+            {
+                f"pyvips Pool({CORES})": med("pyvips_pool", "rate"),
+                f"Pillow Pool({CORES})": med("pillow_pool", "rate"),
+            },
+            target=f">= {TARGET_RATIO}",
+        ),
+        Figure(
+            "images_preset_cpu",
+            "the same runs, CPU per image (whole process tree)",
+            "CPU ms/image",
+            med("pipeline", "cpu_ms_per_image"),
+            {
+                f"pyvips Pool({CORES})": med("pyvips_pool", "cpu_ms_per_image"),
+                f"Pillow Pool({CORES})": med("pillow_pool", "cpu_ms_per_image"),
+            },
+            higher_is_better=False,
+        ),
+        Figure(
+            "images_preset_vs_before",
+            "the default preset, after vs before issue 20, same worker, same run",
+            "images/s",
+            med("pipeline", "rate"),
+            {"preset before issue 20": med("pipeline_before", "rate")},
+            target=">= 3",
+        ),
+        Figure(
+            "images_preset_bytes_vs_before",
+            "total bytes of every rendition, after vs before issue 20",
+            "MB",
+            (med("pipeline", "bytes") or 0) / 1e6,
+            {"preset before issue 20": (med("pipeline_before", "bytes") or 0) / 1e6},
+            higher_is_better=False,
+            target="<= 1.05",
+        ),
+    ]
+    return {
+        "figures": figures,
+        "detail": {
+            "images": n,
+            "warmup_images": len(warmup),
+            "reps": reps,
+            "plan": plan,
+            "before_plan": preset_plan(PRESET_BEFORE),
+            "runs": runs,
+        },
+    }
 
 
 # -- one big image, peak RSS ----------------------------------------------------------------

@@ -7,6 +7,8 @@ renamed when complete, so an interrupted run never leaves a half file that count
   to decode and encode: a colour gradient, multi-octave value noise (upsampled random
   grids) for texture, hard-edged shapes and fine sensor-like noise. A flat or purely random
   image would be unrealistically cheap or expensive to compress.
+- ``photos1600/photo1600_NNN.jpg``: 1600x1200 JPEG q90, the same kind of photo at the size
+  of issue 20's photos (the default image preset's benchmark).
 - ``big_100mp.jpg``: 12000x8333 (99.996 MP, just under the stage's default 100 MP pixel
   limit) JPEG q90: a 3x3 tiling, with mirrored tiles, of one generated 4000x2778 image.
 - ``clip1080p_Ns.mp4``: 1080p30 H.264 High (x264 medium, crf 20, closed GOP of 2 s, 3
@@ -90,26 +92,36 @@ def _write_atomic(path: Path, save: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _make_one(args: tuple[int, str]) -> str:
-    i, folder = args
-    path = Path(folder) / f"img12mp_{i:03d}.jpg"
+def _make_one(args: tuple[int, str, str, int, int]) -> str:
+    i, folder, prefix, w, h = args
+    path = Path(folder) / f"{prefix}_{i:03d}.jpg"
     if not path.exists():
-        img = make_photo(1000 + i)
+        img = make_photo(1000 + i, w, h)
         _write_atomic(path, lambda p: img.save(p, quality=90))
     return str(path)
 
 
-def images(folder: Path, n: int) -> list[Path]:
-    """n 12 MP JPEGs in ``folder/images`` (made two at a time when missing)."""
-    d = folder / "images"
+def _photo_set(d: Path, prefix: str, n: int, w: int, h: int) -> list[Path]:
+    """n photo-like JPEGs ``d/{prefix}_NNN.jpg`` of w x h (made two at a time when missing)."""
     d.mkdir(parents=True, exist_ok=True)
-    todo = [(i, str(d)) for i in range(n) if not (d / f"img12mp_{i:03d}.jpg").exists()]
+    paths = [d / f"{prefix}_{i:03d}.jpg" for i in range(n)]
+    todo = [(i, str(d), prefix, w, h) for i, p in enumerate(paths) if not p.exists()]
     if todo:
         t0 = time.monotonic()
         with mp.get_context("spawn").Pool(2) as pool:
             pool.map(_make_one, todo, chunksize=1)
-        _log(f"made {len(todo)} 12 MP JPEGs in {time.monotonic() - t0:.0f}s")
-    return [d / f"img12mp_{i:03d}.jpg" for i in range(n)]
+        _log(f"made {len(todo)} {w}x{h} JPEGs in {time.monotonic() - t0:.0f}s")
+    return paths
+
+
+def images(folder: Path, n: int) -> list[Path]:
+    """n 12 MP JPEGs in ``folder/images``."""
+    return _photo_set(folder / "images", "img12mp", n, W, H)
+
+
+def photos1600(folder: Path, n: int) -> list[Path]:
+    """n 1600x1200 JPEGs in ``folder/photos1600`` (issue 20's photos)."""
+    return _photo_set(folder / "photos1600", "photo1600", n, 1600, 1200)
 
 
 def big_image(folder: Path) -> Path:

@@ -17,6 +17,9 @@ default) and runs every comparison one after another:
   BRPOP wake-up and a bare ``Pool.apply_async`` (``latency_bench.py``).
 - images: 12 MP JPEGs -> 3 widths x (WebP + JPEG) through the pipeline vs hand-written
   pyvips and Pillow pools, and the peak RSS of one 100 MP JPEG (``image_bench.py``).
+- image_preset: the default image preset as users run it (probe, renditions in WebP, AVIF
+  and JPEG, manifest) on 1600x1200 photos vs pyvips and Pillow pools doing the same
+  renditions, and the preset as it was before issue 20 (``image_bench.run_preset_images``).
 - video: the 1080p ladder through the pipeline vs the same ffmpeg run bare, and one
   decode + split vs one ffmpeg per rendition (``video_bench.py``).
 
@@ -70,7 +73,7 @@ from benchmarks.common import (
 )
 from benchmarks.report import markdown
 
-COMPARISONS = ("queue", "worker", "depth", "latency", "images", "video")
+COMPARISONS = ("queue", "worker", "depth", "latency", "images", "image_preset", "video")
 # --gpu-images DEVICE and --gpu-video MODE: the GPU cases to add to the CPU ones.
 GPU: dict[str, str | None] = {"device": None, "video": None}
 
@@ -85,6 +88,8 @@ class Settings:
     latency_samples: int
     images: int
     image_reps: int
+    preset_images: int
+    preset_reps: int
     clip_seconds: int
     video_reps: int
     worker_args: tuple[str, ...]
@@ -101,6 +106,8 @@ QUICK = Settings(
     latency_samples=100,
     images=8,
     image_reps=1,
+    preset_images=8,
+    preset_reps=1,
     clip_seconds=6,
     video_reps=1,
     worker_args=("--jobs", "60", "--reps", "1"),
@@ -116,6 +123,8 @@ FULL = Settings(
     latency_samples=200,
     images=40,
     image_reps=4,
+    preset_images=32,
+    preset_reps=3,
     clip_seconds=20,
     video_reps=4,
     worker_args=("--jobs", "200", "--reps", "3"),
@@ -288,6 +297,11 @@ def run_images(ctx: Context) -> dict[str, Any]:
     )
 
 
+def run_image_preset(ctx: Context) -> dict[str, Any]:
+    files = media_gen.photos1600(ctx.media, ctx.s.preset_images + WARMUP_IMAGES)
+    return image_bench.run_preset_images(ctx.srv.url, ctx.workdir, files, reps=ctx.s.preset_reps)
+
+
 def run_video(ctx: Context) -> dict[str, Any]:
     still = media_gen.images(ctx.media, 1)[0]
     clip = media_gen.clip(ctx.media, ctx.s.clip_seconds, still)
@@ -302,6 +316,7 @@ RUNNERS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "depth": run_depth,
     "latency": run_latency,
     "images": run_images,
+    "image_preset": run_image_preset,
     "video": run_video,
 }
 
