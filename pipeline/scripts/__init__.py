@@ -67,6 +67,28 @@ _COMPACT = {
     "quiet_events": ", nil, nil, runs_twice_alike",
 }
 
+# How many replicas must hold a transition before its reply counts (MEDIAPIPE_DURABLE,
+# default 0: Redis replicates asynchronously, so a failover can lose what the old master
+# acknowledged last; docs/sentinel.md). With n > 0 every call is followed, in the same
+# round trip, by WAIT n; a reply fewer replicas hold is not returned but resent, with its
+# request id, until enough do (the resend is answered from the record or runs once).
+ENV_DURABLE = "MEDIAPIPE_DURABLE"
+DURABLE_WAIT_MS = 500  # below the shortest socket timeout a client uses (1 s)
+
+
+class NotReplicated(redis.ConnectionError):
+    """A transition ran but fewer replicas than ``MEDIAPIPE_DURABLE`` acknowledged it in
+    time: as good as a lost reply (a failover now could undo it), so it is resent."""
+
+
+def durable_replicas() -> int:
+    raw = os.environ.get(ENV_DURABLE, "").strip()
+    try:
+        return max(0, int(raw)) if raw else 0
+    except ValueError:
+        raise ValueError(f"{ENV_DURABLE}={raw!r} is not a number of replicas") from None
+
+
 # Errors that leave a call in doubt: it may or may not have run.
 IN_DOUBT = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
 
@@ -188,6 +210,8 @@ class Scripts:
     def __init__(self, client: redis.Redis, *, resend_for: float = 5.0) -> None:
         self._client = client
         self.resend_for = resend_for
+        self.durable = durable_replicas()
+        self._wait = hiredis.pack_command(("WAIT", self.durable, DURABLE_WAIT_MS))  # type: ignore[arg-type]
         self._lib, self._prefix = library()
         self._functions = self._load_library()
         self._scripts: dict[str, Script] = {}
@@ -277,6 +301,11 @@ class Scripts:
                     pipe.fcall(self._prefix + name, 1, prefix, *argv)
                 else:
                     self._scripts[name](keys=[prefix], args=argv, client=pipe)
+            if self.durable:
+                pipe.execute_command("WAIT", self.durable, DURABLE_WAIT_MS)  # type: ignore[no-untyped-call]
+                *replies, acked = pipe.execute(raise_on_error=raise_on_error)
+                self._check_replicated(acked)
+                return list(replies)
             return list(pipe.execute(raise_on_error=raise_on_error))
 
         return self._resending(send)
@@ -306,6 +335,9 @@ class Scripts:
         if not broken and packed:
             try:
                 replies = [st.conn.read_response() for _ in packed]
+                if self.durable:
+                    st.conn.send_packed_command([self._wait])
+                    self._check_replicated(st.conn.read_response())
             except IN_DOUBT:
                 self._drop_connection()
                 broken = True
@@ -354,8 +386,13 @@ class Scripts:
             if st.conn is None:
                 st.conn = self._new_connection()
             try:
-                st.conn.send_packed_command(packed)
-                return [st.conn.read_response() for _ in packed]
+                if not self.durable:
+                    st.conn.send_packed_command(packed)
+                    return [st.conn.read_response() for _ in packed]
+                st.conn.send_packed_command([*packed, self._wait])
+                replies = [st.conn.read_response() for _ in packed]
+                self._check_replicated(st.conn.read_response())
+                return replies
             except IN_DOUBT:
                 self._drop_connection()
                 raise
@@ -399,11 +436,24 @@ class Scripts:
         conn = st.conn
         if conn is None:
             conn = st.conn = self._new_connection()
-        conn.send_packed_command([hiredis.pack_command(("FCALL", function, 1, prefix, *argv))])
-        reply = conn.read_response()
+        packed = hiredis.pack_command(("FCALL", function, 1, prefix, *argv))
+        if not self.durable:
+            conn.send_packed_command([packed])
+            reply = conn.read_response()
+        else:
+            conn.send_packed_command([packed, self._wait])
+            reply = conn.read_response()
+            self._check_replicated(conn.read_response())
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply
+
+    def _check_replicated(self, acked: Any) -> None:
+        if isinstance(acked, redis.ResponseError) or int(acked) < self.durable:
+            raise NotReplicated(
+                f"{acked} of the {self.durable} replicas {ENV_DURABLE} asks for "
+                f"acknowledged it within {DURABLE_WAIT_MS} ms"
+            )
 
     def _new_connection(self) -> Any:
         """A connection of the client's pool, connected. Connected here, not by the first

@@ -9,8 +9,6 @@ counts those and allows them, as the guarantee does."""
 from __future__ import annotations
 
 import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,73 +20,9 @@ from pipeline.client import Client
 from pipeline.connection import client_from_url
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY
-from pipeline.server import server_binary
+from pipeline.scripts import NotReplicated
+from tests.sentinel_cell import Cell
 from tests.workers.conftest import Workers, wait_for
-
-MASTER = "mymaster"
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Cell:
-    """One master, two replicas, three sentinels on 127.0.0.1."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.ports = [_port() for _ in range(3)]
-        self.sentinel_ports = [_port() for _ in range(3)]
-        for i, port in enumerate(self.ports):
-            args = ["--port", str(port), "--save", "", "--appendonly", "no"]
-            if i:
-                args += ["--replicaof", "127.0.0.1", str(self.ports[0])]
-            self.procs.append(self._server(f"node{i}", args))
-        for i, port in enumerate(self.sentinel_ports):
-            conf = tmp / f"sentinel{i}.conf"
-            conf.write_text(
-                f"port {port}\nbind 127.0.0.1\ndir {tmp}\n"
-                f"sentinel monitor {MASTER} 127.0.0.1 {self.ports[0]} 2\n"
-                f"sentinel down-after-milliseconds {MASTER} 1000\n"
-                f"sentinel failover-timeout {MASTER} 4000\n"
-                f"sentinel parallel-syncs {MASTER} 2\n"
-            )
-            self.procs.append(self._server(f"sentinel{i}", [str(conf), "--sentinel"]))
-        self.url = (
-            "redis+sentinel://"
-            + ",".join(f"127.0.0.1:{p}" for p in self.sentinel_ports)
-            + f"/{MASTER}"
-        )
-
-    def _server(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        folder = self.tmp / name
-        folder.mkdir()
-        log = open(folder / "log", "wb")  # noqa: SIM115
-        return subprocess.Popen(
-            [server_binary(), *args], cwd=folder, stdout=log, stderr=subprocess.STDOUT
-        )
-
-    def ready(self) -> bool:
-        try:
-            master = redis.Redis(port=self.ports[0])
-            if int(master.info("replication")["connected_slaves"]) != 2:
-                return False
-            for p in self.sentinel_ports:
-                s = redis.Redis(port=p)
-                if len(s.sentinel_slaves(MASTER)) != 2 or len(s.sentinel_sentinels(MASTER)) != 2:
-                    return False
-        except redis.RedisError:
-            return False
-        return True
-
-    def stop(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
 
 
 @pytest.fixture
@@ -158,3 +92,29 @@ def test_a_master_killed_mid_run_fails_over_and_every_dag_completes(
         assert "Traceback" not in logs
     finally:
         workers.kill_all()
+
+
+def test_durable_calls_wait_for_a_replica(
+    cell: Cell, r: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With MEDIAPIPE_DURABLE=1 a submit returns once a replica holds it; against a
+    server with no replica it is never acknowledged (resent, then an error)."""
+    monkeypatch.setenv("MEDIAPIPE_DURABLE", "1")
+    replicated = Client(client_from_url(cell.url, socket_timeout=3), registry=REGISTRY)
+    dag = Dag()
+    dag.add("a", "t.echo")
+    assert replicated.submit(dag).created
+    holders = [
+        port
+        for port in cell.ports
+        if redis.Redis(port=port).info("replication")["role"] == "slave"
+        and redis.Redis(port=port).exists(replicated.keys.dag(dag.id))
+    ]
+    assert holders, "no replica held the DAG when the submit returned"
+
+    alone = Client(r, namespace=namespace, registry=REGISTRY)
+    alone.scripts.resend_for = 0.3
+    lonely = Dag()
+    lonely.add("a", "t.echo")
+    with pytest.raises(NotReplicated, match="0 of the 1 replicas MEDIAPIPE_DURABLE asks for"):
+        alone.submit(lonely)
