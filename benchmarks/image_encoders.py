@@ -70,9 +70,9 @@ UNBOUNDED = 10_000_000
 # passes none), libheif's first AV1 encoder (aom), JPEG with optimised Huffman tables.
 TODAY = {"webp": "e4", "avif": "aom e4", "jpeg": "optimize"}
 BYTES_BUDGET = 0.05  # total bytes within 5 % of today's
-# SSIMULACRA2 scores any lossy copy of pure noise far below zero (-60 to -150 here, while
-# its SSIM is 0.99): the noise image counts in the SSIM mean and has its own column, but
-# not in the SSIMULACRA2 mean that decides.
+# SSIMULACRA2 scores any lossy copy of pure noise far below everything else (9-35 here,
+# below zero on a tiny crop): the noise image counts in the SSIM mean and has its own
+# column, but not in the SSIMULACRA2 mean that decides.
 SCORED_KINDS = ("photo", "graphic", "text")
 PHOTOS = 6  # images in the "photos" set
 
@@ -227,7 +227,7 @@ def _sources(name: str) -> list[tuple[str, str, np.ndarray]]:
 
 def image_set(name: str = "varied") -> list[Rendition]:
     """Every rendition of set ``name``: "varied" (photos, graphics, text, noise) or
-    "photos" (issue 20's kind of photo, where AVIF's share of the bytes is largest)."""
+    "photos" (issue 20's kind of photo, where AVIF's bytes grow most at a lower effort)."""
     sources = _sources(name)  # the arrays must outlive the images made from them
     out = []
     for src_name, kind, arr in sources:
