@@ -241,7 +241,8 @@ def image_set(name: str = "varied") -> list[Rendition]:
 
 # -- quality ------------------------------------------------------------------------------
 def _luma(a: np.ndarray) -> np.ndarray:
-    return a[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    luma: np.ndarray = a[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+    return luma
 
 
 def quality(ref: Any, buf: bytes) -> tuple[float, float]:
@@ -251,7 +252,7 @@ def quality(ref: Any, buf: bytes) -> tuple[float, float]:
 
     out = _srgb8(pyvips.Image.new_from_buffer(buf, ""))
     a, b = ref.numpy(), out.numpy()
-    ssim = structural_similarity(
+    ssim = structural_similarity(  # type: ignore[no-untyped-call]
         _luma(a), _luma(b), data_range=255, gaussian_weights=True, sigma=1.5,
         use_sample_covariance=False,
     )  # fmt: skip
@@ -288,7 +289,7 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
 
     def weighted(key: str, *kinds: str) -> float:
         rs = [r for r in rows if not kinds or r["kind"] in kinds]
-        return sum(r[key] * r["megapixels"] for r in rs) / sum(r["megapixels"] for r in rs)
+        return float(sum(r[key] * r["megapixels"] for r in rs) / sum(r["megapixels"] for r in rs))
 
     cpu, size = sum(r["cpu_s"] for r in rows), sum(r["bytes"] for r in rows)
     return {
