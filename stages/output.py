@@ -35,7 +35,7 @@ from typing import Any
 from pipeline.context import current
 from pipeline.errors import BadInputError, DiskFullError, disk_full
 from stages import temp_journal
-from stages.temp_journal import remove
+from stages.temp_journal import remove as remove  # re-exported: callers remove temps by it
 
 PART_SUFFIX = ".part"
 
