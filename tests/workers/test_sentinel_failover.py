@@ -8,7 +8,11 @@ counts those and allows them, as the guarantee does."""
 
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +25,7 @@ from pipeline.connection import client_from_url
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY
 from pipeline.scripts import NotReplicated
+from tests.cli.conftest import FIXTURES, ROOT
 from tests.sentinel_cell import Cell
 from tests.workers.conftest import Workers, wait_for
 
@@ -52,6 +57,15 @@ def test_a_master_killed_mid_run_fails_over_and_every_dag_completes(
             dag.add("s", "t.sleep", {"seconds": 0.2, "i": i})
             client.submit(dag)
             dags.append(dag)
+        # ... and a user's `submit --wait` of three photos, waiting across the failover
+        out = tmp_path / "out"
+        photos = [str(FIXTURES / n) for n in ("cmyk.jpg", "icc_profile.jpg", "alpha.png")]
+        waiting = subprocess.Popen(
+            [sys.executable, "-m", "mediajobs", "--redis", cell.url, "--namespace", namespace,
+             "submit", *photos, "--out", str(out), "--wait", "--json"],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
 
         def done() -> int:
             try:
@@ -73,6 +87,14 @@ def test_a_master_killed_mid_run_fails_over_and_every_dag_completes(
                 break
             time.sleep(0.1)
         assert done() == len(dags), [client.dag_state(d.id) for d in dags]
+        stdout, stderr = waiting.communicate(timeout=90)
+        assert waiting.returncode == 0, stderr
+        assert "Traceback" not in stderr
+        said = [line for line in stderr.splitlines() if "submitted" not in line]
+        assert len(said) == 2 and "unreachable" in said[0] and "is back" in said[1], stderr
+        docs = json.loads(stdout)
+        assert [d["status"] for d in docs] == ["completed"] * 3
+        assert all(Path(d["manifest"]).is_file() for d in docs)
         new_master = r.connection_pool.get_master_address()  # type: ignore[attr-defined]
         assert new_master[1] in cell.ports[1:]
         runs = 0
