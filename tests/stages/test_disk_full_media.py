@@ -5,8 +5,6 @@ writes into a real filesystem too small for its output (a tmpfs; mounting needs 
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,24 +14,14 @@ from pipeline.errors import DiskFullError, RetryableError
 from stages.image import image_renditions
 from stages.probe import probe
 from stages.video import video_ladder
+from tests import helpers
 from tests.stages.conftest import RecordingContext
 
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "small"
-    where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(where)], capture_output=True
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {res.stderr.decode().strip()}")
-    try:
+    with helpers.small_disk(tmp_path / "small", "96k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _assert_one_line_disk_full(exc: BaseException, out: Path) -> None:

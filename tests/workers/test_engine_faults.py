@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -13,6 +11,7 @@ import pytest
 import tests.workers.engine_stages  # noqa: F401  (registers the engine test stages)
 from pipeline.client import Client
 from pipeline.model import Dag, JobOptions
+from tests import helpers
 from tests.workers.conftest import Workers, wait_for
 
 ENGINE_STAGES = ("--import", "tests.workers.engine_stages")
@@ -20,20 +19,10 @@ ENGINE_STAGES = ("--import", "tests.workers.engine_stages")
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 64 KiB filesystem (tmpfs): writing more fails with ENOSPC from the kernel."""
-    where = tmp_path / "small"
-    where.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the /dev/full test covers ENOSPC here")
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)], capture_output=True
-    )
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs: {res.stderr.decode().strip()}")
-    try:
+    """A real 64 KiB filesystem: writing more fails with ENOSPC from the kernel (the
+    /dev/full test covers ENOSPC where mounting is not allowed)."""
+    with helpers.small_disk(tmp_path / "small", "64k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 def _finished(client: Client, dag: Dag) -> bool:
