@@ -85,6 +85,10 @@ class Keys:
     def worker(self, worker_id: str) -> str:
         return self.prefix + "worker:" + worker_id
 
+    def worker_control(self, worker_id: str) -> str:
+        """What an operator asked a worker to do (drain, stop); pipeline/worker_control.py."""
+        return self.prefix + "worker:" + worker_id + ":control"
+
     def idempotency(self, key: str) -> str:
         return self.prefix + "idem:" + key
 

@@ -11,7 +11,9 @@ Failure handling lives here:
 - when Redis goes away the node keeps its children running, buffers their results, and
   reconnects with backoff; leases are extended and results reported first on return;
 - SIGTERM/SIGINT stop claiming, let running jobs finish within the grace period, then stop
-  them and hand their jobs straight back to the queue; a second signal stops at once.
+  them and hand their jobs straight back to the queue; a second signal stops at once. An
+  operator's drain or stop (pipeline/worker_control.py, read with each heartbeat) does
+  the same as the first or the second signal.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from pipeline.registry import REGISTRY, Registry
 from pipeline.retention import Pruned, Retention, prune_step
 from pipeline.routing import is_routed, orphan_queues, routed_queue
 from pipeline.worker_beat import WorkerBeat
+from pipeline.worker_control import DRAIN, STOP, asked, forget
 from workers import wire
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
 from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
@@ -262,6 +265,8 @@ class WorkerNode:
             while not self.hard_stop:
                 now = time.monotonic()
                 self._housekeeping(now)
+                if self.hard_stop:  # asked to stop with the heartbeat
+                    break
                 if self.stopping and not self._busy():
                     break
                 if self.stopping and now >= self.drain_deadline:
@@ -330,6 +335,7 @@ class WorkerNode:
                 log.info("handed %d jobs back to the queue", len(give_back))
                 give_back = []
             self._call(self.broker.heartbeat, 0, {})
+            self._call(forget, self.broker.redis, self.keys, self.worker_id)
         for fd in (self._sig_r, self._sig_w):
             os.close(fd)
         unreported = len(self.outbox) + len(self.failbox) + len(give_back)
@@ -346,6 +352,19 @@ class WorkerNode:
             log.info("second signal: stopping now")
             self.hard_stop = True
             return
+        self._drain()
+
+    def _on_control(self, command: str | None) -> None:
+        """An operator's request, read with the heartbeat (pipeline/worker_control.py)."""
+        if command == STOP and not self.hard_stop:
+            log.info("asked to stop: stopping %d running jobs now", self._running())
+            self.stopping = self.hard_stop = True
+        elif command == DRAIN and not self.stopping:
+            log.info("asked to drain")
+            self._drain()
+
+    def _drain(self) -> None:
+        """Take no new job; let the running ones finish within the grace period."""
         self.stopping = True
         self.drain_deadline = time.monotonic() + self.config.grace
         log.info(
@@ -562,6 +581,8 @@ class WorkerNode:
                     log.info("rerouted %d jobs from %s: no live worker serves it", moved, queue)
 
     def _heartbeat(self) -> None:
+        # Read first, so the beat written below already says "stopping".
+        self._on_control(self._call(asked, self.broker.redis, self.keys, self.worker_id))
         r = self.adaptive.last_reading
         beat = WorkerBeat(
             tags=tuple(self.config.tags),
