@@ -43,7 +43,7 @@ def dashboard_command() -> click.Command:
         "--token",
         envvar="MEDIAPIPE_DASHBOARD_TOKEN",
         default=None,
-        help="Token for actions (retry, cancel, pause, purge), best given as "
+        help="Token for actions (retry, cancel, pause, purge, drain, stop), best given as "
         "$MEDIAPIPE_DASHBOARD_TOKEN or --token-file: on the command line it shows in ps. "
         "Default: a random one, printed.",
     )
@@ -78,7 +78,7 @@ def dashboard_command() -> click.Command:
         from mediajobs.dashboard.app import create_app, is_loopback, make_dashboard_server
 
         # Actions are logged (an audit trail); werkzeug's line per request is not, since
-        # every open page polls once a second.
+        # every open page reads its data each second while jobs run.
         configure_logging(logging.INFO)
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         obj = ctx.find_root().obj or {}

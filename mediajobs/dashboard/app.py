@@ -2,10 +2,10 @@
 
 Security model (see docs/dashboard.md):
 
-- Every POST (retry, cancel, pause, resume, purge) needs the token, as
-  ``Authorization: Bearer <token>`` or a ``token`` form field; 401 without one, 403 for a
-  wrong one. Reads are open while the app is bound to a loopback address and need the
-  token too when it is bound anywhere else.
+- Every POST (retry, cancel, pause, resume, purge, drain or stop a worker) needs the
+  token, as ``Authorization: Bearer <token>`` or a ``token`` form field; 401 without one,
+  403 for a wrong one. Reads (the API and output files) are open while the app is bound
+  to a loopback address and need the token too when it is bound anywhere else.
 - Requests whose ``Host`` header is not a loopback name are refused while bound to
   loopback, so a web page on another site cannot reach the API through DNS rebinding.
 - The page builds its DOM with ``textContent`` only and is served with a strict Content
@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import mimetypes
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -25,14 +26,28 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import redis
-from flask import Flask, Response, abort, jsonify, request, send_from_directory
+from flask import (
+    Flask,
+    Response,
+    abort,
+    jsonify,
+    request,
+    send_file,
+    send_from_directory,
+    stream_with_context,
+)
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from mediajobs.dashboard.job_detail import output_file, read_job
+from mediajobs.dashboard.listings import charts, dag_page, job_page
+from mediajobs.dashboard.live import follow
 from mediajobs.dashboard.snapshot import Snapshots
 from pipeline.client import Client
 from pipeline.errors import SubmissionError
+from pipeline.worker_beat import WorkerBeat
+from pipeline.worker_control import DRAIN, STOP, ask
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +95,8 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
     def guard() -> Response | None:
         if local and _hostname(request.host) not in LOOPBACK_NAMES:
             return _error(400, "this dashboard only answers to localhost")
-        if request.method == "POST" or (not local and request.path.startswith("/api/")):
+        data = request.path.startswith(("/api/", "/files/"))
+        if request.method == "POST" or (not local and data):
             return authorized()
         return None
 
@@ -89,13 +105,15 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
         resp.headers["Content-Security-Policy"] = CSP
         resp.headers["X-Content-Type-Options"] = "nosniff"
         resp.headers["Referrer-Policy"] = "no-referrer"
-        resp.headers["Cache-Control"] = "no-store"
+        # Output files keep theirs: a thumbnail is not fetched again on every redraw.
+        if not request.path.startswith("/files/"):
+            resp.headers["Cache-Control"] = "no-store"
         return resp
 
     @app.errorhandler(redis.RedisError)
     def redis_down(exc: redis.RedisError) -> Response:
         # Unreachable is said once per outage by the command's watch on Redis, not once
-        # per request (every open page polls each second).
+        # per request (every open page reads each second while jobs run).
         unreachable = isinstance(exc, redis.ConnectionError | redis.TimeoutError)
         (log.debug if unreachable else log.warning)("dashboard: redis error: %s", exc)
         return _error(503, f"Redis unavailable: {type(exc).__name__}")
@@ -124,6 +142,70 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
         if d is None:
             abort(404, f"unknown DAG {dag_id}")
         return jsonify(d)
+
+    @app.get("/api/dags")
+    def dag_list() -> Response:
+        args = request.args
+        try:
+            page = dag_page(
+                client.redis,
+                client.keys,
+                state=args.get("state", ""),
+                query=args.get("q", ""),
+                page=args.get("page", 1),
+                per_page=args.get("per_page", 25),
+                now_ms=snapshots.now_ms(),
+            )
+        except ValueError as exc:
+            abort(400, str(exc))
+        return jsonify(page)
+
+    @app.get("/api/jobs")
+    def job_list() -> Response:
+        args = request.args
+        try:
+            page = job_page(
+                client.redis,
+                client.keys,
+                client.queues(),
+                state=args.get("state", "active"),
+                queue=args.get("queue", ""),
+                page=args.get("page", 1),
+                per_page=args.get("per_page", 25),
+                now_ms=snapshots.now_ms(),
+            )
+        except ValueError as exc:
+            abort(400, str(exc))
+        return jsonify(page)
+
+    @app.get("/api/jobs/<path:job_id>")
+    def job(job_id: str) -> Response:
+        j = read_job(client.redis, client.keys, job_id)
+        if j is None:
+            abort(404, f"unknown job {job_id}")
+        return jsonify(j)
+
+    @app.get("/files/<path:job_id>/<int:index>")
+    def output(job_id: str, index: int) -> Response:
+        """An output file of a job, only when it lies inside its DAG's out_dir."""
+        path = output_file(client.redis, client.keys, job_id, index)
+        if path is None:
+            abort(404, "no such output file inside the DAG's output folder")
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        media = kind.split("/")[0] in ("image", "video", "audio")
+        # Media open in the browser; anything else (a playlist, a manifest) downloads.
+        resp = send_file(path, mimetype=kind, as_attachment=not media, conditional=True)
+        resp.headers["Cache-Control"] = "private, max-age=60"
+        return resp
+
+    @app.get("/api/charts")
+    def chart_data() -> Response:
+        return jsonify(charts(client.redis, client.keys, snapshots.now_ms(), snapshots.job_rates))
+
+    @app.get("/api/live")
+    def live() -> Response:
+        stream = stream_with_context(follow(client.redis, client.keys))
+        return Response(stream, mimetype="text/event-stream", headers={"X-Accel-Buffering": "no"})
 
     def action(path: str, field: str | None) -> Callable[[Handler], Handler]:
         """Register POST ``path``; the handler gets the named body field, checked present."""
@@ -172,6 +254,26 @@ def create_app(client: Client, *, token: str, host: str = "127.0.0.1") -> Flask:
     def resume(queue: str) -> None:
         client.resume(known_queue(queue))
 
+    def live_worker(worker_id: str) -> WorkerBeat:
+        beat = next((w for w in client.worker_beats() if w.id == worker_id), None)
+        if beat is None:
+            abort(404, f"no live worker {worker_id}")
+        if beat.lane:
+            abort(409, f"{worker_id} is a batch lane: it stops with the worker node on {beat.host}")
+        return beat
+
+    @action("/api/workers/drain", "worker")
+    def drain(worker_id: str) -> dict[str, Any]:
+        beat = live_worker(worker_id)
+        ask(client.redis, client.keys, worker_id, DRAIN)
+        return {"host": beat.host, "pid": beat.pid, "running": beat.in_use}
+
+    @action("/api/workers/stop", "worker")
+    def stop(worker_id: str) -> dict[str, Any]:
+        beat = live_worker(worker_id)
+        ask(client.redis, client.keys, worker_id, STOP)
+        return {"host": beat.host, "pid": beat.pid, "running": beat.in_use}
+
     return app
 
 
@@ -203,9 +305,10 @@ def _error(status: int, message: str) -> Response:
 def make_dashboard_server(app: Flask, host: str, port: int) -> BaseWSGIServer:
     """A threaded WSGI server (port 0 picks a free one; ``.port`` says which).
 
-    Werkzeug's server is enough for a handful of operators polling once a second; put a
-    production WSGI server in front for anything more. The socket is bound here because
-    werkzeug prints and exits on a busy port; this raises OSError for the caller instead.
+    Werkzeug's server is enough for a handful of operators (each open page holds one
+    thread for its event stream); put a production WSGI server in front for anything
+    more. The socket is bound here because werkzeug prints and exits on a busy port; this
+    raises OSError for the caller instead.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family)

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.breaker import ServiceBreakers
+from mediajobs.dashboard.listings import JobRates
 from pipeline.client import Client
 from pipeline.clock import redis_now_ms
 from pipeline.layout import dag_fields, job_fields
@@ -27,7 +27,9 @@ SHOWN_DAGS = 25
 SHOWN_DEAD = 100
 COUNTED = 1000  # members sampled per set when splitting dead/failed counts by queue
 DAG_JOBS = 500  # jobs drawn per DAG graph
-BREAKER_TTL = 10.0  # breakers are found by SCAN over the keyspace: refresh them rarely
+BREAKER_TTL = 10.0  # breakers are read again this often
+KNOWN_BREAKERS = 200  # service names remembered from breaker events
+BREAKER_EVENTS = ("breaker_opened", "breaker_half_open", "breaker_closed")
 
 DAG_FIELDS = (
     "state",
@@ -88,6 +90,8 @@ class Snapshots:
         self.client = client
         self.keys = client.keys
         self._breakers: tuple[float, dict[str, dict[str, str]]] = (0.0, {})
+        self._breaker_names: dict[str, None] = {}  # seen in breaker events, oldest first
+        self.job_rates = JobRates()  # jobs per minute, from the workers' heartbeats
 
     @property
     def schedules_key(self) -> str:
@@ -100,12 +104,15 @@ class Snapshots:
 
     # -- the overview ---------------------------------------------------------
     def overview(self) -> dict[str, Any]:
+        now_ms = self.now_ms()
+        workers = self.workers()
+        self.job_rates.observe(now_ms, workers)
         return {
             "namespace": self.keys.namespace,
-            "now_ms": self.now_ms(),
+            "now_ms": now_ms,
             "queues": self.queues(),
             "dead_total": int(self.client.redis.zcard(self.keys.dead)),
-            "workers": self.workers(),
+            "workers": workers,
             "capability_gaps": self.client.capability_gaps(),
             "dags": self.dags(),
             "dead": self.dead(),
@@ -162,6 +169,11 @@ class Snapshots:
         return out
 
     def workers(self) -> list[dict[str, Any]]:
+        beats = self.client.worker_beats()
+        pipe = self.client.redis.pipeline(transaction=False)
+        for w in beats:
+            pipe.get(self.keys.worker_control(w.id))  # a drain or stop not yet acted on
+        asked = [_s(v) if v is not None else "" for v in pipe.execute()] if beats else []
         out = [
             {
                 "id": w.id,
@@ -177,8 +189,10 @@ class Snapshots:
                 "jobs_failed": w.jobs_failed,
                 "state": w.state,
                 "last_seen_ms": w.last_seen_ms,
+                "lane": w.lane,
+                "asked": command,
             }
-            for w in self.client.worker_beats()
+            for w, command in zip(beats, asked, strict=True)
         ]
         return sorted(out, key=lambda w: (w["host"], w["id"]))
 
@@ -252,9 +266,33 @@ class Snapshots:
         return out
 
     def breakers(self) -> dict[str, dict[str, str]]:
+        """The breakers named by breaker events among the last RECENT_EVENTS fleet
+        events, and those seen since this dashboard started, as their hashes hold them.
+
+        The engine keeps no index of breakers, and finding their keys with SCAN walks the
+        whole keyspace (millions of keys on a busy namespace) on a page's request; a
+        breaker that has never opened (no event) is not listed.
+        """
         at, cached = self._breakers
         if time.monotonic() - at > BREAKER_TTL:
-            cached = ServiceBreakers(self.client.redis, namespace=self.keys.namespace).states()
+            r = self.client.redis
+            entries: Any = r.xrevrange(self.keys.events, count=RECENT_EVENTS)
+            for _, fields in reversed(entries):
+                f = {_s(k): _s(v) for k, v in fields.items()}
+                if f.get("ev") in BREAKER_EVENTS and f.get("service"):
+                    self._breaker_names.pop(f["service"], None)
+                    self._breaker_names[f["service"]] = None
+            while len(self._breaker_names) > KNOWN_BREAKERS:
+                del self._breaker_names[next(iter(self._breaker_names))]
+            names = sorted(self._breaker_names)
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.hgetall(self.keys.breaker(name))
+            cached = {
+                name: {_s(k): _s(v) for k, v in raw.items()}
+                for name, raw in zip(names, pipe.execute(), strict=True)
+                if raw
+            }
             self._breakers = (time.monotonic(), cached)
         return cached
 
