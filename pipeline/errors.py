@@ -95,6 +95,28 @@ def disk_full(exc: BaseException, path: object = None) -> DiskFullError | None:
     return DiskFullError(f"{what} writing {where}" if where is not None else what)
 
 
+class PathConflictError(PermanentError):
+    """A file stands where a folder must go, or a folder where a file must (EEXIST,
+    ENOTDIR, EISDIR: ``--out`` naming a file, say). Permanent: every retry would meet the
+    same path, so the job goes to the dead-letter queue at once instead of three times."""
+
+
+# Errors about the shape of the file system, not a passing state of it.
+_PATH_CONFLICTS = (FileExistsError, NotADirectoryError, IsADirectoryError)
+
+
+def path_conflict(exc: BaseException) -> PathConflictError | None:
+    """A one-line PathConflictError for an OSError that says a path is in the way (naming
+    the path), else None."""
+    if isinstance(exc, PathConflictError):
+        return exc
+    if not isinstance(exc, _PATH_CONFLICTS):
+        return None
+    what = exc.strerror or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename is not None else ""
+    return PathConflictError(f"{what}{where} (a file or folder is in the way; not retried)")
+
+
 class RedisUnavailableError(MediapipeError):
     """Redis could not be reached (``ExitCode.REDIS_UNAVAILABLE``)."""
 

@@ -5,7 +5,8 @@ an exception into a ``Failure`` here and record it with ``record``. The error's 
 decides, and the decision travels between processes as plain data, so a pool child's
 failure means the same in its parent as it would in the process that raised it:
 
-- ``PermanentError`` (bad input, unsupported media): dead at once, into the DLQ;
+- ``PermanentError`` (bad input, unsupported media, a file where a folder must go):
+  dead at once, into the DLQ;
 - ``ThrottledError``: the whole queue is held back for ``retry_after``, the job deferred;
 - ``ServiceUnavailableError``: the job is deferred without spending its attempt, and the
   service's fleet-wide breaker counts the failure;
@@ -33,6 +34,7 @@ from pipeline.errors import (
     ServiceUnavailableError,
     ThrottledError,
     disk_full,
+    path_conflict,
 )
 from pipeline.jobs import ClaimedJob
 
@@ -58,7 +60,9 @@ class Failure:
     def of(cls, exc: BaseException, tb: str | None = None) -> Failure:
         if tb is None:
             tb = "".join(traceback.format_exception(exc))
-        exc = disk_full(exc) or exc  # one retryable line, however deep the write failed
+        # One line that says what to do, however deep the write failed: retry a full disk,
+        # not a path in the way.
+        exc = disk_full(exc) or path_conflict(exc) or exc
         action, wait = RETRY, -1.0
         if isinstance(exc, ServiceUnavailableError):
             action = THROTTLE if isinstance(exc, ThrottledError) else DEFER
