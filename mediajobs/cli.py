@@ -26,7 +26,7 @@ from pipeline.client import Client
 from pipeline.connection import redacted, resolve_url, url_problem
 from pipeline.errors import ExitCode, SubmissionError
 from pipeline.keys import DAG_ID_MAX, JOB_NAME_MAX, Keys, check_identifier
-from pipeline.logsetup import configure_logging
+from pipeline.logsetup import FORMATS, configure_logging, prefer_format
 from pipeline.outage import Outage
 from pipeline.recent_dags import DAG_STATES, Listing, recent_dags
 from pipeline.replies import as_str, as_str_dict
@@ -36,6 +36,8 @@ from pipeline.serving import unserved
 
 if TYPE_CHECKING:
     from mediajobs.planning import Outcome
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class OneLineErrors(click.Group):
@@ -87,10 +89,29 @@ class OneLineErrors(click.Group):
     default=None,
     help="Read the Redis URL from this file (first line), e.g. a mounted secret.",
 )
-@click.option("--namespace", default="mp", show_default=True, help="Key namespace in Redis.")
+@click.option(
+    "--namespace",
+    envvar="MEDIAPIPE_NAMESPACE",
+    default="mp",
+    show_default=True,
+    help="Key namespace in Redis (one Redis can hold several independent fleets).",
+)
+@click.option(
+    "--log-format",
+    envvar="MEDIAPIPE_LOG_FORMAT",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    default="plain",
+    show_default=True,
+    help="Log lines as plain text or one JSON object per line (worker, dashboard, "
+    "schedule run, submit -v).",
+)
 @click.pass_context
 def main(
-    ctx: click.Context, redis_url: str | None, redis_file: Path | None, namespace: str
+    ctx: click.Context,
+    redis_url: str | None,
+    redis_file: Path | None,
+    namespace: str,
+    log_format: str,
 ) -> None:
     """mediapipe: media renditions and transcodes as Redis-coordinated DAGs.
 
@@ -114,7 +135,8 @@ def main(
         # Before any subcommand runs: one line, not redis-py's traceback from each.
         click.echo(f"mediapipe: {problem}", err=True)
         ctx.exit(ExitCode.BAD_INPUT)
-    ctx.obj = {"url": redis_url, "namespace": namespace}
+    prefer_format(log_format)  # for the commands that set up logging themselves
+    ctx.obj = {"url": redis_url, "namespace": namespace, "log_format": log_format}
 
 
 def secret_from_file(path: Path, option: str) -> str:
@@ -761,7 +783,27 @@ def _split(values: tuple[str, ...]) -> list[str]:
     show_default=True,
     help="Address for the metrics port (localhost unless told otherwise).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option(
+    "--log-level",
+    envvar="MEDIAPIPE_LOG_LEVEL",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="mediapipe's own lines from this level up; INFO: one line per job start and end.",
+)
+@click.option(
+    "--log-format",
+    envvar="MEDIAPIPE_LOG_FORMAT",
+    type=click.Choice(FORMATS, case_sensitive=False),
+    default=None,
+    help="plain, or json: one object per line with the job's fields as keys. "
+    "Default: the global --log-format, else plain.",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Everything at DEBUG, libraries' lines too (pyvips, filelock, urllib3...).",
+)
 @click.pass_context
 @friendly_errors
 def worker(
@@ -776,6 +818,8 @@ def worker(
     imports: tuple[str, ...],
     no_adaptive: bool,
     log_level: str,
+    log_format: str | None,
+    debug: bool,
     metrics_port: int | None,
     metrics_host: str,
     no_gpu: bool,
@@ -792,7 +836,7 @@ def worker(
     # other commands do without.
     from mediajobs.worker_box import BoxSpec, assemble, capabilities
 
-    configure_logging(log_level)
+    _log_as(log_format or ctx.obj["log_format"], "DEBUG" if debug else log_level, debug)
     if concurrency != "auto" and not concurrency.isdigit():
         raise SubmissionError(f"--concurrency must be auto or a number, not {concurrency!r}")
     spec = BoxSpec(
@@ -871,7 +915,17 @@ def worker(
     default=None,
     help="Embedded mode: serve the local pool's /metrics, /healthz, /readyz on this port.",
 )
-@click.option("--debug", is_flag=True, help="Show tracebacks and worker logs.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Log the local pool's jobs: one line per job start and end (embedded mode).",
+)
+@click.option(
+    "--debug",
+    is_flag=True,
+    help="Show tracebacks and every log line at DEBUG, libraries' included.",
+)
 @click.pass_context
 def submit(
     ctx: click.Context,
@@ -884,6 +938,7 @@ def submit(
     redis_url: str | None,
     idempotency_key: str | None,
     concurrency: int | None,
+    verbose: bool,
     debug: bool,
     s3_endpoint: str | None,
     metrics_port: int | None,
@@ -900,7 +955,7 @@ def submit(
     from mediajobs.submit import RedisLost, SubmitOptions, exit_code, summary_lines
     from mediajobs.submit import run as run_submit
 
-    configure_logging("DEBUG" if debug else "WARNING")
+    _log_as(ctx.obj["log_format"], "DEBUG" if debug else "INFO" if verbose else "WARNING", debug)
     warn_if_secret_on_argv(ctx, "redis_url", redis_url, "MEDIAPIPE_REDIS_URL or --redis-file")
     url = redis_url or ctx.obj["url"]
     options = SubmitOptions(
@@ -950,6 +1005,13 @@ def submit(
         for line in summary_lines(outcomes):
             click.echo(line)
     sys.exit(code)
+
+
+def _log_as(fmt: str | None, level: str, debug: bool) -> None:
+    try:
+        configure_logging(level, fmt, libraries="DEBUG" if debug else None)
+    except ValueError as exc:  # a bad MEDIAPIPE_LOG_FORMAT read by configure_logging
+        raise click.UsageError(str(exc)) from None
 
 
 class _SubmitLines:

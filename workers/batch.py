@@ -39,9 +39,11 @@ from pipeline.broker import Broker, LeaseStatus
 from pipeline.connection import connect
 from pipeline.errors import JobTimeoutError, PermanentError
 from pipeline.jobs import ClaimedJob, encode_result
+from pipeline.logsetup import LogSettings, apply
 from pipeline.registry import REGISTRY, BatchSpec, Registry
 from pipeline.routing import routed_queue
 from pipeline.worker_beat import WorkerBeat
+from workers import job_log
 from workers.inline import InlineRunner
 from workers.outcomes import Failure, record
 
@@ -104,6 +106,9 @@ class BatchRunner(InlineRunner):
         self._held.clear()
         if not batchable:
             return
+        if job_log.log.isEnabledFor(logging.INFO):
+            for job in batchable:
+                self._log_start(job)
         try:
             with self._guarded(batchable):
                 outcomes = self.batch.fn(batchable)
@@ -189,7 +194,9 @@ class BatchRunner(InlineRunner):
         for job in jobs:
             try:
                 late = JobTimeoutError(f"job ran past its timeout of {limit:g} s")
-                record(self.broker, job, Failure.of(late, ""))
+                outcome = record(self.broker, job, Failure.of(late, ""))
+                if job_log.log.isEnabledFor(logging.INFO):
+                    self._log_end(job, outcome, f"{JobTimeoutError.__name__}: {late}")
             except Exception:  # Redis down: the leases expire and the jobs are reclaimed
                 log.warning("could not record the timeout of %s", job.id, exc_info=True)
         self._exit(EXIT_TIMED_OUT)
@@ -203,7 +210,9 @@ class BatchRunner(InlineRunner):
         for job, code in zip(jobs, codes, strict=True):
             if code == LeaseStatus.CANCELLED:
                 try:
-                    record(self.broker, job, Failure.cancelled())
+                    outcome = record(self.broker, job, Failure.cancelled())
+                    if job_log.log.isEnabledFor(logging.INFO):
+                        self._log_end(job, outcome, "the DAG was cancelled")
                 except Exception:  # Redis down: the lease expires; reclaim ends it cancelled
                     log.warning("could not record the cancel of %s", job.id, exc_info=True)
         self._exit(EXIT_STOPPED)
@@ -230,10 +239,14 @@ def lane_main(
     tags: list[str],
     modules: list[str],
     lease: float = 30.0,
+    log_settings: LogSettings | None = None,
 ) -> None:
     """Entry point of a lane process: serve ``queue`` with ``stage``'s batch function until
-    SIGTERM, then finish the batch in hand and hand back what was not started."""
+    SIGTERM, then finish the batch in hand and hand back what was not started. A spawned
+    process starts with logging unset: ``log_settings`` are the worker's."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the node decides when lanes stop
+    if log_settings is not None:
+        apply(log_settings)
     stopping = False
 
     def on_term(signum: int, frame: Any) -> None:
@@ -291,6 +304,7 @@ class LaneSupervisor:
         lease: float = 30.0,
     ) -> None:
         self._args = (url, namespace, list(tags), list(modules), lease)
+        self._log = LogSettings.current()
         self.lanes = list(lanes)
         self.procs: dict[Lane, Any] = {}
         self.restarts = 0
@@ -309,7 +323,7 @@ class LaneSupervisor:
         url, namespace, tags, modules, lease = self._args
         proc = multiprocessing.get_context("spawn").Process(
             target=lane_main,
-            args=(url, namespace, lane.stage, lane.queue, tags, modules, lease),
+            args=(url, namespace, lane.stage, lane.queue, tags, modules, lease, self._log),
             name=f"mediapipe-lane-{lane.stage}",
         )
         proc.start()

@@ -17,7 +17,7 @@ from typing import Any
 from pipeline.context import JobContext, running
 from pipeline.errors import PermanentError
 from pipeline.jobs import ClaimedJob, encode_result
-from pipeline.logsetup import configure_logging
+from pipeline.logsetup import LogSettings, apply
 from pipeline.model import Dag
 from workers import wire
 from workers.outcomes import Failure
@@ -65,12 +65,12 @@ class PipeReporter:
         return int(reply[1])
 
 
-def child_main(conn: Connection, preload: list[str], log_level: int | None = None) -> None:
+def child_main(conn: Connection, preload: list[str], log: LogSettings | None = None) -> None:
     # The parent decides when a job stops: Ctrl-C in a terminal reaches the whole process
     # group, and a child must not die on it before the parent hands its job back.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if log_level is not None:
-        configure_logging(log_level)  # the parent's level; a no-op after a fork start
+    if log is not None:
+        apply(log)  # the parent's levels and format; a no-op after a fork start
     for module in preload:
         importlib.import_module(module)
     reporter = PipeReporter(conn)

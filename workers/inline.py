@@ -29,9 +29,12 @@ from pipeline.context import JobContext, JobStopped, running
 from pipeline.jobs import ClaimedJob, RawJSON, encode_result
 from pipeline.outage import REDIS_DOWN, SERVICE_GIVE_UP, Outage
 from pipeline.registry import Registry
+from workers import job_log
 from workers.outcomes import Failure, record
 
 log = logging.getLogger("mediapipe.inline")
+_jobs = job_log.log
+_INFO = logging.INFO
 T = TypeVar("T")
 
 
@@ -113,6 +116,7 @@ class InlineRunner:
         self._held: deque[ClaimedJob] = deque()
         self._done: list[tuple[ClaimedJob, Any]] = []
         self._first_done = 0.0
+        self._started: dict[str, float] = {}  # job id -> start, kept only while INFO logs
 
     def run(self, stop: Callable[[], bool], *, max_jobs: int | None = None) -> int:
         """Run until ``stop()`` is true (checked between jobs) or ``max_jobs`` ran."""
@@ -186,6 +190,8 @@ class InlineRunner:
         if code is not None:
             self._record_stopped(job, code)
             return
+        if _jobs.isEnabledFor(_INFO):
+            self._log_start(job)
         try:
             body = self.execute(job)
         except JobStopped:
@@ -196,6 +202,15 @@ class InlineRunner:
             return
         self._record_done(job, body)
 
+    def _log_start(self, job: ClaimedJob) -> None:
+        self._started[job.id] = time.monotonic()
+        job_log.started(job, self.broker.worker_id)
+
+    def _log_end(self, job: ClaimedJob, event: str | None, error: str | None = None) -> None:
+        began = self._started.pop(job.id, None)
+        took = None if began is None else time.monotonic() - began
+        job_log.ended(job, self.broker.worker_id, event or "unrecorded", took, error)
+
     def _record_stopped(self, job: ClaimedJob, code: LeaseStatus | None) -> None:
         """A job stopped because its DAG was cancelled (it ends cancelled) or its lease was
         lost (nothing is reported: the lease's new owner decides)."""
@@ -203,9 +218,11 @@ class InlineRunner:
         self.keeper.drop(job)
         if code == LeaseStatus.LOST:
             log.warning("job %s: lease lost to another worker; stopped here", job.id)
+            self._started.pop(job.id, None)
             return
         outcome = record(self.broker, job, Failure.cancelled(), call=self._redis)
-        log.info("job %s stopped (%s): its DAG was cancelled", job.id, outcome)
+        if _jobs.isEnabledFor(_INFO):
+            self._log_end(job, outcome, "the DAG was cancelled")
 
     def _record_done(self, job: ClaimedJob, body: RawJSON) -> None:
         """Queue a result for the next completion (several go in one round trip)."""
@@ -213,6 +230,8 @@ class InlineRunner:
         if not self._done:
             self._first_done = time.monotonic()
         self._done.append((job, body))
+        if _jobs.isEnabledFor(_INFO):
+            self._log_end(job, job_log.DONE)
 
     def _record_failure(self, job: ClaimedJob, exc: BaseException) -> None:
         """What the error's class decides, as the worker node does (workers/outcomes.py):
@@ -220,15 +239,17 @@ class InlineRunner:
         self.processed += 1
         self.keeper.drop(job)
         service = job.params.get("service") if isinstance(job.params, dict) else None
+        failure = Failure.of(exc)
         outcome = record(
             self.broker,
             job,
-            Failure.of(exc),
+            failure,
             service=service,
             breakers=self.breakers,
             call=self._redis,
         )
-        log.info("job %s %s: %s", job.id, outcome, exc)
+        if _jobs.isEnabledFor(_INFO):
+            self._log_end(job, outcome, f"{failure.error_type}: {failure.message}")
 
     def execute(self, job: ClaimedJob) -> RawJSON:
         spec = self.registry.get(job.stage)

@@ -49,7 +49,7 @@ from pipeline.retention import Pruned, Retention, prune_step
 from pipeline.routing import is_routed, orphan_queues, routed_queue
 from pipeline.worker_beat import WorkerBeat
 from pipeline.worker_control import DRAIN, STOP, asked, forget
-from workers import wire
+from workers import job_log, wire
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
 from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
 from workers.outcomes import DEFER, THROTTLE, Failure, record
@@ -516,7 +516,7 @@ class WorkerNode:
                 self._free(child)
                 self.pool.replace(child)
                 if cancelled:
-                    self._fail(job, Failure.cancelled())
+                    self._fail(job, Failure.cancelled(), started=child.started)
                 else:
                     log.warning("job %s: lease lost to another worker; stopped here", job_id)
                 return
@@ -530,7 +530,7 @@ class WorkerNode:
                 self.pool.replace(child)
                 msg = f"job {job.id} ran past its timeout of {job.timeout:g}s and was stopped"
                 log.warning(msg)
-                self._fail(job, Failure(JobTimeoutError.__name__, msg))
+                self._fail(job, Failure(JobTimeoutError.__name__, msg), started=child.started)
 
     def _observe(self) -> None:
         """Gauges that describe the present: capacity, queues, breakers."""
@@ -686,6 +686,8 @@ class WorkerNode:
             child.extra.update(service=service, probe=probe)
             self.in_use += cost
             self.metrics.started.labels(job.stage, job.queue).inc()
+            if job_log.log.isEnabledFor(logging.INFO):
+                job_log.started(job, self.worker_id)
 
     def _service_gate(self, job: ClaimedJob, service: str) -> Gate | None:
         """Ask the fleet-wide breaker before starting a job that needs ``service``; when
@@ -739,9 +741,17 @@ class WorkerNode:
             return
         reported(reply)
 
-    def _fail(self, job: ClaimedJob, failure: Failure, service: str | None = None) -> None:
+    def _fail(
+        self,
+        job: ClaimedJob,
+        failure: Failure,
+        service: str | None = None,
+        *,
+        started: float | None = None,
+    ) -> None:
         """Record what the failure's class decided (workers/outcomes.py), or keep it in
-        the failbox until Redis is back."""
+        the failbox until Redis is back. ``started``: when the job started here (its
+        duration goes in the job's log line)."""
         if failure.action in (DEFER, THROTTLE):
             self.metrics.deferred.labels(job.stage, job.queue).inc()
         else:
@@ -762,8 +772,10 @@ class WorkerNode:
             self.metrics.dead.labels(job.stage, job.queue).inc()
         if outcome is None:
             self.failbox.append((job, failure, service))
-        else:
-            log.info("job %s %s: %s: %s", job.id, outcome, failure.error_type, failure.message)
+        elif job_log.log.isEnabledFor(logging.INFO):
+            took = None if started is None else time.monotonic() - started
+            error = f"{failure.error_type}: {failure.message}"
+            job_log.ended(job, self.worker_id, outcome, took, error)
 
     # -- waiting for children -----------------------------------------------------
     def _wait_timeout(self, now: float) -> float:
@@ -827,7 +839,7 @@ class WorkerNode:
             how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
             msg = f"the process running job {job.id} died ({how})"
             log.warning(msg)
-            self._fail(job, Failure(WorkerCrashedError.__name__, msg))
+            self._fail(job, Failure(WorkerCrashedError.__name__, msg), started=child.started)
 
     def _on_message(self, child: Child, msg: list[Any]) -> None:
         kind = msg[0]
@@ -856,9 +868,8 @@ class WorkerNode:
             if not isinstance(msg[2], str):
                 raise TypeError("a result must arrive as JSON text")
             service = child.extra.pop("service", None)
-            self.metrics.duration.labels(job.stage, job.queue).observe(
-                time.monotonic() - child.started
-            )
+            took = time.monotonic() - child.started
+            self.metrics.duration.labels(job.stage, job.queue).observe(took)
             self.metrics.completed.labels(job.stage, job.queue).inc()
             self.metrics.bytes_out.labels(job.stage).inc(output_bytes(msg[2]))
             self._free(child)
@@ -866,10 +877,12 @@ class WorkerNode:
             if service:
                 self._call(self.breakers.outcome, service, True)
             self.outbox.append((job, RawJSON(msg[2])))
+            if job_log.log.isEnabledFor(logging.INFO):
+                job_log.ended(job, self.worker_id, job_log.DONE, took)
         elif kind == "error":
             service = child.extra.pop("service", None)
             self._free(child)
-            self._fail(job, Failure.from_json(msg[2]), service)
+            self._fail(job, Failure.from_json(msg[2]), service, started=child.started)
 
     def _service_wait(self, child: Child, service: str) -> float:
         """0 when the job may call ``service`` now; else seconds to wait. The half-open

@@ -10,13 +10,13 @@ accident.
 from __future__ import annotations
 
 import contextlib
-import logging
 import multiprocessing as mp
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
 from pipeline.jobs import ClaimedJob
+from pipeline.logsetup import LogSettings
 from workers import wire
 from workers.child import child_main
 from workers.proctree import kill_tree
@@ -59,9 +59,9 @@ class Pool:
             self.ctx.set_forkserver_preload(["pipeline.context", "workers.child", *preload])
         self.preload = list(preload)
         # A forkserver child starts without the parent's logging set-up: given the
-        # parent's level, it logs to stderr as the parent does (libvips' warnings from a
-        # render reach `submit --debug`).
-        self.log_level = logging.getLogger().getEffectiveLevel()
+        # parent's levels and format, it logs to stderr as the parent does (libvips'
+        # warnings from a render reach `submit --debug`, as JSON under --log-format json).
+        self.log_settings = LogSettings.current()
         self.children: list[Child] = []
         self.resize(size)
 
@@ -69,7 +69,7 @@ class Pool:
         parent_conn, child_conn = self.ctx.Pipe(duplex=True)
         proc = self.ctx.Process(
             target=child_main,
-            args=(child_conn, self.preload, self.log_level),
+            args=(child_conn, self.preload, self.log_settings),
             daemon=True,
             name="mediapipe-child",
         )
