@@ -33,6 +33,7 @@ from pipeline.replies import as_str, as_str_dict
 from pipeline.retention import Retention, parse_duration
 from pipeline.server import EmbeddedServer
 from pipeline.serving import unserved
+from pipeline.webhooks import check_url
 
 if TYPE_CHECKING:
     from mediajobs.planning import Outcome
@@ -580,6 +581,14 @@ def cancel(ctx: click.Context, dag_id: str) -> None:
     click.echo(f"cancelled {cancelled} pending jobs; {running} running jobs told to stop")
 
 
+def _webhook(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The URL checked before anything is probed or queued (one line, exit 2)."""
+    try:
+        return None if value is None else check_url(value)
+    except SubmissionError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
     try:
         return None if value is None else parse_duration(value)
@@ -904,6 +913,13 @@ def worker(
     help="Re-submitting the same input with the same key returns the same DAG.",
 )
 @click.option(
+    "--webhook",
+    default=None,
+    metavar="URL",
+    callback=_webhook,
+    help="POST a signed event to URL when each DAG ends (docs/webhooks.md).",
+)
+@click.option(
     "--concurrency",
     type=int,
     default=None,
@@ -937,6 +953,7 @@ def submit(
     as_json: bool,
     redis_url: str | None,
     idempotency_key: str | None,
+    webhook: str | None,
     concurrency: int | None,
     verbose: bool,
     debug: bool,
@@ -964,9 +981,10 @@ def submit(
         endpoint=s3_endpoint,
         priority=priority,
         idempotency_key=idempotency_key,
+        webhook=webhook,
         url=url,
         namespace=ctx.obj["namespace"],
-        wait=bool(wait),
+        wait=wait,
         concurrency=concurrency,
         metrics_port=metrics_port,
         quiet=as_json,
@@ -988,7 +1006,15 @@ def submit(
     code = exit_code(outcomes)
     if code is ExitCode.INTERRUPTED:
         sys.exit(code)
-    if url is not None and not wait:
+    if url is None and wait is False and any(o.dag_id for o in outcomes):
+        # Queued on the embedded server, which outlives this command; nothing runs them
+        # until a worker does.
+        click.echo(
+            "mediapipe: queued on the embedded server: `mediapipe worker` runs them "
+            "(submit without --no-wait runs them here)",
+            err=True,
+        )
+    if not wait and (url is not None or wait is False):
         if as_json:
             _print_json(outcomes)
         else:
@@ -1016,6 +1042,9 @@ def _log_as(fmt: str | None, level: str, debug: bool) -> None:
 
 class _SubmitLines:
     """What ``submit`` says on stderr as it goes."""
+
+    def refused(self, message: str) -> None:
+        click.echo(f"mediapipe: {message}", err=True)
 
     def rejected(self, outcome: Outcome) -> None:
         click.echo(f"mediapipe: {_with_path(outcome.error or 'rejected', outcome.path)}", err=True)

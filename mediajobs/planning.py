@@ -39,6 +39,9 @@ class Outcome:
     status: OutcomeStatus = OutcomeStatus.PENDING
     outputs: list[dict[str, Any]] = field(default_factory=list)
     manifest: str | None = None
+    # The error is the whole submission's (a bad --preset), the same for every input:
+    # said once, not once per input.
+    submission_error: bool = False
 
     @property
     def label(self) -> str:
@@ -68,6 +71,7 @@ def plan(
     except MediapipeError as exc:
         for item in outcomes:
             item.error, item.status = str(exc), OutcomeStatus.REJECTED
+            item.submission_error = True
         return outcomes
     for item in outcomes:
         path, out_dir = item.path, item.out_dir

@@ -44,7 +44,10 @@ class SubmitOptions:
     idempotency_key: str | None = None
     url: str | None = None  # a fleet's Redis; None: the embedded server and a local pool
     namespace: str = "mp"
-    wait: bool = False  # fleet mode: follow the DAGs to their end
+    # Follow the DAGs to their end. None: the mode's default (embedded: run them here and
+    # wait; fleet: return once queued). False in embedded mode: queue them on the embedded
+    # server and return; a `mediapipe worker` run later (or elsewhere on it) runs them.
+    wait: bool | None = None
     concurrency: int | None = None  # the local pool's size (default: the CPU cores)
     metrics_port: int | None = None  # the local pool's /metrics
     quiet: bool = False  # no progress view
@@ -55,6 +58,9 @@ class Reporter(Protocol):
     """What the caller shows while ``run`` goes (the CLI prints on stderr)."""
 
     def rejected(self, outcome: Outcome) -> None: ...
+
+    def refused(self, message: str) -> None:
+        """The whole submission was refused (a bad --preset): said once for all inputs."""
 
     def following(self, outcome: Outcome) -> None: ...
 
@@ -81,11 +87,16 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
             idempotency_key=options.idempotency_key,
             endpoint=options.endpoint,
         )
+        refused = [o.error for o in outcomes if o.error and o.submission_error]
+        if refused:
+            report.refused(refused[0])
         for o in outcomes:
-            if o.error:
+            if o.error and not o.submission_error:
                 report.rejected(o)
         client = Client.connect(options.url, namespace=options.namespace)
         submit_all(client, outcomes, webhook=options.webhook)
+        if options.wait is False:
+            return outcomes
         if options.url is None:
             finished = run_embedded(
                 client,
@@ -96,7 +107,7 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
                 quiet=options.quiet,
                 metrics_port=options.metrics_port,
             )
-        elif options.wait:
+        elif options.wait is True:
             for o in outcomes:
                 if o.dag_id:
                     report.following(o)

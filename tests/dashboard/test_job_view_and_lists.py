@@ -63,6 +63,26 @@ def web(client: Client) -> FlaskClient:
     return create_app(client, token=TOKEN).test_client()
 
 
+def test_the_job_view_of_a_quiet_one_job_dag_still_has_its_attempt(
+    web: FlaskClient, r: redis.Redis, client: Client, broker: Broker, stages: Registry
+) -> None:
+    """A one-job DAG run plainly writes no event stream (docs/redis-layout.md): the view
+    reads its attempt from the hashes instead."""
+    dag = Dag()
+    dag.add("only", "ok")
+    client.submit(dag)
+    assert run_dag(client, broker, dag.id) == "completed"
+    assert r.exists(client.keys.dag_events(dag.id)) == 0
+    j = web.get(f"/api/jobs/{dag.job_id('only')}").get_json()
+    (attempt,) = j["attempt_log"]
+    assert (attempt["attempt"], attempt["outcome"], attempt["worker"]) == (
+        1,
+        "completed",
+        broker.worker_id,
+    )
+    assert j["started"] <= attempt["ended"] and attempt["started"] == j["started"]
+
+
 def test_the_job_view_has_attempts_with_errors_timings_worker_progress_and_output_links(
     web: FlaskClient, client: Client, broker: Broker, stages: Registry, tmp_path: Path
 ) -> None:
