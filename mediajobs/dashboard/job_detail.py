@@ -24,7 +24,6 @@ from typing import Any
 
 import redis
 
-from pipeline.events import read_events
 from pipeline.keys import Keys
 from pipeline.layout import dag_fields, job_fields
 from pipeline.replies import as_str, as_str_dict
@@ -82,14 +81,6 @@ def read_job(r: redis.Redis, keys: Keys, job_id: str) -> dict[str, Any] | None:
     started, finished = _int(f.get("started")), _int(f.get("finished"))
     state = f.get("state", "")
     events = [(as_str(eid), as_str_dict(fields)) for eid, fields in reversed(entries)]
-    if not entries and dag.get("quiet"):
-        # A one-job DAG run plainly has no stream: its events come from its hashes
-        # (docs/redis-layout.md), through the reader that knows how.
-        events = [
-            (e.id, {"ev": e.type, "job": e.job, **e.fields})
-            for e in read_events(r, keys, dag_id)
-            if e.type != "submitted"
-        ]
     mine = [(eid, e) for eid, e in events if e.get("job") == job_id]
     attempts = _attempts(mine, f)
     result = _json(f.get("result"))
