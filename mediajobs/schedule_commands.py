@@ -69,7 +69,13 @@ def schedule_group() -> click.Group:
         show_default=True,
         help="Output folder (one subfolder per input), or s3://bucket/prefix.",
     )
-    @click.option("--priority", type=int, default=0, show_default=True)
+    @click.option(
+        "--priority",
+        type=int,
+        default=0,
+        show_default=True,
+        help="Priority of the DAGs it submits: higher runs first.",
+    )
     @click.option(
         "--misfire",
         type=click.Choice(MISFIRE_POLICIES),
@@ -226,7 +232,13 @@ def schedule_group() -> click.Group:
         click.echo(f"resumed {name}")
 
     @group.command("run")
-    @click.option("--interval", type=float, default=1.0, show_default=True)
+    @click.option(
+        "--interval",
+        type=float,
+        default=1.0,
+        show_default=True,
+        help="Seconds between looks for due schedules.",
+    )
     @click.pass_context
     @friendly_errors
     def run(ctx: click.Context, interval: float) -> None:

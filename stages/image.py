@@ -117,7 +117,7 @@ class ImageParams:
     )
     animated: bool = param(False, boolean, "animated WebP renditions of an animation")
     keep: str | None = param(None, KEEP_NAMES, "metadata to keep (default none)")
-    max_pixels: int | None = param(None, integer(1, 1 << 40), "default MEDIAPIPE_MAX_PIXELS")
+    max_pixels: int | None = param(None, integer(1, 1 << 40), "default MEDIAPIPE_MAX_IMAGE_PIXELS")
     fail_on: str = param(DEFAULT_FAIL_ON, one_of(*FAIL_ON_LEVELS), "libvips' fail_on")
 
 
