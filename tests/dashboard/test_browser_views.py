@@ -29,6 +29,7 @@ from tests.helpers import run_dag
 from tests.workers.conftest import Workers, wait_for
 
 By = pytest.importorskip("selenium.webdriver.common.by").By
+Keys = pytest.importorskip("selenium.webdriver.common.keys").Keys
 
 
 def _rows(driver: Any, css: str) -> list[str]:
@@ -204,8 +205,9 @@ def test_state_filter_search_and_pagination_over_500_dags(
     _click(browser, "#dag-prev")
     wait_for(lambda: _rows(browser, rows) == newest_first[25:50], 10, "page 2 again")
     page = browser.find_element(By.CSS_SELECTOR, "#dag-page")
-    page.clear()
-    page.send_keys("21\n")
+    page.click()  # focused, a redraw leaves the field alone while it is typed in
+    page.send_keys(Keys.CONTROL, "a")
+    page.send_keys("21", Keys.ENTER)
     wait_for(lambda: _rows(browser, rows) == newest_first[500:], 10, "the last page")
     assert _attr(browser, "#dag-next", "disabled") == "true"
     assert "501\u2013504" in _text(browser, "#dag-note")
