@@ -1,6 +1,7 @@
 """Every command `mediapipe -h` lists, found by walking the help (so a new command is
-covered without editing this file): an unreachable Redis and a bad option are each one
-stderr line with the documented exit code (3 and 2), never a traceback."""
+covered without editing this file): an unreachable Redis, a malformed Redis URL and a bad
+option are each one stderr line with the documented exit code (3, 2 and 2), never a
+traceback."""
 
 from __future__ import annotations
 
@@ -73,6 +74,16 @@ def _check(leaf: list[str], env: dict[str, str]) -> None:
     assert "--nope" in _one_line(bad), cmd
     if tuple(leaf) in NO_REDIS:
         return
+    malformed = subprocess.run(
+        [*COMMAND, "--redis", "http://queue-host:6379/", *cmd],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert malformed.returncode == 2, (cmd, malformed.stderr)
+    assert "is not a Redis URL" in _one_line(malformed), cmd
     down = subprocess.run(
         [*COMMAND, "--redis", "redis://127.0.0.1:1/0", *cmd],
         capture_output=True,
@@ -85,7 +96,7 @@ def _check(leaf: list[str], env: dict[str, str]) -> None:
     assert "unreachable" in _one_line(down), cmd
 
 
-def test_every_command_says_one_line_for_an_unreachable_redis_and_a_bad_option(
+def test_every_command_says_one_line_for_an_unreachable_redis_a_bad_url_and_a_bad_option(
     tmp_path: Path,
 ) -> None:
     env = _env(tmp_path)
