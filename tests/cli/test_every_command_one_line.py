@@ -65,35 +65,27 @@ def _one_line(res: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+# (what goes before the command, after it, the exit code, what the line says)
+Case = tuple[list[str], list[str], int, str]
+BAD_OPTION: Case = ([], ["--nope"], 2, "--nope")
+MALFORMED_URL: Case = (["--redis", "http://queue-host:6379/"], [], 2, "is not a Redis URL")
+UNREACHABLE: Case = (["--redis", "redis://127.0.0.1:1/0"], [], 3, "unreachable")
+
+
 def _check(leaf: list[str], env: dict[str, str]) -> None:
     cmd = _invocation(leaf, env)
-    bad = subprocess.run(
-        [*COMMAND, *cmd, "--nope"], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert bad.returncode == 2, (cmd, bad.stderr)
-    assert "--nope" in _one_line(bad), cmd
-    if tuple(leaf) in NO_REDIS:
-        return
-    malformed = subprocess.run(
-        [*COMMAND, "--redis", "http://queue-host:6379/", *cmd],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert malformed.returncode == 2, (cmd, malformed.stderr)
-    assert "is not a Redis URL" in _one_line(malformed), cmd
-    down = subprocess.run(
-        [*COMMAND, "--redis", "redis://127.0.0.1:1/0", *cmd],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
-    assert down.returncode == 3, (cmd, down.stderr)
-    assert "unreachable" in _one_line(down), cmd
+    cases = [BAD_OPTION] if tuple(leaf) in NO_REDIS else [BAD_OPTION, MALFORMED_URL, UNREACHABLE]
+    for before, after, code, says in cases:
+        res = subprocess.run(
+            [*COMMAND, *before, *cmd, *after],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
+        assert res.returncode == code, (cmd, before, after, res.stderr)
+        assert says in _one_line(res), (cmd, before, after)
 
 
 def test_every_command_says_one_line_for_an_unreachable_redis_a_bad_url_and_a_bad_option(
