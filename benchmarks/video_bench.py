@@ -111,7 +111,7 @@ def run_video(
     from pipeline.client import Client
     from pipeline.model import Dag
     from pipeline.registry import REGISTRY
-    from stages.video import DEFAULT_RUNGS, ladder_command, plan_rungs
+    from stages.ladder_graph import DEFAULT_RUNGS, ladder_command, plan_rungs
 
     frames, width, height, has_audio = _frames(src)
     rungs = plan_rungs(width, height, DEFAULT_RUNGS)

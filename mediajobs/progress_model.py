@@ -30,7 +30,7 @@ from typing import Any
 
 from pipeline.snapshot import DagSnapshot, JobSnapshot
 from stages.contract import CATALOG
-from stages.video import DEFAULT_RUNGS, plan_rungs
+from stages.ladder_graph import DEFAULT_RUNGS, plan_rungs
 
 MPX = 1_000_000.0
 DECODE = 0.25  # a decoded pixel's cost against an encoded one

@@ -15,6 +15,7 @@ from typing import Any
 
 from stages.contract import media_stage
 from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
+from stages.ladder_segments import JOIN_JOB
 from stages.output import atomic_dir, file_facts, output_name, output_path
 from stages.params import boolean, number, param
 from stages.storage import fetch
@@ -35,7 +36,8 @@ class HlsParams:
     timeout=3600,
 )
 def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-    renditions = inputs["video_ladder"]["renditions"]
+    # A long video's ladder ran as segments: its renditions come from their join.
+    renditions = (inputs.get(JOIN_JOB) or inputs["video_ladder"])["renditions"]
     src = params["input"]
     name = output_name(params.get("name") or Path(src).stem)
     seconds = float(params["segment_seconds"])

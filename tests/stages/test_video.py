@@ -13,10 +13,11 @@ from pipeline.errors import BadInputError
 from stages.audio import audio_extract
 from stages.ffmpeg_run import ffmpeg_exe
 from stages.hls import hls_package
+from stages.ladder_graph import encoder_threads, ladder_command, plan_rungs
 from stages.media_facts import video_facts
 from stages.probe import probe
 from stages.thumbnails import video_poster, video_sprite
-from stages.video import encoder_threads, ladder_command, plan_rungs, video_ladder
+from stages.video import video_ladder
 from tests.stages.conftest import RecordingContext
 
 RUNGS = [{"name": "240p", "height": 240}, {"name": "120p", "height": 120}]

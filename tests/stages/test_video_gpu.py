@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from pipeline.errors import BadInputError
+from stages.ladder_graph import gpu_mode, ladder_command, plan_rungs
 from stages.probe import probe
-from stages.video import gpu_mode, ladder_command, plan_rungs, video_ladder
+from stages.video import video_ladder
 from tests.stages.conftest import RecordingContext
 from workers.gpu import detect
 
