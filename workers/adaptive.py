@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import psutil
@@ -30,13 +30,37 @@ class LoadSource(Protocol):
     def read(self) -> LoadReading: ...
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity mask (``taskset``, a container's
+    cpuset), not the machine's count, so a worker pinned to one core runs one job."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def _allowed_cpus() -> list[int] | None:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 class PsutilLoad:
     """The real readings. ``children_of`` gives the pids whose RSS counts as ours."""
 
     def __init__(self, children_of: Callable[[], list[int]] | None = None) -> None:
         self.children_of = children_of or (lambda: [])
-        self.cores = os.cpu_count() or 1
-        psutil.cpu_percent(None)  # the first call only starts the measurement interval
+        allowed = _allowed_cpus()
+        # Busy cores outside the affinity mask are not ours to fill: CPU is read over
+        # the cores this worker may use.
+        self.cpus = (
+            allowed if allowed is not None and len(allowed) < (os.cpu_count() or 1) else None
+        )
+        psutil.cpu_percent(None, percpu=self.cpus is not None)  # starts the interval
+
+    def _cpu_percent(self) -> float:
+        if self.cpus is None:
+            return float(psutil.cpu_percent(None))
+        per = psutil.cpu_percent(None, percpu=True)
+        mine = [per[i] for i in self.cpus if i < len(per)]
+        return sum(mine) / len(mine) if mine else 0.0
 
     def read(self) -> LoadReading:
         rss = 0
@@ -50,8 +74,9 @@ class PsutilLoad:
                 continue
         vm = psutil.virtual_memory()
         return LoadReading(
-            cpu_percent=psutil.cpu_percent(None),
-            load_per_cpu=os.getloadavg()[0] / self.cores,
+            cpu_percent=self._cpu_percent(),
+            # The load average counts the whole machine's runnable tasks: per machine core.
+            load_per_cpu=os.getloadavg()[0] / (os.cpu_count() or 1),
             mem_available_fraction=vm.available / vm.total,
             children_rss=rss,
         )
@@ -60,7 +85,7 @@ class PsutilLoad:
 @dataclass
 class Limits:
     min: int = 1
-    max: int = os.cpu_count() or 1
+    max: int = field(default_factory=usable_cores)
     low_memory: float = 0.10  # available fraction below which we shrink
     rss_limit: int | None = None  # bytes the pool may use; None: no limit
     overload: float = 1.5  # load per core above which we shrink

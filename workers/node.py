@@ -50,7 +50,7 @@ from pipeline.routing import is_routed, orphan_queues, routed_queue
 from pipeline.worker_beat import WorkerBeat
 from pipeline.worker_control import DRAIN, STOP, asked, forget
 from workers import job_log, wire
-from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad
+from workers.adaptive import AdaptiveConcurrency, Limits, LoadSource, PsutilLoad, usable_cores
 from workers.metrics import BREAKER_STATES, HealthServer, NodeMetrics, output_bytes
 from workers.outcomes import DEFER, THROTTLE, Failure, record
 from workers.pool import Child, Pool
@@ -131,7 +131,7 @@ class WorkerNode:
         self.keys = Keys(cfg.namespace)
         # Queues a batch lane serves (GPU image batches) are claimed by that lane alone.
         self.queues = [q for q in listen_queues(cfg.queues, cfg.tags) if q not in cfg.batch_queues]
-        initial = cfg.concurrency or os.cpu_count() or 1
+        initial = cfg.concurrency or usable_cores()
         self.limits = Limits(
             min=max(1, cfg.min), max=max(cfg.max or initial, initial), cooldown=cfg.adapt_cooldown
         )

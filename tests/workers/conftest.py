@@ -39,8 +39,13 @@ class Workers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(
-        self, *args: str, url: str | None = None, ready: bool = True
+        self,
+        *args: str,
+        url: str | None = None,
+        ready: bool = True,
+        affinity: set[int] | None = None,
     ) -> subprocess.Popen[bytes]:
+        """A worker process; ``affinity``: the CPUs it may run on (as ``taskset`` sets)."""
         log = open(self.tmp / f"worker{len(self.procs)}.log", "wb")  # noqa: SIM115
         cmd = [
             sys.executable,
@@ -57,8 +62,15 @@ class Workers:
             *args,
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        pin = None if affinity is None else (lambda: os.sched_setaffinity(0, affinity))
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=pin,
         )
         self.procs.append(proc)
         if ready:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 from dataclasses import replace
 
+import pytest
+
 from pipeline.client import Client
 from pipeline.model import Dag
-from tests.workers.conftest import wait_for
+from tests.workers.conftest import ROOT, Workers, wait_for
 from workers.adaptive import AdaptiveConcurrency, Limits, LoadReading, PsutilLoad
 from workers.node import NodeConfig, WorkerNode
 
@@ -133,3 +138,23 @@ def test_a_running_node_shrinks_and_grows_with_injected_readings(
         node.request_stop()
         t.join(30)
     assert not t.is_alive()
+
+
+def test_a_worker_pinned_to_one_core_sizes_its_pool_to_that_core(
+    workers: Workers, stage_client: Client
+) -> None:
+    """``taskset -c 0 mediapipe worker``: one job at a time, not one per machine core."""
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    proc = workers.spawn(affinity={0})
+    wid = workers.worker_id(proc)
+    info = next(w for w in stage_client.workers() if w["id"] == wid)
+    assert int(info["capacity"]) == 1
+    script = (
+        "from workers.adaptive import Limits, usable_cores; print(usable_cores(), Limits().max)"
+    )
+    out = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", script],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert out.stdout.split() == ["1", "1"]
