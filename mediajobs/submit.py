@@ -28,7 +28,7 @@ from mediajobs.worker_box import BoxSpec, WorkerBox, assemble
 from pipeline.client import TERMINAL_DAG_STATES, Client
 from pipeline.connection import resolve_url
 from pipeline.errors import ExitCode, RedisUnavailableError
-from pipeline.outage import Outage
+from pipeline.outage import REDIS_DOWN, Outage
 from pipeline.replies import as_str
 from stages.manifest import OUTPUT_FIELDS
 
@@ -93,7 +93,13 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
         for o in outcomes:
             if o.error and not o.submission_error:
                 report.rejected(o)
-        client = Client.connect(options.url, namespace=options.namespace)
+        if options.wait is True and options.url is not None:
+            # A fleet submit that waits rides out an outage from its first call (a
+            # Sentinel failover under way, a restart). The submit itself is then resent
+            # with its request ids (pipeline.scripts), so it is written once.
+            client = Outage().call(_connect_or_down, options.url, options.namespace)
+        else:
+            client = Client.connect(options.url, namespace=options.namespace)
         submit_all(client, outcomes, webhook=options.webhook)
         if options.wait is False:
             return outcomes
@@ -132,6 +138,18 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
                 o.status = OutcomeStatus.UNKNOWN
         raise RedisLost(message, outcomes) from None
     return outcomes
+
+
+def _connect_or_down(url: str, namespace: str) -> Client:
+    """``Client.connect``, its unreachable server raised as the outage it is (a refused
+    password or a bad URL stays the error it is)."""
+    try:
+        return Client.connect(url, namespace=namespace)
+    except RedisUnavailableError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, REDIS_DOWN) and not isinstance(cause, redis.AuthenticationError):
+            raise cause from None  # said as the outage's notice says it
+        raise
 
 
 def submit_all(client: Client, outcomes: list[Outcome], *, webhook: str | None = None) -> None:

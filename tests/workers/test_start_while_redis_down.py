@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +16,7 @@ from pipeline.client import Client
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY
 from pipeline.server import EmbeddedServer
-from tests.workers.conftest import Workers, wait_for
+from tests.workers.conftest import ROOT, Workers, wait_for
 
 
 @pytest.fixture
@@ -55,3 +59,28 @@ def test_a_worker_gives_up_after_the_configured_time(
     assert "Traceback" not in log
     assert len(lines) == 2, log  # the notice, then the give-up line
     assert "giving up" in lines[-1]
+
+
+def test_a_fleet_submit_that_waits_rides_out_redis_being_down_at_its_start(
+    down_server: EmbeddedServer, workers: Workers, namespace: str, tmp_path: Path
+) -> None:
+    """``submit --wait`` started mid-failover (the master gone, or not up yet) waits for
+    Redis like a worker does, then submits once and follows the DAG to its end."""
+    photo = Path(__file__).resolve().parents[2] / "fixtures" / "cmyk.jpg"
+    out = tmp_path / "out"
+    submit = subprocess.Popen(
+        [sys.executable, "-m", "mediajobs", "--redis", down_server.url, "--namespace",
+         namespace, "submit", str(photo), "--out", str(out), "--wait", "--json"],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    workers.spawn("--concurrency", "1", url=down_server.url, ready=False)
+    time.sleep(2.0)
+    assert submit.poll() is None
+    down_server.ensure_running()
+    stdout, stderr = submit.communicate(timeout=90)
+    assert submit.returncode == 0, stderr
+    doc = json.loads(stdout)  # one input: its document alone
+    assert doc["status"] == "completed", doc
+    assert Path(doc["manifest"]).is_file()
+    assert stderr.count("Redis unreachable") == 1 and "Redis is back" in stderr, stderr
