@@ -239,9 +239,11 @@ def worker_node(
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
     args: tuple[str, ...] = (),
+    cpus: str | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real ``mediapipe worker`` process (pool children, leases, Redis), registered and
-    idle when this yields; stopped with SIGTERM (SIGKILL after a grace) at exit."""
+    idle when this yields; stopped with SIGTERM (SIGKILL after a grace) at exit. ``cpus``:
+    pinned to these CPUs with ``taskset -c`` (its pool sizes itself from them)."""
     from pipeline.client import Client
     from pipeline.registry import Registry
 
@@ -252,6 +254,8 @@ def worker_node(
     for m in imports:
         cmd += ["--import", m]
     cmd += list(args)
+    if cpus is not None:
+        cmd = ["taskset", "-c", cpus, *cmd]
     client = Client.connect(url, namespace=namespace, registry=Registry())
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(
@@ -265,7 +269,7 @@ def worker_node(
         )
         try:
             wait_until(
-                lambda: bool(client.workers()),
+                lambda: any(w.get("pid") == str(proc.pid) for w in client.workers()),
                 ready_timeout,
                 f"worker start (log {log_path})",
                 poll=0.05,

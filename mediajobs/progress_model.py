@@ -5,7 +5,11 @@ Weights (docs/progress.md states the rule for users): a job's expected cost is t
 its stage does, in megapixels, from the probe's facts and the job's params. Encoding a
 pixel counts 1, decoding one 0.25:
 
-- video_ladder (transcode): frames x (0.25 x source pixels + the pixels of every rung)
+- video_ladder (transcode): frames x (0.25 x source pixels + the pixels of every rung);
+  a long video's ladder runs as segments (stages/ladder_segments.py): once its segment
+  jobs exist the ladder job itself is a remux (it cuts the source), each ladder_segment
+  costs its own frames x the same sum, ladder_audio as audio_extract and ladder_join a
+  remux of every rung
 - video_sprite: frames x 0.25 x source pixels (one full decode)
 - video_poster: 30 frames x 0.25 x source pixels
 - audio_extract: 0.05 Mpx a second of media; hls_package (a remux): 0.02 Mpx a second
@@ -31,6 +35,8 @@ from typing import Any
 from pipeline.snapshot import DagSnapshot, JobSnapshot
 from stages.contract import CATALOG
 from stages.ladder_graph import DEFAULT_RUNGS, plan_rungs
+from stages.ladder_segments import AUDIO_STAGE, JOIN_STAGE, SEGMENT_STAGE
+from stages.video import segments_wanted
 
 MPX = 1_000_000.0
 DECODE = 0.25  # a decoded pixel's cost against an encoded one
@@ -61,17 +67,30 @@ def _defaults(stage: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def media_cost(stage: str, params: Mapping[str, Any], facts: Mapping[str, Any]) -> float | None:
+def media_cost(
+    stage: str, params: Mapping[str, Any], facts: Mapping[str, Any], *, fanned_out: bool = False
+) -> float | None:
     """A media stage's expected cost in Mpx (the module's rule); None for stages the rule
-    does not know (probe, manifest and others are weighed relative to their DAG)."""
+    does not know (probe, manifest and others are weighed relative to their DAG).
+    ``fanned_out``: the DAG's ladder has added its segment jobs, which carry the encode."""
     w, h = _facts_value(facts, "width"), _facts_value(facts, "height")
     duration, fps = _facts_value(facts, "duration"), _facts_value(facts, "fps")
     frames, src = duration * fps, w * h / MPX
     p = _defaults(stage, params)
     if stage == "video_ladder":
+        if fanned_out and segments_wanted(p, duration):
+            return duration * REMUX_PER_SECOND
         rungs = plan_rungs(int(w), int(h), list(p.get("rungs") or DEFAULT_RUNGS))
         out = sum(float(r["width"]) * float(r["height"]) for r in rungs) / MPX
         return frames * (DECODE * src + out)
+    if stage == SEGMENT_STAGE:
+        seg = p.get("segment") or {}
+        out = sum(float(r["width"]) * float(r["height"]) for r in p.get("rungs") or ()) / MPX
+        return float(seg.get("frames") or 0) * (DECODE * src + out)
+    if stage == AUDIO_STAGE:
+        return duration * AUDIO_PER_SECOND
+    if stage == JOIN_STAGE:
+        return duration * REMUX_PER_SECOND * max(1, len(p.get("rungs") or ()))
     if stage == "video_sprite":
         return frames * DECODE * src
     if stage == "video_poster":
@@ -91,7 +110,10 @@ def media_cost(stage: str, params: Mapping[str, Any], facts: Mapping[str, Any]) 
 
 def job_costs(jobs: Mapping[str, JobSnapshot], facts: Mapping[str, Any]) -> dict[str, float]:
     """Every job's expected cost (Mpx) by name."""
-    known = {n: media_cost(j.stage, j.params, facts) for n, j in jobs.items()}
+    fanned_out = any(j.stage == SEGMENT_STAGE for j in jobs.values())
+    known = {
+        n: media_cost(j.stage, j.params, facts, fanned_out=fanned_out) for n, j in jobs.items()
+    }
     media = sum(c for c in known.values() if c is not None)
     book = media * BOOKKEEPING if media > 0 else 1.0
     measured = [c for c in known.values() if c is not None]

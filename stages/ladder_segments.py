@@ -117,6 +117,7 @@ def fan_out(
         "threads": params["threads"],
         "gpu": gpu or "off",
         "count": len(segments),
+        "fps": probe.get("fps"),
     }
     sub = ctx.new_children()
     joined_after = []
@@ -194,6 +195,7 @@ def ladder_segment(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> 
             duration=float(seg["duration"]),
             progress=ctx.progress,
             label=f"transcoding segment {index + 1}/{params['count']}",
+            fps=params.get("fps"),
         )
         for tmp, r in zip(tmps, rungs, strict=True):
             frames = joined_facts(tmp).frames

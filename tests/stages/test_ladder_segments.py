@@ -13,6 +13,7 @@ import redis
 
 import stages  # noqa: F401  (registers the media stages)
 from mediajobs import presets
+from mediajobs.progress_model import media_cost
 from pipeline.broker import Broker
 from pipeline.client import Client
 from pipeline.registry import REGISTRY
@@ -95,6 +96,15 @@ def test_a_long_video_is_transcoded_as_segments_joined_and_verified(
         assert facts.audio_start is not None and abs(facts.audio_start - facts.video_start) < 0.02
     assert (out / "talk_hls" / "master.m3u8").exists()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # segments removed
+
+    # The progress display weighs the segments as the one-job ladder's encode, split up.
+    jobs = media_client.jobs(dag.id)
+    facts = jobs["probe"]["result"]
+    whole = media_cost("video_ladder", jobs["video_ladder"]["params"], facts)
+    parts = [media_cost(j["stage"], j["params"], facts) for n, j in jobs.items() if "_seg_" in n]
+    assert whole and len(parts) == 4 and abs(sum(p or 0 for p in parts) / whole - 1) < 0.02
+    after = media_cost("video_ladder", jobs["video_ladder"]["params"], facts, fanned_out=True)
+    assert after is not None and after < whole / 50
 
 
 def test_a_source_with_one_keyframe_becomes_one_segment_with_a_note(
