@@ -13,6 +13,7 @@ import redis
 
 import stages  # noqa: F401  (registers the media stages)
 from mediajobs import presets
+from mediajobs.dashboard.snapshot import Snapshots
 from mediajobs.progress_model import media_cost
 from pipeline.broker import Broker
 from pipeline.client import Client
@@ -96,6 +97,12 @@ def test_a_long_video_is_transcoded_as_segments_joined_and_verified(
         assert facts.audio_start is not None and abs(facts.audio_start - facts.video_start) < 0.02
     assert (out / "talk_hls" / "master.m3u8").exists()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # segments removed
+
+    # The dashboard's DAG graph draws the segments, each waited for by the join.
+    graph = Snapshots(media_client).dag(dag.id)
+    assert graph is not None
+    drawn = {j["name"]: j for j in graph["jobs"]}
+    assert set(drawn["ladder_join"]["deps"]) >= {dag.job_id(f"ladder_seg_000{i}") for i in range(4)}
 
     # The progress display weighs the segments as the one-job ladder's encode, split up.
     jobs = media_client.jobs(dag.id)
