@@ -145,7 +145,7 @@ def main() -> int:
         raise SystemExit("needs 2 cores")
     media = Path(args.media)
     media.mkdir(parents=True, exist_ok=True)
-    still = media_gen.big_image(media)
+    still = media_gen.images(media, 1)[0]  # a 12 MP photo, as benchmarks/run.py uses
     src = media_gen.clip(media, args.seconds, still)
     work = Path(tempfile.mkdtemp(prefix="segment-bench-"))
     env = {**os.environ, "MEDIAPIPE_HOME": str(work / "home")}
