@@ -867,6 +867,7 @@ def _split(values: tuple[str, ...]) -> list[str]:
     "--metrics-port",
     type=int,
     default=None,
+    envvar="MEDIAPIPE_METRICS_PORT",
     help="Serve /metrics, /healthz and /readyz on this port.",
 )
 @click.option(
