@@ -604,6 +604,44 @@ def cancel(ctx: click.Context, dag_id: str) -> None:
     click.echo(f"cancelled {cancelled} pending jobs; {running} running jobs told to stop")
 
 
+@main.command()
+@click.argument("dag_id")
+@click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to write into.")
+@click.option(
+    "--s3-endpoint",
+    default=None,
+    help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS).",
+)
+@click.pass_context
+@friendly_errors
+def fetch(ctx: click.Context, dag_id: str, out_dir: str, s3_endpoint: str | None) -> None:
+    """Download a finished DAG's outputs from object storage into a folder, each checked
+    against the size and SHA-256 it was published with.
+
+    \b
+    Example:
+      mediapipe fetch 6d0ea5aa51af494f --out renders/
+    """
+    from mediajobs.staging import fetch_outputs, outputs_prefix
+
+    check_identifier(dag_id, "DAG id", DAG_ID_MAX)
+    c = _client(ctx)
+    if c.dag_state(dag_id) != "completed":
+        raise SubmissionError(f"DAG {dag_id} is {c.dag_state(dag_id) or 'unknown'}, not completed")
+    manifest = next((j for j in c.jobs(dag_id).values() if j.get("stage") == "manifest"), None)
+    prefix = outputs_prefix(manifest.get("params") or {}) if manifest else None
+    if prefix is None:
+        raise SubmissionError(f"DAG {dag_id} wrote no outputs to object storage")
+    name = prefix.rsplit("/", 1)[-1]
+    got = fetch_outputs(prefix, Path(out_dir) / name, s3_endpoint or manifest_endpoint(manifest))
+    click.echo(f"fetched {len(got)} files into {Path(out_dir) / name}")
+
+
+def manifest_endpoint(job: dict[str, Any] | None) -> str | None:
+    endpoint = (job or {}).get("params", {}).get("endpoint")
+    return str(endpoint) if endpoint else None
+
+
 def _webhook(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """The URL checked before anything is probed or queued (one line, exit 2)."""
     try:
@@ -973,6 +1011,15 @@ def worker(
     help="S3-compatible endpoint URL (default: $AWS_ENDPOINT_URL, else AWS).",
 )
 @click.option(
+    "--stage",
+    "stage_to",
+    default=None,
+    metavar="s3://BUCKET/PREFIX",
+    envvar="MEDIAPIPE_STAGE",
+    help="Upload inputs there for a fleet that cannot read this disk; a local --out is "
+    "then fetched back.",
+)
+@click.option(
     "--priority", type=int, default=0, show_default=True, help="Higher runs first (-1000..1000)."
 )
 @click.option(
@@ -1044,6 +1091,7 @@ def submit(
     debug: bool,
     s3_endpoint: str | None,
     metrics_port: int | None,
+    stage_to: str | None,
 ) -> None:
     """Turn media files into renditions and a manifest.json.
 
@@ -1073,6 +1121,7 @@ def submit(
         concurrency=concurrency,
         metrics_port=metrics_port,
         quiet=as_json,
+        stage=stage_to,
     )
     try:
         outcomes = run_submit(list(paths), options, _SubmitLines())

@@ -3,12 +3,14 @@ one line that names it. ``mediapipe submit`` and the schedule firing both plan t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from mediajobs import presets
+from mediajobs.staging import Stage, stage_input
 from pipeline.errors import MediapipeError
 from pipeline.model import Dag
 from stages.limits import MediaLimits
@@ -42,6 +44,12 @@ class Outcome:
     # The error is the whole submission's (a bad --preset), the same for every input:
     # said once, not once per input.
     submission_error: bool = False
+    # Staged (mediajobs.staging): the input's URI, and for a local --out where the
+    # workers published the outputs and the folder they are fetched into.
+    staged: str | None = None
+    uploaded: bool = False
+    fetch_from: str | None = None
+    fetch_to: Path | None = None
 
     @property
     def label(self) -> str:
@@ -56,14 +64,23 @@ def plan(
     priority: int = 0,
     idempotency_key: str | None = None,
     endpoint: str | None = None,
+    stage: Stage | None = None,
+    progress: Callable[[str, int], Callable[[int, int], None] | None] | None = None,
 ) -> list[Outcome]:
     """Probe each input here and build its DAG. ``out`` is a folder, or ``s3://bucket/prefix``
-    for object storage (each input's outputs under ``<prefix>/<name>/``)."""
+    for object storage (each input's outputs under ``<prefix>/<name>/``). With ``stage``
+    each input is uploaded there and the DAG reads it from the store; a local ``out`` is
+    then where the outputs are fetched back to (``mediajobs.staging``)."""
     limits = MediaLimits.from_env()
     used: set[str] = set()
-    storage = out if out.startswith("s3://") else None
+    remote_out = out.startswith("s3://")
+    storage = out if remote_out else (stage.renders if stage else None)
     out_root = Path("scratch") if storage else Path(out)
     outcomes = [Outcome(Path(raw), _unique_dir(out_root, Path(raw).stem, used)) for raw in paths]
+    if stage is not None and not remote_out:
+        for item in outcomes:
+            item.fetch_to = Path(out) / item.out_dir.name
+            item.fetch_from = f"{storage}/{item.out_dir.name}"
     try:
         # A named preset is checked once, before any input is probed or queued: a bad
         # key rejects the whole submission, not each input after the others were queued.
@@ -80,8 +97,13 @@ def plan(
             item.facts = probe(path, limits)
             chosen = fixed or presets.load(preset, item.facts["kind"], str(path))
             key = f"{idempotency_key}:{item.facts['sha256']}" if idempotency_key else None
+            source = str(path.resolve())
+            if stage is not None:
+                show = progress(path.name, item.facts["bytes"]) if progress else None
+                item.staged, item.uploaded = stage_input(path, item.facts["sha256"], stage, show)
+                source = item.staged
             item.dag = presets.build_dag(
-                str(path.resolve()),
+                source,
                 str(out_dir.resolve()),
                 chosen,
                 name=name,
@@ -89,6 +111,7 @@ def plan(
                 idempotency_key=key,
                 storage=storage,
                 endpoint=endpoint,
+                input_sha256=item.facts["sha256"] if stage is not None else None,
             )
         except MediapipeError as exc:
             item.error, item.status = str(exc), OutcomeStatus.REJECTED

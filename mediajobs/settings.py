@@ -130,6 +130,17 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "where renditions bound for object storage wait until uploaded",
     ),
     EnvSetting(
+        "MEDIAPIPE_INPUT_CACHE",
+        "<temp dir>/mediapipe-inputs-<uid>",
+        "a worker's node-local copies of inputs fetched from object storage",
+    ),
+    EnvSetting(
+        "MEDIAPIPE_INPUT_CACHE_BYTES",
+        str(20 << 30),
+        "the input cache's bound; least recently used inputs go first",
+        int,
+    ),
+    EnvSetting(
         "MEDIAPIPE_GPU_DEVICE",
         "cuda",
         "the torch device of the GPU image lane (cpu runs it without a GPU)",

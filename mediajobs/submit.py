@@ -24,6 +24,7 @@ import redis
 from mediajobs.json_documents import SCHEMA
 from mediajobs.planning import Outcome, OutcomeStatus, plan
 from mediajobs.progress_view import ProgressView, follower
+from mediajobs.staging import Stage, fetch_outputs, upload_progress
 from mediajobs.worker_box import BoxSpec, WorkerBox, assemble
 from pipeline.client import TERMINAL_DAG_STATES, Client
 from pipeline.connection import resolve_url
@@ -52,6 +53,9 @@ class SubmitOptions:
     metrics_port: int | None = None  # the local pool's /metrics
     quiet: bool = False  # no progress view
     webhook: str | None = None  # where each DAG's end is announced (docs/webhooks.md)
+    # s3://bucket/prefix: inputs uploaded there for a fleet that cannot read this disk;
+    # a local --out is then fetched back from the store (mediajobs.staging).
+    stage: str | None = None
 
 
 class Reporter(Protocol):
@@ -86,6 +90,8 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
             priority=options.priority,
             idempotency_key=options.idempotency_key,
             endpoint=options.endpoint,
+            stage=Stage.parse(options.stage, options.endpoint) if options.stage else None,
+            progress=upload_progress,
         )
         refused = [o.error for o in outcomes if o.error and o.submission_error]
         if refused:
@@ -128,6 +134,7 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
                     o.status = OutcomeStatus.INTERRUPTED
             return outcomes
         Outage().call(lambda: collect(client, outcomes))
+        fetch_back(outcomes, options.endpoint)
     except (RedisUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
         # A transition that lost Redis raises redis' own errors: the same outage.
         message = f"Redis unreachable: {exc}"
@@ -181,6 +188,22 @@ def collect(client: Client, outcomes: list[Outcome]) -> None:
             p.error = _first_error(client, p.dag_id) or f"DAG {state}"
 
 
+def fetch_back(outcomes: list[Outcome], endpoint: str | None) -> None:
+    """Download the outputs of each completed, staged DAG into its local folder and point
+    its outcome at the local files."""
+    for p in outcomes:
+        if p.status is not OutcomeStatus.COMPLETED or not p.fetch_from or p.fetch_to is None:
+            continue
+        fetch_outputs(p.fetch_from, p.fetch_to, endpoint)
+        prefix = p.fetch_from.rstrip("/") + "/"
+        for o in p.outputs:
+            path = str(o.get("path") or "")
+            if path.startswith(prefix):
+                o["uri"], o["path"] = path, str(p.fetch_to / path[len(prefix) :])
+        if p.manifest and p.manifest.startswith(prefix):
+            p.manifest = str(p.fetch_to / p.manifest[len(prefix) :])
+
+
 def _first_error(client: Client, dag_id: str) -> str | None:
     for job in client.jobs(dag_id).values():
         err = job.get("error")
@@ -207,6 +230,8 @@ def as_json(o: Outcome) -> dict[str, Any]:
         "outputs": o.outputs,
         "manifest": o.manifest,
     }
+    if o.staged:
+        doc["input"]["staged"] = {"uri": o.staged, "uploaded": o.uploaded}
     if shown == "failed":
         doc["error"] = o.error or f"DAG ended {o.status}"
     elif shown == "unknown":

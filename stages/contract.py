@@ -36,13 +36,18 @@ from typing import Any
 from pipeline.errors import SubmissionError
 from pipeline.model import Backoff, Dag, EdgePolicy
 from pipeline.registry import REGISTRY, Registry, StageSpec, stage
+from stages.inputs import forget, is_remote, local_input
 from stages.outputs import declare_output_keys
 from stages.params import NoParams, ParamSpec, schema_of
 from stages.storage import StageFunction, stores_outputs
 
 # Keys the submitter sets on every job: where a stage reads and writes and which store it
 # publishes to. Never a params field, never a preset's to say.
-JOB_KEYS = frozenset({"input", "out_dir", "name", "storage", "service", "endpoint"})
+# ``input_sha256``: the digest an input was staged with (stages.inputs checks the fetched
+# copy against it).
+JOB_KEYS = frozenset(
+    {"input", "out_dir", "name", "storage", "service", "endpoint", "input_sha256", "input_uri"}
+)
 
 
 @dataclass(frozen=True)
@@ -179,12 +184,15 @@ def media_stage(
     tags: tuple[str, ...] = (),
     prefers: tuple[str, ...] = (),
     max_stalls: int = 0,
+    reads_input: bool = True,
     registry: Registry | None = None,
     catalog: Catalog | None = None,
 ) -> Callable[[StageFunction], StageFunction]:
     """Declare ``fn`` as media stage ``name`` (decorator); returns the wrapped function,
-    which is what the engine runs. ``registry`` and ``catalog`` default to the global ones
-    (a test declares its own stages into its own)."""
+    which is what the engine runs. ``reads_input``: False for a stage that never opens
+    the input file (packaging, the manifest), so an input in object storage is not fetched
+    for it. ``registry`` and ``catalog`` default to the global ones (a test declares its
+    own stages into its own)."""
     schema = schema_of(params)
     defaults = {p.key: p.default for p in schema}
     clash = JOB_KEYS & set(defaults)
@@ -197,7 +205,19 @@ def media_stage(
         @functools.wraps(fn)
         def run(ctx: Any, job_params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
             start = time.monotonic()
-            result = body(ctx, {**defaults, **job_params}, inputs)
+            params = {**defaults, **job_params}
+            uri = params.get("input")
+            if is_remote(uri) and reads_input:
+                params["input_uri"] = uri
+                # Stages read files: an input in object storage is fetched to this node
+                # first (once per node, verified: stages.inputs).
+                progress = getattr(ctx, "progress", None)
+                params["input"] = str(local_input(str(uri), params, progress=progress))
+            result = body(ctx, params, inputs)
+            if is_remote(uri) and reads_input and result.get("path") == params["input"]:
+                result["path"] = uri  # the probe's facts name the input, not the copy
+            if is_remote(uri) and collects:
+                forget(str(uri), params)  # the DAG has ended on this node
             result["stage_info"] = stage_info(getattr(ctx, "attempt", 1), time.monotonic() - start)
             return result
 

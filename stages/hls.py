@@ -34,6 +34,7 @@ class HlsParams:
     outputs=("hls",),
     kinds=("video",),
     timeout=3600,
+    reads_input=False,
 )
 def hls_package(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     # A long video's ladder ran as segments: its renditions come from their join.

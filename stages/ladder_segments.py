@@ -43,6 +43,7 @@ from pipeline.registry import stage
 from stages.color import video_color
 from stages.contract import stage_info
 from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
+from stages.inputs import is_remote, local_input
 from stages.ladder_graph import gpu_mode, ladder_command
 from stages.limits import SAFE_PROTOCOLS
 from stages.media_facts import video_facts
@@ -101,6 +102,8 @@ def fan_out(
     """Cut the source and add the segment, audio and join jobs; the ladder's result says
     how it was cut (its renditions come from ``ladder_join``)."""
     src = params["input"]
+    # An input in object storage: this node's copy is its path here, the URI elsewhere.
+    source = params.get("input_uri") or src
     name = output_name(params.get("name") or Path(src).stem)
     folder = segments_folder(params["out_dir"], name, ctx.job.dag_id)
     folder.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,7 @@ def fan_out(
     segments = split(src, folder, kf, plan.cuts)
     shared = {
         "name": name,
-        "source": src,
+        "source": source,
         "folder": str(folder),
         "rungs": rungs,
         "x264_preset": params["x264_preset"],
@@ -131,7 +134,13 @@ def fan_out(
         sub.add(
             AUDIO_JOB,
             AUDIO_STAGE,
-            {"input": src, "folder": str(folder), "audio_bitrate": params["audio_bitrate"]},
+            {
+                "input": source,
+                "input_sha256": params.get("input_sha256"),
+                "endpoint": params.get("endpoint"),
+                "folder": str(folder),
+                "audio_bitrate": params["audio_bitrate"],
+            },
         )
         joined_after.append(AUDIO_JOB)
     sub.add(
@@ -139,7 +148,7 @@ def fan_out(
         JOIN_STAGE,
         {
             **shared,
-            "input": src,
+            "input": source,
             "out_dir": params["out_dir"],
             "segments": [s.to_json() for s in segments],
             "has_audio": has_audio,
@@ -216,6 +225,8 @@ def ladder_audio(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     """The source's first audio stream, encoded once as the ladder encodes it (AAC,
     stereo), for the join to mux into every rung."""
     src = params["input"]
+    if is_remote(src):
+        src = str(local_input(src, params, progress=ctx.progress))
     final = output_path(params["folder"], "audio.m4a")
     with atomic_output(final) as tmp:
         graph = safe_input(src)["a:0"].output(

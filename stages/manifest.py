@@ -26,7 +26,14 @@ class ManifestParams:
 
 # Every other job's result arrives here (``collects``), by job name: their outputs are
 # found under every key some stage declared (stages/outputs.py), whatever the stage.
-@media_stage("manifest", params=ManifestParams, outputs=("manifest",), collects=True, timeout=300)
+@media_stage(
+    "manifest",
+    params=ManifestParams,
+    outputs=("manifest",),
+    collects=True,
+    timeout=300,
+    reads_input=False,
+)
 def manifest(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     out_dir = Path(params["out_dir"])
     # Every other job of the DAG has finished: what any of their attempts left here (a

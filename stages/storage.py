@@ -130,17 +130,27 @@ class S3Storage:
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def put(self, src: Path, key: str) -> str:
+    def put(self, src: Path, key: str, progress: Callable[[int, int], None] | None = None) -> str:
+        """Upload ``src`` (multipart when large), then check size and SHA-256 read back.
+        ``progress(done, total)`` is called as bytes go out."""
         from boto3.s3.transfer import TransferConfig
 
         digest = sha256_of(src)
         size = src.stat().st_size
         full = self._key(key)
+        sent = [0]
+
+        def callback(n: int) -> None:
+            sent[0] += n
+            if progress is not None:
+                progress(sent[0], size)
+
         with s3_errors(self.uri(key)):
             self.client.upload_file(
                 str(src),
                 self.bucket,
                 full,
+                Callback=callback if progress is not None else None,
                 ExtraArgs={"ContentType": content_type(src), "Metadata": {"sha256": digest}},
                 Config=TransferConfig(
                     multipart_threshold=self.MULTIPART,

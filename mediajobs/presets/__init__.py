@@ -140,6 +140,7 @@ def build_dag(
     idempotency_key: str | None = None,
     storage: str | None = None,
     endpoint: str | None = None,
+    input_sha256: str | None = None,
 ) -> Dag:
     """probe -> the preset's stages -> manifest, for one input.
 
@@ -155,6 +156,8 @@ def build_dag(
         meta={"input": input_path, "out_dir": out_dir, "preset": preset["name"]},
     )
     common: dict[str, Any] = {"input": input_path, "out_dir": out_dir, "name": stem}
+    if input_sha256:  # a staged input: workers check their copy against it
+        common["input_sha256"] = input_sha256
     shared = {k: preset[k] for k in PRESET_KEYS if k in preset}
     if storage:
         common.update(storage=storage, service=service_name(storage, endpoint))
@@ -162,7 +165,8 @@ def build_dag(
             common["endpoint"] = endpoint
     first, collector = _framing()
     for framing in first:
-        framing.add_to(dag, {"input": input_path}, priority=priority)
+        fetch: dict[str, Any] = {k: common[k] for k in ("input_sha256", "endpoint") if k in common}
+        framing.add_to(dag, {"input": input_path, **fetch}, priority=priority)
     ours = _choosable(kind)
     wanted = _in_need_order([s for s in preset if s in ours], ours)
     if not any(ours[s].essential for s in wanted):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -48,6 +49,9 @@ def start_moto(port: int, tmp: Path, env: dict[str, str] | None = None) -> subpr
     raise RuntimeError("moto server did not start")
 
 
+REQUEST_LINE = re.compile(rb"(GET|PUT|HEAD|POST|DELETE) (\S+) HTTP/1\.1\r\n")
+
+
 class FlakyProxy:
     """Forwards TCP to the S3 server, counting HTTP requests. ``down()`` makes the endpoint
     sick (connections are accepted and dropped at once, counted as calls); ``up()`` heals
@@ -59,10 +63,12 @@ class FlakyProxy:
         self.port = self.listener.getsockname()[1]
         self.requests = 0
         self.refused = 0
+        self.lines: list[tuple[str, str]] = []  # (method, path) of every request seen
         self._down = False
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._stop = False
+        self.delay = 0.0  # seconds slept per chunk sent back to clients (a slow store)
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -115,10 +121,13 @@ class FlakyProxy:
         try:
             while data := src.recv(65536):
                 if count:
-                    n = data.count(b" HTTP/1.1\r\n")
-                    if n:
+                    found = REQUEST_LINE.findall(data)
+                    if found:
                         with self._lock:
-                            self.requests += n
+                            self.requests += len(found)
+                            self.lines += [(m.decode(), p.decode()) for m, p in found]
+                elif self.delay:
+                    time.sleep(self.delay)
                 dst.sendall(data)
         except OSError:
             pass
