@@ -1157,8 +1157,11 @@ def submit(
                     click.echo(f"{o.dag_id}  {o.path}")
         sys.exit(code)
     for o in outcomes:
-        if o.status not in (OutcomeStatus.COMPLETED, OutcomeStatus.REJECTED):
-            click.echo(f"mediapipe: {_with_path(o.error or 'failed', o.path)}", err=True)
+        # Rejected before anything was queued: said already. Rejected by the probe on a
+        # worker (an input only the workers read): said now.
+        said = o.status is OutcomeStatus.REJECTED and o.dag_id is None
+        if o.status is not OutcomeStatus.COMPLETED and not said:
+            click.echo(f"mediapipe: {_with_path(o.error or 'failed', o.uri or o.path)}", err=True)
     if as_json:
         _print_json(outcomes)
     else:
@@ -1186,7 +1189,9 @@ class _SubmitLines:
     def following(self, outcome: Outcome) -> None:
         # Said before following, so a follower that gives up (or is killed) leaves the
         # user what they need to re-attach with `mediapipe watch`.
-        click.echo(f"mediapipe: submitted {outcome.dag_id}  {outcome.path}", err=True)
+        click.echo(
+            f"mediapipe: submitted {outcome.dag_id}  {outcome.uri or outcome.path}", err=True
+        )
 
 
 def _with_path(message: str, path: object) -> str:

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from mediajobs import presets
+from mediajobs.remote_plan import remote_dag
 from mediajobs.staging import Stage, stage_input
 from pipeline.errors import MediapipeError
 from pipeline.model import Dag
+from stages.inputs import is_remote
 from stages.limits import MediaLimits
 from stages.output import output_name
 from stages.probe import probe
@@ -46,6 +48,7 @@ class Outcome:
     submission_error: bool = False
     # Staged (mediajobs.staging): the input's URI, and for a local --out where the
     # workers published the outputs and the folder they are fetched into.
+    uri: str | None = None  # an input only the workers read (s3://): probed there
     staged: str | None = None
     uploaded: bool = False
     fetch_from: str | None = None
@@ -77,6 +80,9 @@ def plan(
     storage = out if remote_out else (stage.renders if stage else None)
     out_root = Path("scratch") if storage else Path(out)
     outcomes = [Outcome(Path(raw), _unique_dir(out_root, Path(raw).stem, used)) for raw in paths]
+    for item, raw in zip(outcomes, paths, strict=True):
+        if is_remote(raw):
+            item.uri = raw
     if stage is not None and not remote_out:
         for item in outcomes:
             item.fetch_to = Path(out) / item.out_dir.name
@@ -93,6 +99,21 @@ def plan(
     for item in outcomes:
         path, out_dir = item.path, item.out_dir
         name = out_dir.name
+        if item.uri is not None:
+            try:
+                item.dag = remote_dag(
+                    item.uri,
+                    str(out_dir.resolve()),
+                    preset if preset in ("auto", *presets.BUILTIN) or fixed is None else fixed,
+                    name=name,
+                    priority=priority,
+                    idempotency_key=f"{idempotency_key}:{item.uri}" if idempotency_key else None,
+                    storage=storage,
+                    endpoint=endpoint,
+                )
+            except MediapipeError as exc:
+                item.error, item.status = str(exc), OutcomeStatus.REJECTED
+            continue
         try:
             item.facts = probe(path, limits)
             chosen = fixed or presets.load(preset, item.facts["kind"], str(path))

@@ -24,6 +24,7 @@ import redis
 from mediajobs.json_documents import SCHEMA
 from mediajobs.planning import Outcome, OutcomeStatus, plan
 from mediajobs.progress_view import ProgressView, follower
+from mediajobs.remote_plan import LOCATE
 from mediajobs.staging import Stage, fetch_outputs, upload_progress
 from mediajobs.worker_box import BoxSpec, WorkerBox, assemble
 from pipeline.client import TERMINAL_DAG_STATES, Client
@@ -186,6 +187,8 @@ def collect(client: Client, outcomes: list[Outcome]) -> None:
             p.manifest = result.get("manifest", {}).get("path")
         elif state != "completed":
             p.error = _first_error(client, p.dag_id) or f"DAG {state}"
+            if p.uri is not None and _refused_where_probed(client, p.dag.job_id(LOCATE)):
+                p.status = OutcomeStatus.REJECTED  # bad media, found on a worker: exit 2
 
 
 def fetch_back(outcomes: list[Outcome], endpoint: str | None) -> None:
@@ -202,6 +205,16 @@ def fetch_back(outcomes: list[Outcome], endpoint: str | None) -> None:
                 o["uri"], o["path"] = path, str(p.fetch_to / path[len(prefix) :])
         if p.manifest and p.manifest.startswith(prefix):
             p.manifest = str(p.fetch_to / p.manifest[len(prefix) :])
+
+
+def _refused_where_probed(client: Client, job_id: str) -> bool:
+    job = client.job(job_id) or {}
+    err = job.get("error")
+    return (
+        job.get("state") == "dead"
+        and isinstance(err, dict)
+        and err.get("type") == ("BadInputError")
+    )
 
 
 def _first_error(client: Client, dag_id: str) -> str | None:

@@ -14,8 +14,9 @@ from workers.batch import LaneSupervisor, lanes_for
 from workers.gpu import Capabilities, detect
 from workers.node import NodeConfig, WorkerNode
 
-# The media stages always; a box may import a user's own stage modules too.
-MEDIA_STAGES = "stages"
+# The media stages and the planner of inputs probed on a worker (mediajobs.remote_plan)
+# always; a box may import a user's own stage modules too.
+MEDIA_STAGES = ("stages", "mediajobs.remote_plan")
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def assemble(
     url: str | None, namespace: str, spec: BoxSpec, caps: Capabilities | None = None
 ) -> WorkerBox:
     """A box for ``spec``, its stage modules imported; ``caps`` found here unless given."""
-    modules = (MEDIA_STAGES, *spec.imports)
+    modules = (*MEDIA_STAGES, *spec.imports)
     for module in modules:
         importlib.import_module(module)
     if caps is None:

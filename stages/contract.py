@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import SubmissionError
+from pipeline.errors import PermanentError, SubmissionError
 from pipeline.model import Backoff, Dag, EdgePolicy
 from pipeline.registry import REGISTRY, Registry, StageSpec, stage
 from stages.inputs import forget, is_remote, local_input
@@ -213,7 +213,14 @@ def media_stage(
                 # first (once per node, verified: stages.inputs).
                 progress = getattr(ctx, "progress", None)
                 params["input"] = str(local_input(str(uri), params, progress=progress))
-            result = body(ctx, params, inputs)
+            try:
+                result = body(ctx, params, inputs)
+            except PermanentError as exc:
+                local = str(params["input"])
+                if not is_remote(uri) or local not in str(exc):
+                    raise
+                # The user named the object, not this node's copy of it.
+                raise type(exc)(str(exc).replace(local, str(uri))) from None
             if is_remote(uri) and reads_input and result.get("path") == params["input"]:
                 result["path"] = uri  # the probe's facts name the input, not the copy
             if is_remote(uri) and collects:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BadInputError
+from pipeline.registry import stage
 from stages import loaders
 from stages.contract import media_stage
 from stages.limits import SAFE_DEMUXERS, SAFE_PROTOCOLS, MediaLimits
@@ -27,6 +28,16 @@ from stages.output import sha256_of
 @media_stage("probe", essential=True, timeout=120, attempts=2)
 def probe_stage(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     return probe(params["input"], MediaLimits.from_env())
+
+
+KNOWN_FACTS = "known_facts"
+
+
+@stage(KNOWN_FACTS, timeout=60)
+def known_facts(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """The probe's result for a DAG planned where its input was probed (the planner
+    passes the facts on instead of probing the input twice)."""
+    return dict(params["facts"])
 
 
 def probe(path: str | os.PathLike[str], limits: MediaLimits | None = None) -> dict[str, Any]:

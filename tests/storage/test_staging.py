@@ -144,7 +144,7 @@ def test_one_download_per_node_an_outage_defers_and_a_kill_mid_download_leaves_n
     s3.proxy.down()
     s3.proxy.delay = 0.0
     mark = len(s3.proxy.lines)
-    blind_worker(storage_cli, namespace, mine, tmp_path / "cache-b")
+    second = blind_worker(storage_cli, namespace, mine, tmp_path / "cache-b")
     wait_for(lambda: s3.proxy.refused >= 2, 60, "the second node to try the store")
     assert stage_client.dag_state(dag_id) == "running"
     s3.proxy.up()
@@ -157,7 +157,10 @@ def test_one_download_per_node_an_outage_defers_and_a_kill_mid_download_leaves_n
     assert _input_gets(s3, key, mark) == 1  # probe, ladder, poster, sprite, audio: one GET
     assert not list((tmp_path / "cache-b").glob("*.mp4"))  # the manifest's node forgot it
 
-    # The killed node comes back: its next download sweeps the dead one's partial file.
+    # The killed node comes back (alone): its next download sweeps the dead one's partial
+    # file.
+    os.killpg(second.pid, signal.SIGTERM)
+    second.wait(30)
     photo = mine / "photo.jpg"
     shutil.copyfile(FIXTURES / "large.jpg", photo)
     blind_worker(storage_cli, namespace, mine, cache_a)
@@ -167,3 +170,39 @@ def test_one_download_per_node_an_outage_defers_and_a_kill_mid_download_leaves_n
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     assert not list(cache_a.glob("*.part"))
+
+
+def test_an_s3_input_is_probed_and_planned_on_a_worker_and_bad_media_is_refused(
+    storage_cli: Cli, s3: S3, namespace: str, stage_client: Client
+) -> None:
+    s3.client().upload_file(str(FIXTURES / "clip.mp4"), s3.bucket, "in/talk.mp4")
+    s3.client().upload_file(str(FIXTURES / "truncated.mp4"), s3.bucket, "in/broken.mp4")
+    storage_cli.worker(namespace, "--concurrency", "2", "--no-adaptive")
+    uri = f"s3://{s3.bucket}/in/talk.mp4"
+    res = storage_cli.run(
+        "--namespace", namespace, "submit", uri, "--out", f"s3://{s3.bucket}/renders",
+        "--wait", "--json", timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["status"] == "completed", doc
+    jobs = stage_client.jobs(doc["dag_id"])
+    assert jobs["locate"]["stage"] == "probe" and jobs["plan"]["state"] == "completed"
+    assert jobs["probe"]["stage"] == "known_facts"  # probed once, on a worker
+    assert {"video_ladder", "hls_package", "manifest"} <= set(jobs)
+    manifest = json.loads(
+        s3.client().get_object(Bucket=s3.bucket, Key="renders/talk/manifest.json")["Body"].read()
+    )
+    assert manifest["input"]["sha256"] == sha256_of(FIXTURES / "clip.mp4")
+    assert manifest["input"]["path"] == uri
+    assert any(o["path"].endswith("talk_720p.mp4") or "talk_" in o["path"] for o in doc["outputs"])
+
+    bad = f"s3://{s3.bucket}/in/broken.mp4"
+    res = storage_cli.run(
+        "--namespace", namespace, "submit", bad, "--out", f"s3://{s3.bucket}/renders",
+        "--wait", timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    said = res.stderr.splitlines()
+    lines = [x for x in said if x.startswith("mediapipe:") and "submitted" not in x]
+    assert len(lines) == 1 and lines[0].startswith(f"mediapipe: {bad}: "), res.stderr
