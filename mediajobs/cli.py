@@ -606,7 +606,14 @@ def cancel(ctx: click.Context, dag_id: str) -> None:
 
 @main.command()
 @click.argument("dag_id")
-@click.option("--out", "out_dir", required=True, type=click.Path(), help="Folder to write into.")
+@click.option(
+    "--out",
+    "out_dir",
+    default=".",
+    show_default=True,
+    type=click.Path(),
+    help="Folder to write into (the outputs land in DIR/<name>/).",
+)
 @click.option(
     "--s3-endpoint",
     default=None,
@@ -1104,6 +1111,7 @@ def submit(
     from mediajobs.planning import OutcomeStatus
     from mediajobs.submit import RedisLost, SubmitOptions, exit_code, summary_lines
     from mediajobs.submit import run as run_submit
+    from stages.outbound import shown_url
 
     _log_as(ctx.obj["log_format"], "DEBUG" if debug else "INFO" if verbose else "WARNING", debug)
     warn_if_secret_on_argv(ctx, "redis_url", redis_url, "MEDIAPIPE_REDIS_URL or --redis-file")
@@ -1154,14 +1162,15 @@ def submit(
         else:
             for o in outcomes:
                 if o.dag_id:
-                    click.echo(f"{o.dag_id}  {o.path}")
+                    click.echo(f"{o.dag_id}  {shown_url(o.uri) if o.uri else o.path}")
         sys.exit(code)
     for o in outcomes:
         # Rejected before anything was queued: said already. Rejected by the probe on a
         # worker (an input only the workers read): said now.
-        said = o.status is OutcomeStatus.REJECTED and o.dag_id is None
-        if o.status is not OutcomeStatus.COMPLETED and not said:
-            click.echo(f"mediapipe: {_with_path(o.error or 'failed', o.uri or o.path)}", err=True)
+        already = o.status is OutcomeStatus.REJECTED and o.dag_id is None
+        if o.status is not OutcomeStatus.COMPLETED and not already:
+            said = o.error or "failed"
+            click.echo(f"mediapipe: {said if o.uri else _with_path(said, o.path)}", err=True)
     if as_json:
         _print_json(outcomes)
     else:
@@ -1184,14 +1193,19 @@ class _SubmitLines:
         click.echo(f"mediapipe: {message}", err=True)
 
     def rejected(self, outcome: Outcome) -> None:
-        click.echo(f"mediapipe: {_with_path(outcome.error or 'rejected', outcome.path)}", err=True)
+        said = outcome.error or "rejected"
+        # A URL's errors name it already (its password hidden): never print it raw.
+        click.echo(
+            f"mediapipe: {said if outcome.uri else _with_path(said, outcome.path)}", err=True
+        )
 
     def following(self, outcome: Outcome) -> None:
         # Said before following, so a follower that gives up (or is killed) leaves the
         # user what they need to re-attach with `mediapipe watch`.
-        click.echo(
-            f"mediapipe: submitted {outcome.dag_id}  {outcome.uri or outcome.path}", err=True
-        )
+        from stages.outbound import shown_url
+
+        named = shown_url(outcome.uri) if outcome.uri else outcome.path
+        click.echo(f"mediapipe: submitted {outcome.dag_id}  {named}", err=True)
 
 
 def _with_path(message: str, path: object) -> str:

@@ -8,14 +8,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mediajobs import presets
 from mediajobs.remote_plan import remote_dag
 from mediajobs.staging import Stage, stage_input
 from pipeline.errors import MediapipeError
 from pipeline.model import Dag
-from stages.inputs import is_remote
+from stages.inputs import is_remote, url_problem
 from stages.limits import MediaLimits
+from stages.outbound import shown_url
 from stages.output import output_name
 from stages.probe import probe
 
@@ -79,10 +81,13 @@ def plan(
     remote_out = out.startswith("s3://")
     storage = out if remote_out else (stage.renders if stage else None)
     out_root = Path("scratch") if storage else Path(out)
-    outcomes = [Outcome(Path(raw), _unique_dir(out_root, Path(raw).stem, used)) for raw in paths]
+    outcomes = [Outcome(Path(raw), _unique_dir(out_root, _stem(raw), used)) for raw in paths]
     for item, raw in zip(outcomes, paths, strict=True):
         if is_remote(raw):
             item.uri = raw
+            problem = url_problem(raw) if raw.startswith(("http://", "https://")) else None
+            if problem:
+                item.error, item.status = f"{shown_url(raw)}: {problem}", OutcomeStatus.REJECTED
     if stage is not None and not remote_out:
         for item in outcomes:
             item.fetch_to = Path(out) / item.out_dir.name
@@ -100,6 +105,8 @@ def plan(
         path, out_dir = item.path, item.out_dir
         name = out_dir.name
         if item.uri is not None:
+            if item.status is OutcomeStatus.REJECTED:
+                continue
             try:
                 item.dag = remote_dag(
                     item.uri,
@@ -137,6 +144,11 @@ def plan(
         except MediapipeError as exc:
             item.error, item.status = str(exc), OutcomeStatus.REJECTED
     return outcomes
+
+
+def _stem(raw: str) -> str:
+    """The name an input's outputs are named after: a URL's file name, query left out."""
+    return Path(urlsplit(raw).path).stem if is_remote(raw) else Path(raw).stem
 
 
 def _unique_dir(root: Path, stem: str, used: set[str]) -> Path:

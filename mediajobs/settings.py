@@ -130,6 +130,22 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "where renditions bound for object storage wait until uploaded",
     ),
     EnvSetting(
+        "MEDIAPIPE_URL_ALLOW",
+        "-",
+        "hosts, addresses and networks an http(s) input may come from though not public",
+    ),
+    EnvSetting(
+        "MEDIAPIPE_URL_PUBLIC",
+        "1",
+        "0: http(s) inputs only from MEDIAPIPE_URL_ALLOW",
+    ),
+    EnvSetting(
+        "MEDIAPIPE_MAX_INPUT_BYTES",
+        str(20 << 30),
+        "largest input fetched from a URL",
+        int,
+    ),
+    EnvSetting(
         "MEDIAPIPE_INPUT_CACHE",
         "<temp dir>/mediapipe-inputs-<uid>",
         "a worker's node-local copies of inputs fetched from object storage",

@@ -207,14 +207,16 @@ def fetch_back(outcomes: list[Outcome], endpoint: str | None) -> None:
             p.manifest = str(p.fetch_to / p.manifest[len(prefix) :])
 
 
+# What the probe of an input only the workers read can say of the input itself: it is
+# bad media, refused by the URL policy, or not there (a missing object): exit 2.
+REFUSED_INPUT = frozenset({"BadInputError", "OutboundRefusedError", "PermanentError"})
+
+
 def _refused_where_probed(client: Client, job_id: str) -> bool:
     job = client.job(job_id) or {}
     err = job.get("error")
-    return (
-        job.get("state") == "dead"
-        and isinstance(err, dict)
-        and err.get("type") == ("BadInputError")
-    )
+    dead = job.get("state") == "dead" and isinstance(err, dict)
+    return dead and isinstance(err, dict) and err.get("type") in REFUSED_INPUT
 
 
 def _first_error(client: Client, dag_id: str) -> str | None:

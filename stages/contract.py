@@ -212,7 +212,10 @@ def media_stage(
                 # Stages read files: an input in object storage is fetched to this node
                 # first (once per node, verified: stages.inputs).
                 progress = getattr(ctx, "progress", None)
-                params["input"] = str(local_input(str(uri), params, progress=progress))
+                dag_id = getattr(getattr(ctx, "job", None), "dag_id", None)
+                params["input"] = str(
+                    local_input(str(uri), params, progress=progress, dag_id=dag_id)
+                )
             try:
                 result = body(ctx, params, inputs)
             except PermanentError as exc:
@@ -224,7 +227,8 @@ def media_stage(
             if is_remote(uri) and reads_input and result.get("path") == params["input"]:
                 result["path"] = uri  # the probe's facts name the input, not the copy
             if is_remote(uri) and collects:
-                forget(str(uri), params)  # the DAG has ended on this node
+                # The DAG has ended on this node.
+                forget(str(uri), params, getattr(getattr(ctx, "job", None), "dag_id", None))
             result["stage_info"] = stage_info(getattr(ctx, "attempt", 1), time.monotonic() - start)
             return result
 

@@ -19,6 +19,16 @@ go by the same eviction.
 A store that is down or throttling raises ServiceUnavailableError (the job is deferred,
 no attempt spent); a missing object or refused access is a PermanentError; an object
 whose bytes differ from what was staged is a PermanentError naming both digests.
+
+An ``http(s)://`` input comes from whoever submits, and the worker fetching it sits next
+to Redis and the cloud's metadata service, so it goes through the outbound policy
+(stages.outbound) with its own variables: every hop's host resolved once and each address
+checked (loopback, private, link-local and metadata addresses refused unless
+``MEDIAPIPE_URL_ALLOW`` lists them; ``MEDIAPIPE_URL_PUBLIC=0`` allows only the list), the
+connection made to the checked address (no second lookup: DNS rebinding cannot steer it),
+at most ``MAX_REDIRECTS`` redirects, each checked the same way, no credentials (a URL with
+``user:pass@`` is refused), ``MEDIAPIPE_MAX_INPUT_BYTES`` (20 GiB) and ``URL_TIMEOUT``. The
+bytes are then sniffed like a local file's before any decoder sees them (stages.probe).
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import os
 import shutil
 import stat
@@ -33,10 +44,17 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, ServiceUnavailableError
 
-REMOTE_SCHEMES = ("s3://",)
+REMOTE_SCHEMES = ("s3://", "http://", "https://")
+URL_ALLOW_ENV = "MEDIAPIPE_URL_ALLOW"
+URL_PUBLIC_ENV = "MEDIAPIPE_URL_PUBLIC"
+MAX_BYTES_ENV = "MEDIAPIPE_MAX_INPUT_BYTES"
+DEFAULT_MAX_BYTES = 20 << 30
+MAX_REDIRECTS = 5
+URL_TIMEOUT = 30.0  # seconds to connect, and for each read
 DEFAULT_CACHE_BYTES = 20 << 30
 MIN_FREE = 2 << 30  # bytes of disk an eviction leaves free, whatever the cache's bound
 CHUNK = 1 << 20
@@ -93,11 +111,19 @@ def local_input(
     params: dict[str, Any],
     *,
     progress: ProgressFn | None = None,
+    dag_id: str | None = None,
 ) -> Path:
-    """A local, verified copy of ``uri`` (fetched now unless this node has it)."""
+    """A local, verified copy of ``uri`` (fetched now unless this node has it).
+
+    Known bytes (``input_sha256``: staged, or measured by the DAG's probe) are shared by
+    every job and DAG on the node that names them. Bytes not known yet (the probe of an
+    input only workers read) are fetched for ``dag_id`` alone: what a URL serves can
+    change, and an earlier fetch made under another policy must not stand in for this
+    one. Such a copy is then also filed under its measured SHA-256, where the DAG's later
+    jobs look for it."""
     root = cache_root()
     expected = params.get("input_sha256") or None
-    name = _entry(uri, expected)
+    name = _entry(uri, expected or f"dag:{dag_id}")
     final = root / name
     with _locked(root / f"{name}.lock"):
         if final.exists():
@@ -107,17 +133,24 @@ def local_input(
             stale.unlink(missing_ok=True)  # a download that was killed
         tmp = root / f"{name}.{os.getpid()}.part"
         try:
-            _download(uri, tmp, params, expected, progress)
+            digest = _download(uri, tmp, params, expected, progress)
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
+    if expected is None:
+        known = root / _entry(uri, digest)
+        with _locked(root / f"{known.name}.lock"), contextlib.suppress(FileExistsError):
+            os.link(final, known)
     evict(root, keep=final)
     return final
 
 
 def _download(
     uri: str, tmp: Path, params: dict[str, Any], expected: str | None, progress: ProgressFn | None
-) -> None:
+) -> str:
+    """Fetch ``uri`` into ``tmp``, checked; returns its SHA-256."""
+    if uri.startswith(("http://", "https://")):
+        return _download_url(uri, tmp, expected, progress)
     from stages.storage import S3Storage, s3_errors
 
     bucket, _, key = uri[len("s3://") :].partition("/")
@@ -142,15 +175,19 @@ def _download(
     want = expected or stored
     if want and digest.hexdigest() != want:
         raise PermanentError(f"{uri}: its SHA-256 is {digest.hexdigest()}, it was staged as {want}")
+    return digest.hexdigest()
 
 
-def forget(uri: str, params: dict[str, Any]) -> None:
-    """Remove this node's copy of ``uri`` (its DAG has ended here)."""
+def forget(uri: str, params: dict[str, Any], dag_id: str | None = None) -> None:
+    """Remove this node's copies of ``uri`` for this DAG (it has ended here)."""
     root = cache_root()
-    name = _entry(uri, params.get("input_sha256") or None)
-    with _locked(root / f"{name}.lock"):
-        (root / name).unlink(missing_ok=True)
-    (root / f"{name}.lock").unlink(missing_ok=True)
+    for key in (params.get("input_sha256"), f"dag:{dag_id}"):
+        if not key:
+            continue
+        name = _entry(uri, key)
+        with _locked(root / f"{name}.lock"):
+            (root / name).unlink(missing_ok=True)
+        (root / f"{name}.lock").unlink(missing_ok=True)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -195,3 +232,81 @@ def evict(root: Path, keep: Path | None = None) -> list[Path]:
         total -= size
         removed.append(p)
     return removed
+
+
+def max_input_bytes() -> int:
+    raw = os.environ.get(MAX_BYTES_ENV, "").strip()
+    return int(raw) if raw.isdigit() else DEFAULT_MAX_BYTES
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` can never be fetched (said at submit, before anything is queued)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "not an http(s)://host/path URL"
+    if parts.username is not None or parts.password is not None:
+        return "a URL with credentials: they would be sent to whoever serves it; not fetched"
+    return None
+
+
+def _download_url(url: str, tmp: Path, expected: str | None, progress: ProgressFn | None) -> str:
+    """GET ``url`` into ``tmp`` under the outbound policy (stages.outbound): every hop's
+    address checked after resolution and connected to as checked, at most MAX_REDIRECTS
+    redirects, no credentials, a size cap and timeouts."""
+    from stages.outbound import OutboundPolicy, pinned_connection, shown_url
+
+    policy = OutboundPolicy.from_env(allow_env=URL_ALLOW_ENV, public_env=URL_PUBLIC_ENV)
+    cap = max_input_bytes()
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        problem = url_problem(current)
+        if problem:
+            raise PermanentError(f"{shown_url(current)}: {problem}")
+        target = policy.check(current)  # OutboundRefusedError: a permanent, clear refusal
+        conn = pinned_connection(target, URL_TIMEOUT)
+        where = f"{shown_url(current)} ({target.address})"
+        try:
+            conn.request(
+                "GET",
+                target.path,
+                headers={"User-Agent": "mediapipe", "Accept-Encoding": "identity"},
+            )
+            resp = conn.getresponse()
+            if resp.status in (301, 302, 303, 307, 308):
+                location = resp.getheader("Location")
+                if not location:
+                    raise PermanentError(f"{where}: a redirect without a Location")
+                current = urljoin(current, location)
+                continue
+            if resp.status >= 500 or resp.status in (408, 429):
+                raise ServiceUnavailableError(f"{where}: the server answered {resp.status}")
+            if resp.status != 200:
+                raise PermanentError(f"{where}: the server answered {resp.status}")
+            length = resp.getheader("Content-Length")
+            size = int(length) if length and length.isdigit() else None
+            if size is not None and size > cap:
+                raise PermanentError(f"{where}: {size} bytes, over {MAX_BYTES_ENV}={cap}")
+            digest = hashlib.sha256()
+            done = 0
+            with open(tmp, "wb") as out:
+                while chunk := resp.read(CHUNK):
+                    done += len(chunk)
+                    if done > cap:
+                        raise PermanentError(f"{where}: over {MAX_BYTES_ENV}={cap} bytes")
+                    out.write(chunk)
+                    digest.update(chunk)
+                    if progress is not None and size:
+                        progress(100.0 * done / size, "fetching the input")
+        except (OSError, http.client.HTTPException) as exc:
+            raise ServiceUnavailableError(f"{where}: {exc or type(exc).__name__}") from None
+        finally:
+            conn.close()
+        if size is not None and done != size:
+            raise ServiceUnavailableError(f"{where}: got {done} of {size} bytes")
+        if expected and digest.hexdigest() != expected:
+            raise PermanentError(
+                f"{shown_url(url)}: its SHA-256 is {digest.hexdigest()}, it was probed as "
+                f"{expected} (the file changed at its URL)"
+            )
+        return digest.hexdigest()
+    raise PermanentError(f"{shown_url(url)}: more than {MAX_REDIRECTS} redirects")

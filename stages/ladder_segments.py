@@ -226,7 +226,7 @@ def ladder_audio(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     stereo), for the join to mux into every rung."""
     src = params["input"]
     if is_remote(src):
-        src = str(local_input(src, params, progress=ctx.progress))
+        src = str(local_input(src, params, progress=ctx.progress, dag_id=ctx.job.dag_id))
     final = output_path(params["folder"], "audio.m4a")
     with atomic_output(final) as tmp:
         graph = safe_input(src)["a:0"].output(

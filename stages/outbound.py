@@ -23,10 +23,12 @@ later, so it is a ``ServiceFailedError`` (retried).
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import os
 import re
 import socket
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -92,10 +94,21 @@ class OutboundPolicy:
     networks: tuple[Network, ...] = ()
     public: bool = True  # public addresses need no listing
 
+    allow_env: str = ALLOW_ENV  # named in refusals: where the operator lists exceptions
+
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> OutboundPolicy:
+    def from_env(
+        cls,
+        env: dict[str, str] | None = None,
+        *,
+        allow_env: str = ALLOW_ENV,
+        public_env: str = PUBLIC_ENV,
+    ) -> OutboundPolicy:
+        """The policy the operator set in ``allow_env`` and ``public_env`` (the webhook
+        variables by default; inputs named by URL have their own)."""
         env = dict(os.environ) if env is None else env
-        return cls.parse(env.get(ALLOW_ENV, ""), public=env.get(PUBLIC_ENV, "1") != "0")
+        policy = cls.parse(env.get(allow_env, ""), public=env.get(public_env, "1") != "0")
+        return OutboundPolicy(policy.hosts, policy.networks, policy.public, allow_env)
 
     @classmethod
     def parse(cls, allow: str, *, public: bool = True) -> OutboundPolicy:
@@ -116,7 +129,7 @@ class OutboundPolicy:
         reason = why_not_public(ip)
         if reason is None and self.public:
             return None
-        return reason or f"not in {ALLOW_ENV}"
+        return reason or f"not in {self.allow_env}"
 
     def check(self, url: str, resolver: Resolver = resolve) -> Target:
         """The address to connect to for ``url``: the first one the host resolves to that
@@ -125,10 +138,10 @@ class OutboundPolicy:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
         if scheme not in SCHEMES:
-            raise OutboundRefusedError(f"{_shown(url)}: only http and https URLs are followed")
+            raise OutboundRefusedError(f"{shown_url(url)}: only http and https URLs are followed")
         host = (parts.hostname or "").lower().rstrip(".")
         if not host:
-            raise OutboundRefusedError(f"{_shown(url)}: no host")
+            raise OutboundRefusedError(f"{shown_url(url)}: no host")
         port = parts.port or SCHEMES[scheme]
         try:
             candidates = resolver(host, port)
@@ -150,9 +163,9 @@ class OutboundPolicy:
         if not refused:
             raise ServiceFailedError(f"{host} resolved to no address")
         raise OutboundRefusedError(
-            f"{_shown(url)} refused: {'; '.join(refused)}. To allow it, list the host or "
-            f"its address or network in {ALLOW_ENV} on the workers (e.g. "
-            f"{ALLOW_ENV}={_suggest(host, candidates)})"
+            f"{shown_url(url)} refused: {'; '.join(refused)}. To allow it, list the host or "
+            f"its address or network in {self.allow_env} on the workers (e.g. "
+            f"{self.allow_env}={_suggest(host, candidates)})"
         )
 
 
@@ -164,7 +177,41 @@ def _suggest(host: str, addresses: Iterable[str]) -> str:
         return host if host else next(iter(addresses), "")
 
 
-def _shown(url: str) -> str:
-    """The URL without its query (which may carry a receiver's token), for errors."""
+def shown_url(url: str) -> str:
+    """The URL for messages: without its query (which may carry a token) and with any
+    password in it as ``***``."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = f"{parts.username}:***@{netloc.rpartition('@')[2]}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+class PinnedHTTP(http.client.HTTPConnection):
+    """HTTP to ``address``, with ``host`` in the Host header."""
+
+    def __init__(self, target: Target, timeout: float) -> None:
+        super().__init__(target.host, target.port, timeout=timeout)
+        self._address = target.address
+
+    def connect(self) -> None:
+        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+
+
+class PinnedHTTPS(http.client.HTTPSConnection):
+    """HTTPS to ``address``; SNI and the certificate check use ``host``."""
+
+    def __init__(self, target: Target, timeout: float) -> None:
+        self._ctx = ssl.create_default_context()
+        super().__init__(target.host, target.port, timeout=timeout, context=self._ctx)
+        self._address = target.address
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self._address, self.port), self.timeout)
+        self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
+
+
+def pinned_connection(target: Target, timeout: float) -> http.client.HTTPConnection:
+    """An HTTP(S) connection to the address the policy checked, never a second lookup."""
+    cls = PinnedHTTPS if target.scheme == "https" else PinnedHTTP
+    return cls(target, timeout)

@@ -43,36 +43,12 @@ from pipeline.webhooks import (
     WEBHOOK_STAGE,
     signature,
 )
-from stages.outbound import OutboundPolicy, Target
+from stages.outbound import OutboundPolicy, Target, pinned_connection
 
 TIMEOUT = 10.0  # seconds for the connection and for each read
 MAX_BODY = 64 * 1024
 MAX_RESPONSE = 4096  # bytes of the receiver's answer read (for the error message)
 EVENT_SCHEMA = 1
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    """HTTP to ``address``, with ``host`` in the Host header."""
-
-    def __init__(self, target: Target, timeout: float) -> None:
-        super().__init__(target.host, target.port, timeout=timeout)
-        self._address = target.address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to ``address``; SNI and the certificate check use ``host``."""
-
-    def __init__(self, target: Target, timeout: float) -> None:
-        self._ctx = ssl.create_default_context()
-        super().__init__(target.host, target.port, timeout=timeout, context=self._ctx)
-        self._address = target.address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._ctx.wrap_socket(sock, server_hostname=self.host)
 
 
 @cache
@@ -151,8 +127,7 @@ def encode_body(event: dict[str, Any]) -> bytes:
 def post(target: Target, body: bytes, headers: dict[str, str], timeout: float) -> int:
     """One POST to the checked address; the status, or ServiceFailedError when the
     receiver cannot be reached or answers too slowly."""
-    cls = _PinnedHTTPS if target.scheme == "https" else _PinnedHTTP
-    conn = cls(target, timeout)
+    conn = pinned_connection(target, timeout)
     try:
         conn.request("POST", target.path, body=body, headers=headers)
         resp = conn.getresponse()
