@@ -84,7 +84,11 @@ def remote_dag(
         },
     )
     fetch: dict[str, Any] = {"endpoint": endpoint} if endpoint else {}
-    CATALOG.get("probe").add_to(dag, {"input": uri, **fetch}, name=LOCATE, priority=priority)
+    locate = dict(fetch)
+    if uri.startswith("s3://"):
+        # The first fetch of the object goes through its store's fleet-wide breaker.
+        locate["service"] = service_name(uri, endpoint)
+    CATALOG.get("probe").add_to(dag, {"input": uri, **locate}, name=LOCATE, priority=priority)
     plan: dict[str, Any] = {
         "input": uri,
         "out_dir": out_dir,

@@ -166,6 +166,9 @@ def build_dag(
     first, collector = _framing()
     for framing in first:
         fetch: dict[str, Any] = {k: common[k] for k in ("input_sha256", "endpoint") if k in common}
+        if input_path.startswith("s3://"):
+            # The probe fetches the input: through the input store's breaker.
+            fetch["service"] = service_name(input_path, endpoint)
         framing.add_to(dag, {"input": input_path, **fetch}, priority=priority)
     ours = _choosable(kind)
     wanted = _in_need_order([s for s in preset if s in ours], ours)

@@ -146,6 +146,13 @@ def test_one_download_per_node_an_outage_defers_and_a_kill_mid_download_leaves_n
     mark = len(s3.proxy.lines)
     second = blind_worker(storage_cli, namespace, mine, tmp_path / "cache-b")
     wait_for(lambda: s3.proxy.refused >= 2, 60, "the second node to try the store")
+
+    def breaker_opened() -> bool:
+        # The fetches go through the store's fleet-wide breaker: the outage opens it.
+        events = stage_client.redis.xrange(stage_client.keys.events)
+        return any(b"breaker_opened" in b"".join(f.values()) for _, f in events)
+
+    wait_for(breaker_opened, 90, "the store's breaker to open")
     assert stage_client.dag_state(dag_id) == "running"
     s3.proxy.up()
     wait_for(lambda: stage_client.dag_state(dag_id) == "completed", 180, "the DAG")
