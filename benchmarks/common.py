@@ -346,3 +346,11 @@ def flush(r: Any, timeout: float = 300.0) -> None:
             time.sleep(0.1)
     except (redis.RedisError, OSError, BenchError) as exc:
         log(f"FLUSHALL failed: {exc}")
+
+
+def dag_span(client: Any, dag_id: str) -> float:
+    """A DAG's run on Redis' clock: its first job's claim to its last job's completion."""
+    jobs = client.jobs(dag_id)
+    start = min(int(j["started"]) for j in jobs.values() if j.get("started"))
+    end = max(int(j["finished"]) for j in jobs.values() if j.get("finished"))
+    return (end - start) / 1000

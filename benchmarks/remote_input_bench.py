@@ -33,7 +33,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import media_gen
-from benchmarks.common import median, rep_order, worker_node
+from benchmarks.common import dag_span, median, rep_order, worker_node
 
 NAMESPACE = "remote"
 CREDS = {
@@ -59,13 +59,6 @@ def submit(url: str, env: dict[str, str], *args: str) -> dict[str, Any]:
     if res.returncode != 0:
         raise RuntimeError(f"submit failed: {res.stderr[-500:]}")
     return dict(json.loads(res.stdout))
-
-
-def span(client: Any, dag_id: str) -> float:
-    jobs = client.jobs(dag_id)
-    start = min(int(j["started"]) for j in jobs.values() if j.get("started"))
-    end = max(int(j["finished"]) for j in jobs.values() if j.get("finished"))
-    return (end - start) / 1000
 
 
 def main() -> int:
@@ -123,7 +116,7 @@ def main() -> int:
                     out = work / f"out-{case}-{rep}"
                     where = str(src) if case == "local" else "s3://bench/in/clip.mp4"
                     doc = submit(server.url, env, where, "--out", str(out), "--preset", str(preset))
-                    seconds = span(client, doc["dag_id"])
+                    seconds = dag_span(client, doc["dag_id"])
                     runs.append({"case": case, "rep": rep, "seconds": seconds})
                     print(f"rep {rep} {case:<6} {seconds:7.2f} s", flush=True)
                     shutil.rmtree(out, ignore_errors=True)

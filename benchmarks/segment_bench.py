@@ -37,18 +37,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import media_gen
-from benchmarks.common import median, rep_order, worker_node
+from benchmarks.common import dag_span, median, rep_order, worker_node
 
 NAMESPACE = "seg"
 CASES = ("one_worker_whole", "one_worker_segments", "two_workers_segments")
 SEAM_FRAMES = 3
-
-
-def dag_span(client: Any, dag_id: str) -> float:
-    jobs = client.jobs(dag_id)
-    start = min(int(j["started"]) for j in jobs.values() if j.get("started"))
-    end = max(int(j["finished"]) for j in jobs.values() if j.get("finished"))
-    return (end - start) / 1000
 
 
 def run_case(client: Any, src: Path, out: Path, segment: float, whole: bool) -> dict[str, Any]:
