@@ -69,7 +69,9 @@ def stage_input(
             head = store.client.head_object(Bucket=stage.bucket, Key=key)
         except Exception as exc:  # botocore's ClientError: 404 means "not there yet"
             code = getattr(exc, "response", {}).get("Error", {}).get("Code")
-            if code not in ("404", "NoSuchKey", "NotFound"):
+            # Without s3:ListBucket a missing key answers 403: the upload then says
+            # whether writing is allowed.
+            if code not in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
                 raise
             head = None
     same = head is not None and head["ContentLength"] == size

@@ -27,6 +27,7 @@ declaration, and so do the presets' checks and edges once they read ``catalog()`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +37,7 @@ from typing import Any
 from pipeline.errors import PermanentError, SubmissionError
 from pipeline.model import Backoff, Dag, EdgePolicy
 from pipeline.registry import REGISTRY, Registry, StageSpec, stage
-from stages.inputs import forget, is_remote, local_input
+from stages.inputs import fetched, forget, is_remote
 from stages.outputs import declare_output_keys
 from stages.params import NoParams, ParamSpec, schema_of
 from stages.storage import StageFunction, stores_outputs
@@ -207,23 +208,30 @@ def media_stage(
             start = time.monotonic()
             params = {**defaults, **job_params}
             uri = params.get("input")
-            if is_remote(uri) and reads_input:
-                params["input_uri"] = uri
-                # Stages read files: an input in object storage is fetched to this node
-                # first (once per node, verified: stages.inputs).
-                progress = getattr(ctx, "progress", None)
-                dag_id = getattr(getattr(ctx, "job", None), "dag_id", None)
-                params["input"] = str(
-                    local_input(str(uri), params, progress=progress, dag_id=dag_id)
-                )
-            try:
-                result = body(ctx, params, inputs)
-            except PermanentError as exc:
-                local = str(params["input"])
-                if not is_remote(uri) or local not in str(exc):
-                    raise
-                # The user named the object, not this node's copy of it.
-                raise type(exc)(str(exc).replace(local, str(uri))) from None
+            with contextlib.ExitStack() as stack:
+                if is_remote(uri) and reads_input:
+                    params["input_uri"] = uri
+                    # Stages read files: an input in object storage or at a URL is
+                    # fetched to this node first (once per node, verified) and held
+                    # while the stage reads it (stages.inputs).
+                    dag_id = getattr(getattr(ctx, "job", None), "dag_id", None)
+                    copy = stack.enter_context(
+                        fetched(
+                            str(uri),
+                            params,
+                            progress=getattr(ctx, "progress", None),
+                            dag_id=dag_id,
+                        )
+                    )
+                    params["input"] = str(copy)
+                try:
+                    result = body(ctx, params, inputs)
+                except PermanentError as exc:
+                    local = str(params["input"])
+                    if not is_remote(uri) or local not in str(exc):
+                        raise
+                    # The user named the object, not this node's copy of it.
+                    raise type(exc)(str(exc).replace(local, str(uri))) from None
             if is_remote(uri) and reads_input and result.get("path") == params["input"]:
                 result["path"] = uri  # the probe's facts name the input, not the copy
             if is_remote(uri) and collects:

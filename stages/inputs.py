@@ -12,9 +12,10 @@ that a later job would take for complete (the next download removes the partial 
 The cache lives in ``$MEDIAPIPE_INPUT_CACHE`` (default ``<tmp>/mediapipe-inputs-<uid>``,
 mode 0700) and is bounded: after each download the least recently used inputs go until
 the cache holds at most ``$MEDIAPIPE_INPUT_CACHE_BYTES`` (default 20 GiB) and the disk
-keeps ``MIN_FREE`` free; an input another job is fetching is never evicted. The DAG's
-last job (the manifest) removes its input from the node it runs on; copies on other nodes
-go by the same eviction.
+keeps ``MIN_FREE`` free; an input a job is fetching or reading is never evicted (the job
+holds the copy's lock: ``fetched``). The DAG's last job (the manifest) removes its input
+from the node it runs on unless another job reads it; copies on other nodes go by the same
+eviction.
 
 A store that is down or throttling raises ServiceUnavailableError (the job is deferred,
 no attempt spent); a missing object or refused access is a PermanentError; an object
@@ -39,6 +40,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import ssl
 import stat
 import tempfile
 from collections.abc import Callable, Iterator
@@ -46,7 +48,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from pipeline.errors import PermanentError, ServiceUnavailableError
+from pipeline.errors import PermanentError, ServiceUnavailableError, disk_full
 
 REMOTE_SCHEMES = ("s3://", "http://", "https://")
 URL_ALLOW_ENV = "MEDIAPIPE_URL_ALLOW"
@@ -106,6 +108,30 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+@contextlib.contextmanager
+def fetched(
+    uri: str,
+    params: dict[str, Any],
+    *,
+    progress: ProgressFn | None = None,
+    dag_id: str | None = None,
+) -> Iterator[Path]:
+    """``local_input``, with the copy held (a shared lock) for as long as the caller
+    reads it: eviction and ``forget`` pass over a copy that a job is reading."""
+    for _ in range(3):
+        path = local_input(uri, params, progress=progress, dag_id=dag_id)
+        with open(path.parent / f"{path.name}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_SH)
+            try:
+                if path.exists():
+                    yield path
+                    return
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        # evicted between the fetch and the lock: fetch again (the lock released first)
+    raise ServiceUnavailableError(f"{uri}: the node's copy kept being evicted; disk too full?")
+
+
 def local_input(
     uri: str,
     params: dict[str, Any],
@@ -139,7 +165,8 @@ def local_input(
             tmp.unlink(missing_ok=True)
     if expected is None:
         known = root / _entry(uri, digest)
-        with _locked(root / f"{known.name}.lock"), contextlib.suppress(FileExistsError):
+        lock = _locked(root / f"{known.name}.lock")
+        with lock, contextlib.suppress(FileExistsError, FileNotFoundError):
             os.link(final, known)
     evict(root, keep=final)
     return final
@@ -163,7 +190,7 @@ def _download(
         obj = store.client.get_object(Bucket=bucket, Key=key)
         size = int(obj["ContentLength"])
         stored = (obj.get("Metadata") or {}).get("sha256")
-        with open(tmp, "wb") as out:
+        with _local_writes(tmp), open(tmp, "wb") as out:
             for chunk in obj["Body"].iter_chunks(CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
@@ -178,16 +205,43 @@ def _download(
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _local_writes(tmp: Path) -> Iterator[None]:
+    """Errors of this node's disk said as such (a full disk is retried as one), not as
+    the store's: ``s3_errors`` around it takes any OSError for an unreachable store."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ConnectionError | TimeoutError):
+            raise
+        full = disk_full(exc, tmp)
+        raise (full or PermanentError(f"writing {tmp}: {exc.strerror or exc}")) from None
+
+
 def forget(uri: str, params: dict[str, Any], dag_id: str | None = None) -> None:
     """Remove this node's copies of ``uri`` for this DAG (it has ended here)."""
     root = cache_root()
     for key in (params.get("input_sha256"), f"dag:{dag_id}"):
-        if not key:
-            continue
-        name = _entry(uri, key)
-        with _locked(root / f"{name}.lock"):
-            (root / name).unlink(missing_ok=True)
-        (root / f"{name}.lock").unlink(missing_ok=True)
+        if key:
+            _remove_unless_busy(root, root / _entry(uri, key))
+
+
+def _remove_unless_busy(root: Path, path: Path) -> int:
+    """Remove a cached copy unless a job fetches or reads it (its lock is held); the
+    bytes freed (0 when it stays, or was shared with another name). Lock files stay:
+    removing one while a process waits on it would let two processes hold "the" lock."""
+    with open(root / f"{path.name}.lock", "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return 0
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return 0
+        path.unlink(missing_ok=True)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    return st.st_size if st.st_nlink <= 1 else 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -210,26 +264,26 @@ def evict(root: Path, keep: Path | None = None) -> list[Path]:
         if pid.isdigit() and not _pid_alive(int(pid)):
             part.unlink(missing_ok=True)
             removed.append(part)
-    files = [p for p in root.iterdir() if p.is_file() and not p.name.endswith((".lock", ".part"))]
-    files.sort(key=lambda p: p.stat().st_mtime)
-    total = sum(p.stat().st_size for p in files)
+    entries: list[tuple[float, Path]] = []
+    seen: dict[int, int] = {}  # inode -> size: a copy filed under two names counts once
+    for p in root.iterdir():
+        if p.name.endswith((".lock", ".part")):
+            continue
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        seen[st.st_ino] = st.st_size
+        entries.append((st.st_mtime, p))
+    total = sum(seen.values())
     limit = cache_limit()
-    for p in files:
-        free = shutil.disk_usage(root).free
-        if total <= limit and free >= MIN_FREE:
+    for _, p in sorted(entries):
+        if total <= limit and shutil.disk_usage(root).free >= MIN_FREE:
             break
         if p == keep:
             continue
-        lock = root / f"{p.name}.lock"
-        with open(lock, "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                continue  # being fetched or read right now
-            size = p.stat().st_size
-            p.unlink(missing_ok=True)
-            fcntl.flock(f, fcntl.LOCK_UN)
-        total -= size
+        freed = _remove_unless_busy(root, p)
+        total -= freed
         removed.append(p)
     return removed
 
@@ -246,6 +300,8 @@ def url_problem(url: str) -> str | None:
         return "not an http(s)://host/path URL"
     if parts.username is not None or parts.password is not None:
         return "a URL with credentials: they would be sent to whoever serves it; not fetched"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        return "a URL with spaces or control characters"
     return None
 
 
@@ -297,8 +353,17 @@ def _download_url(url: str, tmp: Path, expected: str | None, progress: ProgressF
                     digest.update(chunk)
                     if progress is not None and size:
                         progress(100.0 * done / size, "fetching the input")
+        except ssl.SSLCertVerificationError as exc:
+            raise PermanentError(
+                f"{where}: TLS certificate refused ({exc.verify_message})"
+            ) from None
+        except http.client.InvalidURL:
+            raise PermanentError(f"{shown_url(current)}: not a valid URL") from None
         except (OSError, http.client.HTTPException) as exc:
-            raise ServiceUnavailableError(f"{where}: {exc or type(exc).__name__}") from None
+            full = disk_full(exc, tmp)
+            if full is not None:
+                raise full from None
+            raise ServiceUnavailableError(f"{where}: {type(exc).__name__}") from None
         finally:
             conn.close()
         if size is not None and done != size:

@@ -43,7 +43,7 @@ from pipeline.registry import stage
 from stages.color import video_color
 from stages.contract import stage_info
 from stages.ffmpeg_run import compile_cmd, run, safe_input, strip_metadata
-from stages.inputs import is_remote, local_input
+from stages.inputs import fetched, is_remote
 from stages.ladder_graph import gpu_mode, ladder_command
 from stages.limits import SAFE_PROTOCOLS
 from stages.media_facts import video_facts
@@ -225,8 +225,14 @@ def ladder_audio(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> di
     """The source's first audio stream, encoded once as the ladder encodes it (AAC,
     stereo), for the join to mux into every rung."""
     src = params["input"]
-    if is_remote(src):
-        src = str(local_input(src, params, progress=ctx.progress, dag_id=ctx.job.dag_id))
+    with contextlib.ExitStack() as stack:
+        if is_remote(src):
+            copy = fetched(src, params, progress=ctx.progress, dag_id=ctx.job.dag_id)
+            src = str(stack.enter_context(copy))
+        return _encode_audio(ctx, src, params)
+
+
+def _encode_audio(ctx: Any, src: str, params: dict[str, Any]) -> dict[str, Any]:
     final = output_path(params["folder"], "audio.m4a")
     with atomic_output(final) as tmp:
         graph = safe_input(src)["a:0"].output(
