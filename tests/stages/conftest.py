@@ -7,6 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
+
+from pipeline.broker import Broker
+from pipeline.client import Client
+from pipeline.registry import REGISTRY
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -38,3 +43,14 @@ def media() -> Path:
 @pytest.fixture(scope="session")
 def expected() -> dict[str, Any]:
     return dict(json.loads((FIXTURES / "expected.json").read_text()))
+
+
+@pytest.fixture
+def media_client(r: redis.Redis, namespace: str) -> Client:
+    """A client that knows the media stages (the global registry)."""
+    return Client(r, namespace=namespace, registry=REGISTRY)
+
+
+@pytest.fixture
+def media_broker(r: redis.Redis, namespace: str) -> Broker:
+    return Broker(r, namespace=namespace, registry=REGISTRY, lease=30)

@@ -8,16 +8,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-import redis
-
 import stages  # noqa: F401  (registers the media stages)
 from mediajobs import presets
 from mediajobs.dashboard.snapshot import Snapshots
 from mediajobs.progress_model import media_cost
 from pipeline.broker import Broker
 from pipeline.client import Client
-from pipeline.registry import REGISTRY
 from stages.ffmpeg_run import ffmpeg_exe
 from stages.segments import forced_keyframes, joined_facts, keyframes, plan_cuts
 from tests.helpers import run_dag
@@ -42,16 +38,6 @@ def make_clip(path: Path, seconds: float, gop: int, *, audio: bool = True, fps: 
         cmd += ["-c:a", "aac", "-shortest"]
     subprocess.run([*cmd, str(path)], check=True)
     return path
-
-
-@pytest.fixture
-def media_client(r: redis.Redis, namespace: str) -> Client:
-    return Client(r, namespace=namespace, registry=REGISTRY)
-
-
-@pytest.fixture
-def media_broker(r: redis.Redis, namespace: str) -> Broker:
-    return Broker(r, namespace=namespace, registry=REGISTRY, lease=30)
 
 
 def _preset(**ladder: Any) -> dict[str, Any]:

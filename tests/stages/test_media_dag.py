@@ -6,26 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-import redis
 
 import stages  # noqa: F401  (registers the media stages)
 from mediajobs import presets
 from pipeline.broker import Broker
 from pipeline.client import Client
 from pipeline.errors import SubmissionError
-from pipeline.registry import REGISTRY
 from stages.output import sha256_of
 from tests.helpers import run_dag
-
-
-@pytest.fixture
-def media_client(r: redis.Redis, namespace: str) -> Client:
-    return Client(r, namespace=namespace, registry=REGISTRY)
-
-
-@pytest.fixture
-def media_broker(r: redis.Redis, namespace: str) -> Broker:
-    return Broker(r, namespace=namespace, registry=REGISTRY, lease=30)
 
 
 def test_video_preset_builds_the_expected_dag() -> None:
