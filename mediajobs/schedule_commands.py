@@ -41,7 +41,9 @@ def schedule_group() -> click.Group:
         """Run a preset over files on a cron expression or an interval.
 
         A glob or a folder is watched: each content (by sha256) is submitted once, so a
-        drop folder works. A single file is submitted again on every tick. Schedules
+        drop folder works; so is an object store's prefix, s3://bucket/prefix/ (each new
+        object, by its ETag and size or its SHA-256 checksum, probed on a worker). A
+        single file or object is submitted again on every tick. Schedules
         fire from any `mediapipe worker` (or `mediapipe schedule run`); however many run,
         each tick fires once.
 
@@ -120,13 +122,15 @@ def schedule_group() -> click.Group:
         settle: float,
         webhook: str | None,
     ) -> None:
-        """Add schedule NAME over PATH_OR_GLOB (quote a glob).
+        """Add schedule NAME over PATH_OR_GLOB (quote a glob), or s3://bucket/prefix/.
 
         \b
         Example:
           mediapipe schedule add drop --cron "*/15 * * * *" --tz Europe/Paris \\
               --preset image '/srv/drop/**/*.png'
           mediapipe schedule add poster --every 10m --preset video /data/live.mp4
+          mediapipe schedule add inbox --every 1m --out s3://media/renders \\
+              s3://media/inbox/
         """
         if len(path_or_glob) > 1:
             # The shell expanded an unquoted glob into a list of files.

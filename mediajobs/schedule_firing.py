@@ -21,13 +21,14 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
 
+from mediajobs.schedule_results import Firing, SubmittedInput
+from mediajobs.schedule_s3 import fire_s3
 from pipeline.client import Client
 from pipeline.schedules import Clock, Schedule, Schedules
 from workers.wire import MAX_MESSAGE, dag_from_wire, dag_to_wire
@@ -38,26 +39,6 @@ if TYPE_CHECKING:  # planning loads the media stages (libvips, PyAV): only the c
 log = logging.getLogger("mediapipe.schedules")
 
 _EVENTS_MAXLEN = 100_000  # as EVENTS_GLOBAL in pipeline/scripts/includes/common.lua
-
-
-@dataclass(frozen=True)
-class SubmittedInput:
-    path: str
-    dag_id: str
-    sha256: str
-    created: bool  # False: an earlier firing had already submitted this content
-
-
-@dataclass(frozen=True)
-class Firing:
-    """What one won tick did."""
-
-    schedule: str
-    tick: int
-    late: bool
-    submitted: tuple[SubmittedInput, ...] = ()
-    rejected: tuple[tuple[str, str], ...] = ()  # (path, why)
-    error: str | None = None
 
 
 class Scheduler:
@@ -101,6 +82,8 @@ class Scheduler:
 
     # -- firing ----------------------------------------------------------------
     def _fire(self, spec: Schedule, tick: int, late: bool) -> Firing:
+        if spec.path.startswith("s3://"):
+            return fire_s3(self.client, self.schedules, self.event, spec, tick, late)
         inputs: list[tuple[Path, str | None]]
         if spec.watch:
             inputs = self._unseen(spec)
@@ -132,13 +115,13 @@ class Scheduler:
             submitted.append(SubmittedInput(str(p.path), res.dag_id, digest, res.created))
             # Both hashes: the file may have changed between our read and the probe's.
             seen += [h for h in (sha, digest) if h]
-            self._event("schedule_submitted", spec, tick, dag=res.dag_id, input=str(p.path))
+            self.event("schedule_submitted", spec, tick, dag=res.dag_id, input=str(p.path))
         for p, (_, sha) in zip(planned, inputs, strict=True):
             if p.dag is None:
                 # Unsupported or corrupt content stays seen: retrying it every tick is noise.
                 rejected.append((str(p.path), p.error or "rejected"))
                 seen += [sha] if sha else []
-                self._event("schedule_rejected", spec, tick, input=str(p.path), error=p.error)
+                self.event("schedule_rejected", spec, tick, input=str(p.path), error=p.error)
         # Marked seen only after the submission: a crash before this point means the next
         # tick submits again, and the idempotency key returns the same DAG.
         if spec.watch and seen:
@@ -186,7 +169,7 @@ class Scheduler:
             sha = self._hashes[key] = sha256_of(name)
         return sha
 
-    def _event(self, ev: str, spec: Schedule, tick: int, **extra: str | None) -> None:
+    def event(self, ev: str, spec: Schedule, tick: int, **extra: str | None) -> None:
         fields_: dict[Any, Any] = {
             "ev": ev,
             "dag": "",

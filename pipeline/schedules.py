@@ -2,8 +2,9 @@
 
 A schedule is JSON in the hash ``{ns}:schedules`` (name -> schedule). Next to it,
 ``{ns}:schedule:<name>:last`` holds the newest tick already taken (epoch seconds) and
-``{ns}:schedule:<name>:seen`` the sha256 of every input a watching schedule has handled
-(key names in pipeline/keys.py).
+``{ns}:schedule:<name>:seen`` the identity of every input a watching schedule has handled
+(a file's sha256; an object's, mediajobs/s3_watch.py; key names in pipeline/keys.py). A
+watched path is a glob, a folder or an ``s3://bucket/prefix/``.
 
 Any number of schedulers may run (one in each worker node, say): each computes the
 newest due tick of every schedule and tries to take it with the ``claim_tick`` script, a
@@ -53,7 +54,7 @@ class Schedule:
     """One schedule as stored (JSON). Paths are absolute: any node may fire it."""
 
     name: str
-    path: str
+    path: str  # absolute, or s3://bucket/key (an object) or s3://bucket/prefix/ (watched)
     preset: str = "auto"
     out: str = "mediapipe-out"
     cron: str | None = None
@@ -175,7 +176,16 @@ class Schedules:
             preset = self._check_preset(preset)  # fail now, not at 2 a.m. on the first tick
         if webhook is not None:
             check_url(webhook)
-        full = os.path.abspath(os.path.expanduser(path))
+        if path.startswith("s3://"):
+            # An object store's prefix (``s3://bucket/prefix/``) is watched as a folder is,
+            # an object on its own runs again on every tick; the application fires them.
+            bucket, _, key = path[5:].partition("/")
+            if not bucket or any(c in path for c in "*?["):
+                raise SubmissionError(f"{path!r}: expected s3://bucket/prefix/ (no globs)")
+            full, watch = path, path.endswith("/") or not key
+        else:
+            full = os.path.abspath(os.path.expanduser(path))
+            watch = glob.has_magic(full) or os.path.isdir(full)
         spec = Schedule(
             name=name,
             path=full,
@@ -188,7 +198,7 @@ class Schedules:
             misfire=misfire,
             grace=float(grace),
             settle=float(settle),
-            watch=glob.has_magic(full) or os.path.isdir(full),
+            watch=watch,
             created=now,
             id=uuid.uuid4().hex[:16],
             webhook=webhook,
