@@ -296,6 +296,7 @@ def follower(url: str | None, namespace: str, outage: Outage) -> Client:
     r = connect(
         url,
         check=False,
+        namespace=namespace,
         socket_timeout=10,
         socket_connect_timeout=5,
         retry=Retry(NoBackoff(), 1),

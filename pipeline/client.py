@@ -61,7 +61,7 @@ class Client:
 
     @classmethod
     def connect(cls, url: str | None = None, **kwargs: Any) -> Client:
-        return cls(connect(url), **kwargs)
+        return cls(connect(url, namespace=kwargs.get("namespace", "mp")), **kwargs)
 
     def _run(self, name: str, *args: Any) -> Any:
         return self.scripts.run(name, self.keys.prefix, *args)

@@ -8,6 +8,9 @@ master that Sentinel watches and fails over,
 password is the master's; ``?sentinel_password=`` for sentinels that have their own,
 ``rediss+sentinel://`` for TLS to both). Every client then asks the sentinels where the
 master is on each (re)connection, so after a failover it finds the new one by itself.
+For a Redis or Valkey Cluster, ``redis+cluster://[user:pass@]host:port[,host:port...]``
+(``rediss+cluster://`` for TLS): a namespace is one hash slot, and its clients follow
+that slot's master (pipeline/cluster.py).
 Anything printed or logged about one goes through ``redacted``.
 """
 
@@ -22,12 +25,13 @@ from urllib.parse import parse_qs, unquote
 import redis
 from redis.sentinel import Sentinel
 
+from pipeline.cluster import CLUSTER_SCHEMES, ClusterUrl
 from pipeline.errors import RedisUnavailableError, SubmissionError
 from pipeline.server import EmbeddedServer
 
 ENV_URL = "MEDIAPIPE_REDIS_URL"
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
-URL_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES)
+URL_SCHEMES = ("redis://", "rediss://", "unix://", *SENTINEL_SCHEMES, *CLUSTER_SCHEMES)
 
 
 @dataclass(frozen=True)
@@ -94,15 +98,25 @@ def url_problem(url: str) -> str | None:
         except ValueError as exc:
             return redacted(f"{url!r} is not a Sentinel URL: {exc}")
         return None
+    if url.startswith(CLUSTER_SCHEMES):
+        try:
+            ClusterUrl.parse(url)
+        except ValueError as exc:
+            return redacted(f"{url!r} is not a Cluster URL: {exc}")
+        return None
     if url.startswith(URL_SCHEMES):
         return None
     return redacted(
-        f"{url!r} is not a Redis URL: use redis://, rediss://, unix:// or redis+sentinel://"
+        f"{url!r} is not a Redis URL: use redis://, rediss://, unix://, redis+sentinel:// or "
+        "redis+cluster://"
     )
 
 
-def client_from_url(url: str, **options: Any) -> redis.Redis:
-    """``redis.Redis.from_url`` that also takes a ``redis+sentinel://`` URL."""
+def client_from_url(url: str, *, namespace: str = "mp", **options: Any) -> redis.Redis:
+    """``redis.Redis.from_url`` that also takes a ``redis+sentinel://`` URL and a
+    ``redis+cluster://`` one (whose client serves ``namespace``: its slot's master)."""
+    if url.startswith(CLUSTER_SCHEMES):
+        return ClusterUrl.parse(url).client(namespace, **options)
     if url.startswith(SENTINEL_SCHEMES):
         return SentinelUrl.parse(url).client(**options)
     return redis.Redis.from_url(url, **options)
@@ -118,7 +132,9 @@ def resolve_url(url: str | None = None, *, start_embedded: bool = True) -> str:
     return server.url
 
 
-def connect(url: str | None = None, *, check: bool = True, **kwargs: object) -> redis.Redis:
+def connect(
+    url: str | None = None, *, check: bool = True, namespace: str = "mp", **kwargs: object
+) -> redis.Redis:
     """A client for the configured Redis; raises RedisUnavailableError when unreachable."""
     resolved = resolve_url(url)
     problem = url_problem(resolved)
@@ -126,7 +142,7 @@ def connect(url: str | None = None, *, check: bool = True, **kwargs: object) -> 
         raise SubmissionError(problem)
     options: dict[str, object] = {"health_check_interval": 30}
     options.update(kwargs)
-    client = client_from_url(resolved, **options)
+    client = client_from_url(resolved, namespace=namespace, **options)
     if check:
         try:
             client.ping()

@@ -257,7 +257,9 @@ def lane_main(
     for module in modules:
         importlib.import_module(module)
     spec = next(b for b in REGISTRY.batches() if b.stage == stage)
-    broker = Broker(connect(url), namespace=namespace, lease=lease, registry=REGISTRY)
+    broker = Broker(
+        connect(url, namespace=namespace), namespace=namespace, lease=lease, registry=REGISTRY
+    )
     runner = BatchRunner(broker, [queue], spec, registry=REGISTRY, tags=tags)
     log.info("batch lane for %s on %s (up to %d jobs per claim)", stage, queue, spec.size)
     try:

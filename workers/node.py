@@ -205,6 +205,7 @@ class WorkerNode:
         timeout = max(1.0, min(5.0, self.config.lease / 6))
         return client_from_url(
             self.url,
+            namespace=self.config.namespace,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),

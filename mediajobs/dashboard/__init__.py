@@ -145,6 +145,11 @@ def _client(url: str | None, namespace: str, outage: Outage) -> Client:
     its 503 at once instead of hanging in redis-py's backoff. Made through ``outage``:
     a client loads the transitions into Redis."""
     r = connect(
-        url, check=False, socket_timeout=5, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1)
+        url,
+        check=False,
+        namespace=namespace,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(NoBackoff(), 1),
     )
     return outage.call(lambda: Client(r, namespace=namespace))

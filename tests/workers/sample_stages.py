@@ -161,3 +161,16 @@ def batchable_batch(jobs: list[Any]) -> list[Any]:
         else:
             out.append({"pid": os.getpid(), "batch": len(jobs), "n": j.params.get("n")})
     return out
+
+
+@stage("t.tally", registry=registry)
+def tally(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """Appends one line per run (DAG, job, pid) to ``params["tally"]``, so a test counts
+    how many times each job really ran; sleeps ``seconds`` with progress first."""
+    steps = max(1, int(params.get("seconds", 0) / 0.05))
+    for i in range(steps):
+        time.sleep(params.get("seconds", 0) / steps)
+        ctx.progress(100 * (i + 1) / steps, "counting")
+    with open(params["tally"], "a") as f:
+        f.write(f"{ctx.job.dag_id} {ctx.job.name} {os.getpid()}\n")
+    return {"pid": os.getpid(), "inputs": sorted(inputs)}
