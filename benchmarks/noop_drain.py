@@ -34,7 +34,7 @@ def main(argv: list[str]) -> None:
     url, namespace, prefetch, jobs = argv[0], argv[1], int(argv[2]), int(argv[3])
     logging.basicConfig(level=logging.WARNING)
     reg = noop_registry()
-    broker = Broker(connect(url), namespace=namespace, registry=reg)
+    broker = Broker(connect(url, namespace=namespace), namespace=namespace, registry=reg)
     runner = InlineRunner(broker, ["default"], registry=reg, prefetch=prefetch)
     print("ready", flush=True)
     if not sys.stdin.readline():
