@@ -71,11 +71,13 @@ def plan(
     endpoint: str | None = None,
     stage: Stage | None = None,
     progress: Callable[[str, int], Callable[[int, int], None] | None] | None = None,
+    hold: Callable[[str], None] | None = None,
 ) -> list[Outcome]:
     """Probe each input here and build its DAG. ``out`` is a folder, or ``s3://bucket/prefix``
     for object storage (each input's outputs under ``<prefix>/<name>/``). With ``stage``
     each input is uploaded there and the DAG reads it from the store; a local ``out`` is
-    then where the outputs are fetched back to (``mediajobs.staging``)."""
+    then where the outputs are fetched back to (``mediajobs.staging``), each object
+    ``hold(uri)`` first (``mediajobs.staged_inputs``)."""
     limits = MediaLimits.from_env()
     used: set[str] = set()
     remote_out = out.startswith("s3://")
@@ -128,7 +130,9 @@ def plan(
             source = str(path.resolve())
             if stage is not None:
                 show = progress(path.name, item.facts["bytes"]) if progress else None
-                item.staged, item.uploaded = stage_input(path, item.facts["sha256"], stage, show)
+                item.staged, item.uploaded = stage_input(
+                    path, item.facts["sha256"], stage, show, hold
+                )
                 source = item.staged
             item.dag = presets.build_dag(
                 source,

@@ -59,6 +59,13 @@ def _switch(text: str) -> str:
     return text
 
 
+def _stage_retention(text: str) -> str:
+    """As mediajobs/staged_inputs.py reads it: end, never or a duration."""
+    if text.strip().lower() not in ("end", "never"):
+        parse_duration(text)
+    return text
+
+
 def _retention_settings() -> list[EnvSetting]:
     out = []
     defaults = Retention()
@@ -155,6 +162,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         str(20 << 30),
         "the input cache's bound; least recently used inputs go first",
         int,
+    ),
+    EnvSetting(
+        "MEDIAPIPE_STAGE_RETENTION",
+        "end",
+        "how long submit's staged inputs outlive the DAGs that use them: end, a duration "
+        "(24h) or never",
+        _stage_retention,
     ),
     EnvSetting(
         "MEDIAPIPE_GPU_DEVICE",

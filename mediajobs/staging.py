@@ -9,6 +9,8 @@ the SHA-256 the workers check their copy against (``stages.inputs``). With a loc
 ``--out`` the workers publish the outputs under ``<stage>/renders/<submission>/<name>/``
 and ``submit --wait`` downloads them into ``--out/<name>/`` at the end, each object's
 size and SHA-256 checked; ``mediapipe fetch DAG_ID --out DIR`` does the same later.
+Staged inputs are deleted once the DAGs that use them ended (``MEDIAPIPE_STAGE_RETENTION``,
+mediajobs/staged_inputs.py).
 """
 
 from __future__ import annotations
@@ -57,12 +59,20 @@ class Stage:
 
 
 def stage_input(
-    path: Path, sha256: str, stage: Stage, progress: ProgressFn | None = None
+    path: Path,
+    sha256: str,
+    stage: Stage,
+    progress: ProgressFn | None = None,
+    hold: Callable[[str], None] | None = None,
 ) -> tuple[str, bool]:
-    """Upload ``path`` unless the stage holds it already; returns (its URI, uploaded)."""
+    """Upload ``path`` unless the stage holds it already; returns (its URI, uploaded).
+    ``hold(uri)`` is called first: the object is kept from retention's sweepers while
+    this submit looks for it and writes its DAG (mediajobs/staged_inputs.py)."""
     store = S3Storage(stage.bucket, endpoint=stage.endpoint)
     key = stage.input_key(sha256, path)
     uri = f"s3://{stage.bucket}/{key}"
+    if hold is not None:
+        hold(uri)
     size = path.stat().st_size
     with s3_errors(uri):
         try:

@@ -25,6 +25,7 @@ from mediajobs.json_documents import SCHEMA
 from mediajobs.planning import Outcome, OutcomeStatus, plan
 from mediajobs.progress_view import ProgressView, follower
 from mediajobs.remote_plan import LOCATE
+from mediajobs.staged_inputs import StagedInputs, sweep
 from mediajobs.staging import Stage, fetch_outputs, upload_progress
 from mediajobs.worker_box import BoxSpec, WorkerBox, assemble
 from pipeline.client import TERMINAL_DAG_STATES, Client
@@ -83,7 +84,15 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
     """Plan, submit and (embedded, or asked to wait) follow every input to its end.
     Raises ``RedisLost`` when Redis goes away; Ctrl-C ends in ``INTERRUPTED`` outcomes."""
     outcomes: list[Outcome] = []
+    ledger: StagedInputs | None = None
     try:
+        stage = Stage.parse(options.stage, options.endpoint) if options.stage else None
+        client: Client | None = None
+        if stage is not None:
+            # Staged inputs are held in Redis before they are looked for in the store, so
+            # retention never deletes one between that look and the DAG that uses it.
+            client = _connect(options)
+            ledger = StagedInputs(client)
         outcomes = plan(
             paths,
             options.preset,
@@ -91,8 +100,9 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
             priority=options.priority,
             idempotency_key=options.idempotency_key,
             endpoint=options.endpoint,
-            stage=Stage.parse(options.stage, options.endpoint) if options.stage else None,
+            stage=stage,
             progress=upload_progress,
+            hold=ledger.holder(options.endpoint) if ledger else None,
         )
         refused = [o.error for o in outcomes if o.error and o.submission_error]
         if refused:
@@ -100,14 +110,12 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
         for o in outcomes:
             if o.error and not o.submission_error:
                 report.rejected(o)
-        if options.wait is True and options.url is not None:
-            # A fleet submit that waits rides out an outage from its first call (a
-            # Sentinel failover under way, a restart). The submit itself is then resent
-            # with its request ids (pipeline.scripts), so it is written once.
-            client = Outage().call(_connect_or_down, options.url, options.namespace)
-        else:
-            client = Client.connect(options.url, namespace=options.namespace)
+        if client is None:
+            client = _connect(options)
         submit_all(client, outcomes, webhook=options.webhook)
+        if ledger is not None:
+            ends = options.endpoint
+            ledger.use((o.staged, ends, o.dag_id) for o in outcomes if o.staged and o.dag_id)
         if options.wait is False:
             return outcomes
         if options.url is None:
@@ -136,6 +144,8 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
             return outcomes
         Outage().call(lambda: collect(client, outcomes))
         fetch_back(outcomes, options.endpoint)
+        if ledger is not None:
+            sweep_own(client, outcomes, options.endpoint)
     except (RedisUnavailableError, redis.ConnectionError, redis.TimeoutError) as exc:
         # A transition that lost Redis raises redis' own errors: the same outage.
         message = f"Redis unreachable: {exc}"
@@ -145,7 +155,38 @@ def run(paths: list[str], options: SubmitOptions, report: Reporter) -> list[Outc
             if o.dag_id:
                 o.status = OutcomeStatus.UNKNOWN
         raise RedisLost(message, outcomes) from None
+    finally:
+        if ledger is not None and ledger.held:
+            # Planning or the submit failed: the holds end now (an upload no DAG uses is
+            # deleted by the next sweep), not a day later.
+            with contextlib.suppress(Exception):
+                ledger.use(())
     return outcomes
+
+
+def _connect(options: SubmitOptions) -> Client:
+    if options.wait is True and options.url is not None:
+        # A fleet submit that waits rides out an outage from its first call (a Sentinel
+        # failover under way, a restart). The submit itself is then resent with its
+        # request ids (pipeline.scripts), so it is written once.
+        return Outage().call(_connect_or_down, options.url, options.namespace)
+    return Client.connect(options.url, namespace=options.namespace)
+
+
+def sweep_own(client: Client, outcomes: list[Outcome], endpoint: str | None) -> None:
+    """Once this submit's DAGs ended, delete its staged inputs that no other DAG still
+    uses (and that ``MEDIAPIPE_STAGE_RETENTION`` lets go now); the workers' sweeps do it
+    otherwise. A store that fails here is no failure of the submit."""
+    uris = {(o.staged, endpoint) for o in outcomes if o.staged and o.dag_id}
+    if not uris:
+        return
+    try:
+        done, _ = sweep(client, uris=sorted(uris, key=str))
+    except Exception as exc:  # Redis or the store: the workers' sweeps try again
+        log.debug("staged inputs not swept here: %s", exc)
+        return
+    if done.error:
+        log.debug("staged inputs not swept here: %s", done.error)
 
 
 def _connect_or_down(url: str, namespace: str) -> Client:
@@ -289,6 +330,7 @@ def run_embedded(
         use_gpus=False,
         lanes=False,
         schedules=False,
+        sweep_staged=False,  # this submit sweeps its own inputs once they ended
     )
     box = assemble(url, namespace, spec)
     if not logging.getLogger().isEnabledFor(logging.DEBUG):

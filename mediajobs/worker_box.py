@@ -1,5 +1,6 @@
 """What one box runs to serve the fleet, assembled in one place: the GPUs and capabilities
-found, the worker node (pool, metrics), the batch lanes beside it and the schedule firing.
+found, the worker node (pool, metrics), the batch lanes beside it, the schedule firing and
+the sweep of staged inputs no DAG uses any more.
 The ``worker`` command runs a whole box; ``submit`` runs a small one in-process (no
 lanes, no scheduler, no GPU trials) while it shows progress.
 """
@@ -7,9 +8,11 @@ lanes, no scheduler, no GPU trials) while it shows progress.
 from __future__ import annotations
 
 import importlib
+import threading
 from dataclasses import dataclass
 
 from mediajobs.schedule_firing import run_scheduler
+from mediajobs.staged_inputs import run_sweeper
 from workers.batch import LaneSupervisor, lanes_for
 from workers.gpu import Capabilities, detect
 from workers.node import NodeConfig, WorkerNode
@@ -39,6 +42,9 @@ class BoxSpec:
     only_gpus: tuple[int, ...] | None = None  # --gpus 0,1
     lanes: bool = True  # batch lanes for the stages the tags cover
     schedules: bool = True  # fire due schedules from this box too
+    # Delete staged inputs no DAG uses any more (mediajobs/staged_inputs.py), on the
+    # retention interval.
+    sweep_staged: bool = True
 
 
 def capabilities(spec: BoxSpec) -> Capabilities:
@@ -50,18 +56,36 @@ def capabilities(spec: BoxSpec) -> Capabilities:
 class WorkerBox:
     """The node and its lanes, started and stopped together."""
 
-    def __init__(self, node: WorkerNode, lanes: LaneSupervisor | None, grace: float) -> None:
+    def __init__(
+        self,
+        node: WorkerNode,
+        lanes: LaneSupervisor | None,
+        grace: float,
+        *,
+        sweep_staged: bool = False,
+    ) -> None:
         self.node = node
         self.lanes = lanes
         self.grace = grace
+        self.sweep_staged = sweep_staged
 
     def run(self, *, install_signals: bool = True) -> int:
         """Run until stopped; the process exit code (``ExitCode``)."""
         if self.lanes is not None:
             self.lanes.start()
+        stop = threading.Event()
+        if self.sweep_staged:
+            # Where the store's credentials are: the staged inputs' deletions.
+            threading.Thread(
+                target=run_sweeper,
+                args=(self.node.url, self.node.config.namespace, stop),
+                name="staged-sweeper",
+                daemon=True,
+            ).start()
         try:
             return self.node.run(install_signals=install_signals)
         finally:
+            stop.set()
             if self.lanes is not None:
                 self.lanes.stop(self.grace)
 
@@ -103,4 +127,4 @@ def assemble(
     supervisor = (
         LaneSupervisor(node.url, namespace, lanes, tags, modules, spec.lease) if lanes else None
     )
-    return WorkerBox(node, supervisor, spec.grace)
+    return WorkerBox(node, supervisor, spec.grace, sweep_staged=spec.sweep_staged)

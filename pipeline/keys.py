@@ -115,6 +115,21 @@ class Keys:
         """Set: sha256 of every input a watching schedule has handled."""
         return self.prefix + "schedule:" + name + ":seen"
 
+    # -- staged inputs ------------------------------------------------------------
+    @property
+    def staged(self) -> str:
+        """Hash: id of an object a submit staged -> where it is (JSON: uri, endpoint)."""
+        return self.prefix + "staged"
+
+    def staged_users(self, object_id: str) -> str:
+        """Hash: what keeps a staged object: DAG id -> grace (ms, then ':' the end seen
+        once the DAG is gone), ``hold:<token>`` -> until (ms), ``keep``."""
+        return self.prefix + "staged:" + object_id
+
+    def staged_deleting(self, object_id: str) -> str:
+        """A sweeper's token while it deletes the object (expires: a sweeper that died)."""
+        return self.prefix + "staged:" + object_id + ":deleting"
+
     # -- external services ------------------------------------------------------
     def breaker(self, service: str) -> str:
         """Hash: the circuit breaker of one external service (state, opened_at, ...)."""

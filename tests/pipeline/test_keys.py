@@ -44,6 +44,9 @@ MIRRORS: dict[str, Callable[[Keys, str], str]] = {
     "idem": Keys.idempotency,
     "schedules": lambda k, _: k.schedules,
     "schedule_last": Keys.schedule_last,
+    "staged": lambda k, _: k.staged,
+    "staged_users": Keys.staged_users,
+    "staged_deleting": Keys.staged_deleting,
     "breaker": Keys.breaker,
     "service_rate": Keys.service_rate,
 }

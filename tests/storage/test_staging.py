@@ -54,6 +54,9 @@ def test_workers_that_cannot_read_the_submitter_render_staged_inputs_and_outputs
     photo, video = mine / "photo.jpg", mine / "talk.mp4"
     shutil.copyfile(FIXTURES / "large.jpg", photo)
     shutil.copyfile(FIXTURES / "clip.mp4", video)
+    # Staged inputs outlive their DAGs by an hour here, so that the second submit below
+    # finds the photo staged (their removal: test_staged_retention.py).
+    storage_cli.env["MEDIAPIPE_STAGE_RETENTION"] = "1h"
     for i in range(2):
         blind_worker(storage_cli, namespace, mine, tmp_path / f"cache{i}")
     out = mine / "renders"

@@ -39,6 +39,9 @@ local function k_retention() return P .. 'retention' end
 local function k_idem(key) return P .. 'idem:' .. key end
 local function k_schedules() return P .. 'schedules' end
 local function k_schedule_last(name) return P .. 'schedule:' .. name .. ':last' end
+local function k_staged() return P .. 'staged' end
+local function k_staged_users(id) return P .. 'staged:' .. id end
+local function k_staged_deleting(id) return P .. 'staged:' .. id .. ':deleting' end
 local function k_breaker(service) return P .. 'breaker:' .. service end
 local function k_service_rate(service) return P .. 'rate:' .. service end
 -- How long a finished DAG's idempotency key lives when no prune has published a window.
