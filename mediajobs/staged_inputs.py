@@ -17,7 +17,8 @@ pipeline/scripts/staged_*.lua):
   later pass.
 
 The sweep runs where the store's credentials are: in every worker box on the retention
-interval (``MEDIAPIPE_RETENTION_INTERVAL``; none with ``MEDIAPIPE_RETENTION=off``), and
+interval (``MEDIAPIPE_RETENTION_INTERVAL``, one node per interval takes the turn; none
+with ``MEDIAPIPE_RETENTION=off``), and
 in ``submit --wait`` for its own inputs once its DAGs ended. Each deletion goes through
 the store's fleet-wide circuit breaker, as uploads and fetches do.
 
@@ -212,11 +213,17 @@ def run_sweeper(
     every = interval or retention.interval
     client: Client | None = None
     cursor = 0
+    me = uuid.uuid4().hex
     while not stop.wait(every):
         try:
             if client is None:
                 client = Client.connect(url, namespace=namespace)
-            while True:  # one whole round of the records per interval, in budgets
+            # One node per interval goes round, whichever takes the turn: the records
+            # are read once per interval however many nodes run.
+            turn = client.keys.staged_sweep
+            if not client.redis.set(turn, me, nx=True, px=int(every * 1000)):
+                continue
+            while True:  # one whole round of the records, in budgets
                 done, cursor = sweep(client, cursor=cursor)
                 if done.deleted:
                     log.info("deleted %d staged inputs no DAG uses", len(done.deleted))

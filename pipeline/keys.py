@@ -121,6 +121,11 @@ class Keys:
         """Hash: id of an object a submit staged -> where it is (JSON: uri, endpoint)."""
         return self.prefix + "staged"
 
+    @property
+    def staged_sweep(self) -> str:
+        """Taken by the node sweeping staged inputs this interval (one at a time)."""
+        return self.prefix + "staged-sweep"
+
     def staged_users(self, object_id: str) -> str:
         """Hash: what keeps a staged object: DAG id -> grace (ms, then ':' the end seen
         once the DAG is gone), ``hold:<token>`` -> until (ms), ``keep``."""
