@@ -178,8 +178,16 @@ def test_a_firing_that_died_before_marking_seen_gets_the_same_dag_back(
 
 
 def test_s3_schedule_paths(s3_client: Client, s3: S3) -> None:
-    s = Schedules(s3_client)
+    clock = Clock(1_900_000_000)
+    s = Schedules(s3_client, clock=clock)
     assert s.add("one", f"s3://{s3.bucket}/in/talk.mp4", every=60).watch is False
+    sched = Scheduler(s3_client, clock=clock)
+    dags = []
+    for _ in range(2):  # a single object runs again on every tick
+        clock.t += 60
+        dags += [sub.dag_id for f in sched.tick() for sub in f.submitted]
+    assert len(set(dags)) == 2
+    assert s3_client.jobs(dags[0])["locate"]["params"]["input"] == f"s3://{s3.bucket}/in/talk.mp4"
     assert s.add("bucket", f"s3://{s3.bucket}", every=60).watch is True
     for bad in ("s3:///in/", f"s3://{s3.bucket}/in/*.jpg"):
         with pytest.raises(SubmissionError, match="s3://bucket/prefix/"):

@@ -6,6 +6,10 @@ seconds, and every job still runs once and every DAG completes."""
 from __future__ import annotations
 
 import collections
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +22,7 @@ from pipeline.cluster import SlotMovedError, namespace_slot
 from pipeline.connection import client_from_url, url_problem
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY
+from tests.cli.conftest import FIXTURES, ROOT
 from tests.cluster_cell import ClusterCell, migrate_slot
 from tests.workers.conftest import Workers, wait_for
 
@@ -87,6 +92,19 @@ def test_three_namespaces_on_three_masters_each_served_by_its_own_workers(
                 assert (held > 0) == (port == owners[n]), (ns, port, held)
             worker = clients[n].workers()
             assert len(worker) == 1 and worker[0]["pid"] == str(fleets[n].procs[0].pid)
+        # a user's `submit --wait` of a photo through the cluster URL, on one namespace
+        out = tmp_path / "renders"
+        done = subprocess.run(
+            [sys.executable, "-m", "mediajobs", "--namespace", namespaces[1], "submit",
+             str(FIXTURES / "cmyk.jpg"), "--out", str(out), "--wait", "--json"],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT),
+                               "MEDIAPIPE_REDIS_URL": cluster.url},
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        (doc,) = json.loads(done.stdout)
+        assert doc["status"] == "completed" and Path(doc["manifest"]).is_file()
+        assert clients[1].dag_state(doc["dag_id"]) == "completed"
     finally:
         for w in fleets:
             w.kill_all()
