@@ -102,7 +102,7 @@ def test_three_namespaces_on_three_masters_each_served_by_its_own_workers(
             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
-        (doc,) = json.loads(done.stdout)
+        doc = json.loads(done.stdout)
         assert doc["status"] == "completed" and Path(doc["manifest"]).is_file()
         assert clients[1].dag_state(doc["dag_id"]) == "completed"
     finally:
