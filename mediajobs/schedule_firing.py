@@ -307,9 +307,14 @@ def run_scheduler(
     schedules firing while nodes come and go, and claim_tick keeps each tick to one firing.
     """
     scheduler = Scheduler(client, clock=clock)
+    down_since: float | None = None  # one line when Redis goes, one when it is back
     while not stop_event.is_set():
         try:
-            for f in scheduler.tick():
+            fired = scheduler.tick()
+            if down_since is not None:
+                log.info("scheduler: Redis is back after %.1fs", time.monotonic() - down_since)
+                down_since = None
+            for f in fired:
                 log.info(
                     "schedule %s fired tick %s%s: %d submitted, %d rejected",
                     f.schedule,
@@ -319,7 +324,11 @@ def run_scheduler(
                     len(f.rejected),
                 )
         except redis.RedisError as exc:
-            log.warning("scheduler: Redis unavailable (%s); trying again", exc)
+            if down_since is None:
+                down_since = time.monotonic()
+                log.warning("scheduler: Redis unavailable (%s); trying again", exc)
+            else:
+                log.debug("scheduler: Redis still unavailable (%s)", exc)
         except Exception:
             log.exception("scheduler: tick failed; trying again")  # keep the loop alive
         stop_event.wait(interval)
