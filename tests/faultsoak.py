@@ -677,7 +677,7 @@ class Soak:
     def check_baseline(self, baseline: list[str], fleet: Fleet) -> None:
         """Once retention has passed, the namespace is back to the keys it had before the
         first DAG, but for: worker registrations (a killed worker's expires on its own),
-        one record per client of its latest request (``req:*``, expiring 10 minutes after
+        one record per client of its latest request (``req:*``, expiring 24 hours after
         its last call, checked to have that expiry) and the namespace's singletons (the
         fleet event stream, the queue set and each queue's settings, the id sequence)."""
         p = "{" + self.namespace + "}:"
@@ -692,7 +692,7 @@ class Soak:
                     continue
                 if k.startswith(p + "req:"):
                     ttl = self.call(lambda c, k=k: c.redis.pttl(k))
-                    if 0 < ttl <= 600_000 or ttl == -2:
+                    if 0 < ttl <= 86_400_000 or ttl == -2:
                         self.request_records += ttl != -2
                         continue
                 out.append(k)

@@ -7,6 +7,7 @@ delayed past the client's socket timeout.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -277,3 +278,35 @@ def test_an_old_request_arriving_after_a_newer_one_is_refused(
     r.hdel(Keys(namespace).meta("q1"), "paused")
     assert r.fcall(fn, 1, ns, "q1", "c1:2", "r") == 1
     assert r.hget(Keys(namespace).meta("q1"), "paused") is None
+
+
+def test_a_claim_in_doubt_across_a_long_outage_still_gets_its_own_job(
+    proxy: FaultProxy,
+    pr: redis.Redis,
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    registry: Registry,
+) -> None:
+    """A worker rides out an outage of any length and then resends its call in doubt. The
+    record that answers the resend must outlive the outage: here the record is aged by
+    an 11-minute outage (its remaining life cut by that much); the resent claim still
+    hands back the job the first one took, and the other job stays waiting."""
+    _work(registry)
+    _submit(client, 2)
+    keys = Keys(namespace)
+    broker = Broker(pr, namespace=namespace, registry=registry)
+    broker.scripts.resend_for = 0  # give up at once: the call stays in doubt
+    proxy.on_reply("claim", 1, "drop")
+    with pytest.raises(redis.ConnectionError):
+        broker.claim(["default"], 1)
+    assert broker.scripts.in_doubt
+    (record,) = r.keys(keys.prefix + "req:*")
+    r.pexpire(record, max(1, r.pttl(record) - 11 * 60_000))
+    time.sleep(0.01)
+    jobs, _ = broker.claim(["default"], 1)  # the resend, after the outage
+    assert len(jobs) == 1
+    assert r.zcard(keys.active("default")) == 1, "the resend took a second job"
+    assert r.zcard(keys.wait("default")) == 1
+    job = client.job(jobs[0].id)
+    assert job is not None and job["owner"] == jobs[0].token and job["attempts"] == 1

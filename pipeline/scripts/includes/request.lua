@@ -9,7 +9,10 @@
 -- after a newer one ran (it was delayed on a connection the client gave up on) is
 -- refused, never run. Error replies are not recorded: a resend runs again, and
 -- transitions check everything before they write (a failed check writes nothing).
-local REQUEST_TTL_MS = 600000
+-- A day: a worker rides out an outage of any length and then resends its call in doubt,
+-- which must still find its record (a claim resent without it would take other jobs and
+-- leave the first ones to lapse). The cost is one small record per client thread.
+local REQUEST_TTL_MS = 86400000
 
 -- `compact` and `expand` (optional) let a transition keep a smaller record and rebuild
 -- its reply from it on a resend (a claim keeps the ids it handed out). `answers_itself`
