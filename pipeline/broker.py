@@ -107,7 +107,11 @@ class Broker:
         if sub.id != job.dag_id:
             raise ValueError("children must be built with ctx.new_children()")
         payload = encode_nodes(sub, self.registry)
-        return int(self._run("add_children", job.id, job.token, payload))
+        try:
+            return int(self._run("add_children", job.id, job.token, payload))
+        except redis.ResponseError as exc:
+            # Refused as a whole (nothing added): the same call would be refused again.
+            raise PermanentError(str(exc)) from exc
 
     # -- finishing ------------------------------------------------------------
     def complete(

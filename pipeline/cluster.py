@@ -28,16 +28,23 @@ slot is its own. No transition runs while the namespace is split between two nod
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.connection import Connection, ConnectionPool, SSLConnection
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    ReadOnlyError,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
@@ -99,7 +106,9 @@ class ClusterUrl:
             options.setdefault("username", self.username)
         if self.password is not None:
             options.setdefault("password", self.password)
-        owner = SlotOwner(self.seeds, namespace_slot(namespace), namespace, options, tls)
+        owner = SlotOwner(
+            self.seeds, namespace_slot(namespace), namespace, options, tls, ssl_options
+        )
         pool = SlotPool(
             owner,
             connection_class=SlotSSLConnection if tls else SlotConnection,
@@ -119,40 +128,66 @@ class SlotOwner:
         namespace: str,
         options: dict[str, Any],
         tls: bool,
+        ssl_options: dict[str, Any],
     ) -> None:
         self.seeds = seeds
         self.slot = slot
         self.namespace = namespace
-        # Asking the cluster uses the client's credentials and timeouts, nothing else.
+        # Asking the cluster uses the client's credentials, timeouts and TLS settings,
+        # and no retries: the next node is the retry (a dead seed costs one refusal).
         keep = ("username", "password", "socket_timeout", "socket_connect_timeout")
-        self._ask = {k: options[k] for k in keep if k in options}
+        self._ask: dict[str, Any] = {k: options[k] for k in keep if k in options}
         self._ask.setdefault("socket_timeout", 5)
         self._ask.setdefault("socket_connect_timeout", 5)
-        self._tls = tls
+        self._ask["retry"] = Retry(NoBackoff(), 0)
+        if tls:
+            self._ask.update(ssl=True, **ssl_options)
         self._lock = threading.Lock()
+        self._pid = os.getpid()
         self._address: tuple[str, int] | None = None
+        self._last: tuple[str, int] | None = None  # the owner before the last move
         self.moves = 0  # bumped on every move seen: pooled connections re-resolve
 
+    def _guard(self) -> threading.Lock:
+        if self._pid != os.getpid():  # forked: a thread of the parent may have held it
+            self._lock, self._pid = threading.Lock(), os.getpid()
+        return self._lock
+
     def address(self) -> tuple[str, int]:
-        with self._lock:
+        with self._guard():
+            if self._address is not None:
+                return self._address
+            last = self._last
+        # Asked outside the lock: a node that hangs must not hold up every thread (the
+        # lease keeper among them) for its timeout.
+        found = self._find(last)
+        with self._guard():
             if self._address is None:
-                self._address = self._find()
+                self._address = found
             return self._address
 
-    def moved(self, to: tuple[str, int] | None) -> None:
-        """A node said the slot is elsewhere (``to``, when a MOVED named it)."""
-        with self._lock:
+    def moved(self, to: tuple[str, int] | None, *, was: tuple[str, int] | None = None) -> None:
+        """The slot is elsewhere: at ``to`` (a MOVED named it) or unknown (None). With
+        ``was`` (the address that failed), an answer another thread learnt since is
+        kept."""
+        with self._guard():
+            if was is not None and self._address not in (None, was):
+                return
+            if self._address is not None:
+                self._last = self._address
             self._address = to
             self.moves += 1
 
-    def _find(self) -> tuple[str, int]:
-        """The slot's master, from the first node that answers ``CLUSTER SLOTS``; the
-        last known owner is asked first (it knows best after a failover it took part
-        in), then the seeds."""
+    def _find(self, last: tuple[str, int] | None) -> tuple[str, int]:
+        """The slot's master, from the first node that answers ``CLUSTER SLOTS``: the
+        last known owner first (it knows best after a failover it took part in), then
+        the seeds."""
         errors = []
-        for host, port in self.seeds:
+        nodes = [last] if last is not None else []
+        nodes += [s for s in self.seeds if s != last]
+        for host, port in nodes:
             try:
-                node = redis.Redis(host=host, port=port, ssl=self._tls, **self._ask)
+                node = redis.Redis(host=host, port=port, **self._ask)
                 try:
                     ranges: Any = node.execute_command("CLUSTER", "SLOTS")  # type: ignore[no-untyped-call]
                 finally:
@@ -160,8 +195,8 @@ class SlotOwner:
             except redis.RedisError as exc:
                 errors.append(f"{host}:{port}: {exc}")
                 continue
-            for first, last, master, *_ in ranges:
-                if int(first) <= self.slot <= int(last):
+            for first, last_slot, master, *_ in ranges:
+                if int(first) <= self.slot <= int(last_slot):
                     where = master[0].decode() if isinstance(master[0], bytes) else master[0]
                     return (where or host, int(master[1]))
             errors.append(f"{host}:{port}: no master serves slot {self.slot}")
@@ -192,22 +227,29 @@ class _SlotRouted:
         except OSError:
             # The master may have died and a replica taken its slots over: ask the
             # cluster again on the next attempt rather than dial the dead node for ever.
-            self.owner.moved(None)
+            self.owner.moved(None, was=(self.host, self.port))
             raise
 
     def read_response(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().read_response(*args, **kwargs)  # type: ignore[misc]
-        except (AskError, TryAgainError, ClusterDownError) as exc:
-            self.disconnect()  # type: ignore[attr-defined]
-            if isinstance(exc, redis.exceptions.MovedError):
-                self.owner.moved((exc.host, exc.port))
+        except redis.ResponseError as exc:
+            here = (self.host, self.port)
+            if isinstance(exc, MovedError):
+                self.owner.moved((exc.host, exc.port) if exc.host else None, was=here)
                 why = f"moved to {exc.host}:{exc.port}"
-            elif isinstance(exc, AskError):
+            elif isinstance(exc, AskError | TryAgainError):
                 why = "is being migrated"  # ASK is not followed: wait for the move's end
+            elif isinstance(exc, ClusterDownError | ReadOnlyError) or str(exc).startswith(
+                "UNBLOCKED"
+            ):
+                # The cluster lost the slot's master, or this node was demoted (a
+                # failover answers blocked clients UNBLOCKED): ask the cluster again.
+                self.owner.moved(None, was=here)
+                why = f"is not served here ({exc})"
             else:
-                self.owner.moved(None)
-                why = f"is not served ({exc})"
+                raise
+            self.disconnect()  # type: ignore[attr-defined]
             raise SlotMovedError(
                 f"namespace {self.owner.namespace!r} (slot {self.owner.slot}) {why}"
             ) from exc
@@ -233,6 +275,10 @@ class SlotPool(ConnectionPool):
     def get_connection(self, *args: Any, **kwargs: Any) -> Any:
         conn: Any = super().get_connection(*args, **kwargs)
         if conn.moves != self.owner.moves:
-            conn.disconnect()
-            conn.connect()
+            try:
+                conn.disconnect()
+                conn.connect()
+            except BaseException:
+                self.release(conn)
+                raise
         return conn

@@ -97,6 +97,20 @@ def _function_missing(reply: Any) -> bool:
     return isinstance(reply, redis.ResponseError) and "function not found" in str(reply).lower()
 
 
+def _reply(conn: Any) -> Any:
+    """The next reply on ``conn``, an error reply returned rather than raised: redis-py
+    raises it, which would leave the replies after it unread on a connection that stays
+    in use (the next call would read this one's). Any other failure drops the
+    connection, unread replies and all."""
+    try:
+        return conn.read_response()
+    except redis.ResponseError as exc:
+        return exc
+    except BaseException:
+        conn.disconnect()
+        raise
+
+
 class _Broken(Exception):
     """A streamed call's connection failed while the stream was being sent."""
 
@@ -334,10 +348,10 @@ class Scripts:
         replies: list[Any] = []
         if not broken and packed:
             try:
-                replies = [st.conn.read_response() for _ in packed]
+                replies = [_reply(st.conn) for _ in packed]
                 if self.durable:
                     st.conn.send_packed_command([self._wait])
-                    self._check_replicated(st.conn.read_response())
+                    self._check_replicated(_reply(st.conn))
             except IN_DOUBT:
                 self._drop_connection()
                 broken = True
@@ -388,10 +402,10 @@ class Scripts:
             try:
                 if not self.durable:
                     st.conn.send_packed_command(packed)
-                    return [st.conn.read_response() for _ in packed]
+                    return [_reply(st.conn) for _ in packed]
                 st.conn.send_packed_command([*packed, self._wait])
-                replies = [st.conn.read_response() for _ in packed]
-                self._check_replicated(st.conn.read_response())
+                replies = [_reply(st.conn) for _ in packed]
+                self._check_replicated(_reply(st.conn))
                 return replies
             except IN_DOUBT:
                 self._drop_connection()
@@ -439,11 +453,11 @@ class Scripts:
         packed = hiredis.pack_command(("FCALL", function, 1, prefix, *argv))
         if not self.durable:
             conn.send_packed_command([packed])
-            reply = conn.read_response()
+            reply = _reply(conn)
         else:
             conn.send_packed_command([packed, self._wait])
-            reply = conn.read_response()
-            self._check_replicated(conn.read_response())
+            reply = _reply(conn)
+            self._check_replicated(_reply(conn))  # read before raising: nothing left unread
         if isinstance(reply, redis.ResponseError):
             raise reply
         return reply

@@ -10,6 +10,7 @@ import redis
 
 from pipeline.broker import Broker
 from pipeline.client import Client
+from pipeline.errors import PermanentError
 from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import Registry, stage
@@ -69,7 +70,7 @@ def test_a_running_job_cannot_fan_out_into_a_cancelled_dag(
     sub = Dag(dag.id)
     sub.add("part0", "step")
     sub.add("part1", "step")
-    with pytest.raises(redis.ResponseError, match="cancelled"):
+    with pytest.raises(PermanentError, match="cancelled"):
         broker.add_children(job, sub)
 
     keys = Keys(namespace)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from mediajobs.cli import main
 from pipeline.broker import Broker
 from pipeline.client import Client
-from pipeline.errors import RetryableError, SubmissionError
+from pipeline.errors import PermanentError, RetryableError, SubmissionError
 from pipeline.keys import Keys
 from pipeline.model import Backoff, Dag, JobOptions
 from pipeline.registry import Registry, stage
@@ -208,6 +208,86 @@ def test_a_job_that_fanned_out_and_is_retried_succeeds_and_each_child_runs_once(
     assert d is not None and d["total"] == 5 and d["completed"] == 5
 
 
+@pytest.mark.parametrize("change", ["fewer", "params", "stage"])
+def test_a_retried_attempt_that_fans_out_otherwise_fails_naming_the_change(
+    change: str, client: Client, broker: Broker, registry: Registry
+) -> None:
+    """The first attempt added three parts, then failed; the second plans otherwise
+    (fewer parts, other params, another stage). Its parents must not silently get the
+    first plan's children: the fan-out is refused, naming the change, nothing is added,
+    and the job goes to the dead-letter queue with that reason."""
+    runs: Counter[str] = Counter()
+
+    @stage("split", registry=registry, attempts=3, backoff=Backoff(base=0.01, jitter=0))
+    def split(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+        again = ctx.attempt > 1
+        sub = ctx.new_children()
+        for i in range(2 if again and change == "fewer" else 3):
+            size = 99 if again and change == "params" and i == 1 else i
+            kind = "other" if again and change == "stage" and i == 2 else "piece"
+            sub.add(f"part{i}", kind, {"i": i, "size": size})
+        n = int(ctx.add_children(sub))
+        if not again:
+            raise RetryableError("failed after the fan-out")
+        return n
+
+    @stage("piece", registry=registry)
+    def piece(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+        runs[ctx.job.name] += 1
+        return int(params["i"])
+
+    @stage("other", registry=registry)
+    def other(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+        return 0
+
+    dag = Dag()
+    dag.add("split", "split")
+    dag.add("join", "piece", {"i": 9}, after=["split"])
+    client.submit(dag)
+    assert run_dag(client, broker, dag.id) == "failed"
+    job = client.job(dag.job_id("split"))
+    assert job is not None and job["state"] == "dead" and job["attempts"] == 2
+    assert "the fan-out changed on retry" in str(job["error"])
+    assert {"fewer": "has 2 of them", "params": "part1 was added", "stage": "part2 was added"}[
+        change
+    ] in str(job["error"])
+    d = client.dag(dag.id)
+    assert d is not None and d["total"] == 5  # the first plan's three parts, nothing more
+
+
+def test_a_job_that_fanned_out_comes_back_from_the_dead_letter_queue_and_completes(
+    client: Client, broker: Broker, registry: Registry
+) -> None:
+    """Attempts start again from 0 on a retry from the dead-letter queue; its fan-out is
+    still recognised as the earlier run's (not a name clash), and each part runs once."""
+    runs: Counter[str] = Counter()
+    tries: list[int] = []
+
+    @stage("split", registry=registry, attempts=1)
+    def split(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+        sub = ctx.new_children()
+        for i in range(2):
+            sub.add(f"part{i}", "piece", {"i": i})
+        tries.append(int(ctx.add_children(sub)))
+        if len(tries) == 1:
+            raise RuntimeError("failed after the fan-out")
+        return 2
+
+    @stage("piece", registry=registry)
+    def piece(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+        runs[ctx.job.name] += 1
+        return int(params["i"])
+
+    dag = Dag()
+    dag.add("split", "split")
+    client.submit(dag)
+    assert run_dag(client, broker, dag.id) == "failed"
+    client.retry_dead(dag.job_id("split"))
+    assert run_dag(client, broker, dag.id) == "completed"
+    assert tries == [2, 2]
+    assert runs == {"part0": 1, "part1": 1}
+
+
 def test_a_child_name_another_job_already_uses_is_still_refused(
     client: Client, broker: Broker, registry: Registry
 ) -> None:
@@ -220,7 +300,7 @@ def test_a_child_name_another_job_already_uses_is_still_refused(
     fan = next(j for j in jobs if j.name == "fan")
     sub = Dag(dag.id)
     sub.add("taken", "noop")
-    with pytest.raises(redis.ResponseError, match="already exists"):
+    with pytest.raises(PermanentError, match="already exists"):
         broker.add_children(fan, sub)
 
 

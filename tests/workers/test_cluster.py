@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from pipeline.client import Client
 from pipeline.cluster import SlotMovedError, namespace_slot
@@ -41,6 +43,12 @@ def _dag(tally: Path, i: int, seconds: float = 0.0) -> Dag:
     a = dag.add("a", "t.tally", {"tally": str(tally), "i": i, "seconds": seconds})
     dag.add("b", "t.tally", {"tally": str(tally), "seconds": seconds}, after=[a])
     return dag
+
+
+def _dead_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again: nothing listens there
 
 
 def _runs(tally: Path) -> collections.Counter[tuple[str, str]]:
@@ -191,29 +199,88 @@ def test_a_command_to_the_wrong_node_is_not_run_and_goes_to_the_owner(
     with pytest.raises(SlotMovedError, match=r"moved to 127\.0\.0\.1"):
         r.hgetall(client.keys.dag(first.id))
     assert r.connection_pool.owner.address() == ("127.0.0.1", target)  # type: ignore[attr-defined]
+    # A streamed bulk submit on the scripts' own connection: moved, resent, and the
+    # target has never loaded the function library ("function not found": loaded, resent)
+    many = [Dag() for _ in range(3)]
+    for d in many:
+        d.add("a", "t.echo")
+    assert [s.created for s in client.submit_many(many)] == [True] * 3
     second = Dag()
     second.add("a", "t.echo")
-    assert client.submit(second).created  # the scripts' own connection: moved, resent
-    assert client.dag_state(second.id) is not None
-    assert cluster.node(target).exists(client.keys.dag(second.id))
+    assert client.submit(second).created
+    for d in [*many, second]:
+        assert client.dag_state(d.id) == "running"
+        assert cluster.node(target).exists(client.keys.dag(d.id))
+    assert client.dag_state(first.id) == "running"
+
+
+def test_no_transition_runs_while_its_namespace_is_half_moved(cluster: ClusterCell) -> None:
+    """What docs/cluster.md rests on: with the slot MIGRATING on the source and some of
+    the namespace's keys already on the target, the source answers ASK to a transition
+    (its declared key, the prefix, never exists) and the target MOVED (no ASKING sent),
+    before running anything; mediapipe's client waits instead of following ASK."""
+    ns = cluster.namespaces()[0]
+    slot = namespace_slot(ns)
+    client = Client(client_from_url(cluster.url, namespace=ns), namespace=ns)
+    dag = Dag()
+    dag.add("a", "t.echo")
+    client.submit(dag)
+    source = cluster.owner(ns)
+    target = next(p for p in cluster.ports if p != source)
+    src, dst = cluster.node(source), cluster.node(target)
+    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", cluster.node_id(source))
+    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", cluster.node_id(target))
+    dst.function_load(client.scripts._lib, replace=True)
+    moved_key = client.keys.dag(dag.id)
+    src.execute_command("MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", moved_key)
+    function = client.scripts._prefix + "cancel_dag"
+    args = (function, 1, client.keys.prefix, dag.id, 100, "x:1", "n")
+    with pytest.raises(redis.exceptions.AskError):
+        src.fcall(*args)  # type: ignore[no-untyped-call]
+    with pytest.raises(redis.exceptions.MovedError):
+        dst.fcall(*args)  # type: ignore[no-untyped-call]
+    client.scripts.resend_for = 0.3
+    with pytest.raises(SlotMovedError, match="is being migrated"):
+        client.cancel(dag.id)
+    asking = dst.pipeline(transaction=False)
+    asking.execute_command("ASKING")  # type: ignore[no-untyped-call]
+    asking.hget(moved_key, "state")
+    assert asking.execute()[1] == b"running", "nothing ran on the target"
+    migrate_slot(cluster, slot, target)  # the rest of the keys, then the slot is the target's
+    client.scripts.resend_for = 5
+    assert client.cancel(dag.id)[0] == 1
+    assert client.dag_state(dag.id) == "cancelled"
 
 
 def test_a_master_killed_inside_the_cluster_fails_over_and_every_dag_completes(
     tmp_path: Path,
 ) -> None:
-    """Three masters with a replica each; the master of a busy namespace is SIGKILLed.
-    Its replica takes the slots over and the workers follow by themselves."""
+    """Three masters with a replica each. First a manual failover while the workers are
+    idle, blocked waiting for work (the server answers them UNBLOCKED); then the master
+    of the busy namespace is SIGKILLed. The replicas take the slots over and the workers
+    follow by themselves. The URL's first seed is a dead port."""
     cell = ClusterCell(tmp_path / "cluster", replicas=1)
-    ns = cell.namespaces()[2]
-    client = Client(client_from_url(cell.url, namespace=ns, socket_timeout=3), namespace=ns)
+    ns = cell.namespaces()[0]
+    url = cell.url.replace("://", f"://127.0.0.1:{_dead_port()},")
+    client = Client(client_from_url(url, namespace=ns, socket_timeout=3), namespace=ns)
     tally = tmp_path / "tally"
-    workers = Workers(cell.url, ns, client, tmp_path)
+    workers = Workers(url, ns, client, tmp_path)
     dags = [_dag(tally, i, seconds=0.1) for i in range(20)]
     try:
-        for d in dags:
-            client.submit(d)
         for _ in range(2):
             workers.spawn("--concurrency", "2", "--lease", "4", ready=False)
+        wait_for(lambda: len(client.workers()) == 2, 30, "two workers to register")
+        time.sleep(1)  # both blocked on their queue's marker
+        first = cell.owner(ns)
+        replica = next(
+            p
+            for p in cell.ports[cell.masters :]
+            if cell.node(p).info("replication")["master_port"] == first
+        )
+        cell.node(replica).execute_command("CLUSTER", "FAILOVER")
+        wait_for(lambda: cell.owner(ns) == replica, 30, "the manual failover")
+        for d in dags:
+            client.submit(d)
 
         def done() -> int:
             try:
