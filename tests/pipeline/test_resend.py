@@ -310,3 +310,22 @@ def test_a_claim_in_doubt_across_a_long_outage_still_gets_its_own_job(
     assert r.zcard(keys.wait("default")) == 1
     job = client.job(jobs[0].id)
     assert job is not None and job["owner"] == jobs[0].token and job["attempts"] == 1
+
+
+def test_a_bulk_submit_to_a_server_that_lost_its_functions_creates_every_dag(
+    r: redis.Redis, client: Client, registry: Registry, namespace: str
+) -> None:
+    """Streamed calls answered with errors ("function not found" after a restart without
+    persistence): every reply is read, the library loaded again, the calls resent; the
+    thread's next calls read their own replies, not the stream's leftovers."""
+    _work(registry)
+    dags = _wide_dags(4, 30)  # four calls on the stream
+    client.submit_many(_wide_dags(1, 1))  # the thread's connection is held now
+    r.function_flush()
+    assert all(s.created for s in client.submit_many(dags))
+    for d in dags:
+        assert client.dag_state(d.id) == "running"
+    assert client.scripts.run("pause_queue", client.keys.prefix, "q1") == 1
+    until = client.scripts.run("throttle_queue", client.keys.prefix, "q1", 1000)
+    assert until > 1_000_000_000_000  # a time in ms, its own reply
+    assert r.hget(Keys(namespace).meta("q1"), "paused") == b"1"
