@@ -10,7 +10,9 @@ outputs in a local folder, the input either
   fetches the object into its node-local cache once and verifies it).
 
 Time is the DAG's span on Redis' clock (first claim to last completion), interleaved
-repetitions, medians. Then staging: a ``--big-mb`` file staged twice with ``--stage``
+repetitions, medians; the node's input cache is emptied before each S3 run (a cold
+fetch every time), and each run's job timeline is kept (the fetch is the ``locate``
+job). Then staging: a ``--big-mb`` file staged twice with ``--stage``
 (the second finds it there: no upload), timed.
 
     python benchmarks/remote_input_bench.py --seconds 20 --reps 3 --json out.json
@@ -115,9 +117,21 @@ def main() -> int:
                 for case in rep_order(("local", "s3"), rep):
                     out = work / f"out-{case}-{rep}"
                     where = str(src) if case == "local" else "s3://bench/in/clip.mp4"
+                    for cached in (work / "cache").glob("*"):  # every S3 run fetches cold
+                        shutil.rmtree(cached) if cached.is_dir() else cached.unlink()
                     doc = submit(server.url, env, where, "--out", str(out), "--preset", str(preset))
                     seconds = dag_span(client, doc["dag_id"])
-                    runs.append({"case": case, "rep": rep, "seconds": seconds})
+                    jobs = client.jobs(doc["dag_id"])
+                    t0 = min(int(j["started"]) for j in jobs.values() if j.get("started"))
+                    timeline = {  # each job's claim and completion, seconds after the first
+                        name.rsplit(":", 1)[-1]: [
+                            round((int(j["started"]) - t0) / 1000, 2),
+                            round((int(j["finished"]) - t0) / 1000, 2),
+                        ]
+                        for name, j in jobs.items()
+                        if j.get("started") and j.get("finished")
+                    }
+                    runs.append({"case": case, "rep": rep, "seconds": seconds, "jobs": timeline})
                     print(f"rep {rep} {case:<6} {seconds:7.2f} s", flush=True)
                     shutil.rmtree(out, ignore_errors=True)
             big = work / "big.bin.mp4"
