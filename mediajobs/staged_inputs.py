@@ -220,6 +220,8 @@ def run_sweeper(
                 client = Client.connect(url, namespace=namespace)
             # One node per interval goes round, whichever takes the turn: the records
             # are read once per interval however many nodes run.
+            if not client.redis.exists(client.keys.staged):
+                continue  # nothing staged: no turn to take (no key written for nothing)
             turn = client.keys.staged_sweep
             if not client.redis.set(turn, me, nx=True, px=int(every * 1000)):
                 continue
