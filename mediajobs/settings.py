@@ -59,6 +59,14 @@ def _switch(text: str) -> str:
     return text
 
 
+def _part_size(text: str) -> int:
+    """S3's bounds on a part: 5 MiB (all but the last) to 5 GiB."""
+    value = int(text)
+    if not 5 << 20 <= value <= 5 << 30:
+        raise ValueError(text)
+    return value
+
+
 def _stage_retention(text: str) -> str:
     """As mediajobs/staged_inputs.py reads it: end, never or a duration."""
     if text.strip().lower() not in ("end", "never"):
@@ -135,6 +143,12 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         "MEDIAPIPE_SCRATCH",
         "the system temp dir",
         "where renditions bound for object storage wait until uploaded",
+    ),
+    EnvSetting(
+        "MEDIAPIPE_UPLOAD_PART_SIZE",
+        str(16 << 20),
+        "bytes from which an upload to object storage is multipart, and its part size",
+        _part_size,
     ),
     EnvSetting(
         "MEDIAPIPE_URL_ALLOW",

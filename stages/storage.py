@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import logging
 import mimetypes
 import os
 import re
@@ -58,6 +59,8 @@ THROTTLING_CODES = frozenset(
         "429",
     }
 )
+
+log = logging.getLogger("mediapipe.storage")
 
 mimetypes.add_type("application/vnd.apple.mpegurl", ".m3u8")
 mimetypes.add_type("video/iso.segment", ".m4s")
@@ -113,9 +116,27 @@ def _client(endpoint: str | None) -> Any:
     return client
 
 
+MIN_PART = 5 * 1024 * 1024  # S3's smallest part (all but the last)
+MAX_PART = 5 * 1024 * 1024 * 1024  # and its largest
+
+
+def part_size(default: int) -> int:
+    """``MEDIAPIPE_UPLOAD_PART_SIZE`` (bytes), else ``default``: the size from which an
+    upload goes multipart, and the size of its parts; kept within S3's 5 MiB to 5 GiB (a
+    value that is not a whole number is ignored; the config file's is checked when read)."""
+    try:
+        value = int(os.environ.get("MEDIAPIPE_UPLOAD_PART_SIZE", "") or default)
+    except ValueError:
+        value = default
+    return min(MAX_PART, max(MIN_PART, value))
+
+
 class S3Storage:
     """An S3-compatible bucket. The endpoint comes from ``endpoint`` or the standard
-    ``AWS_ENDPOINT_URL``; credentials from the usual AWS environment and config files."""
+    ``AWS_ENDPOINT_URL``; credentials from the usual AWS environment and config files.
+
+    ``MULTIPART``: the default part size, and the size from which an upload is multipart
+    (``MEDIAPIPE_UPLOAD_PART_SIZE`` overrides it)."""
 
     MULTIPART = 16 * 1024 * 1024
 
@@ -123,6 +144,7 @@ class S3Storage:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.endpoint = endpoint or os.environ.get("AWS_ENDPOINT_URL")
         self.client = _client(self.endpoint)
+        self.part = part_size(self.MULTIPART)
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{self._key(key)}"
@@ -146,6 +168,8 @@ class S3Storage:
                 progress(sent[0], size)
 
         with s3_errors(self.uri(key)):
+            if size >= self.part:  # boto3 goes multipart from the threshold on
+                self.abort_incomplete(full)
             self.client.upload_file(
                 str(src),
                 self.bucket,
@@ -153,8 +177,8 @@ class S3Storage:
                 Callback=callback if progress is not None else None,
                 ExtraArgs={"ContentType": content_type(src), "Metadata": {"sha256": digest}},
                 Config=TransferConfig(
-                    multipart_threshold=self.MULTIPART,
-                    multipart_chunksize=self.MULTIPART,
+                    multipart_threshold=self.part,
+                    multipart_chunksize=self.part,
                     use_threads=False,
                 ),
             )
@@ -164,6 +188,55 @@ class S3Storage:
                 f"{self.uri(key)}: verification failed (stored {head['ContentLength']} bytes)"
             )
         return self.uri(key)
+
+    def abort_incomplete(self, full: str) -> int:
+        """Abort every multipart upload of exactly ``full`` that was started and never
+        completed; the number aborted. A process killed mid-upload leaves its upload in the
+        bucket, invisible to listings and GETs but stored and billed, until someone aborts
+        it: the next upload of the same key (the job's next attempt, or the next submit
+        staging the same file) does, before it starts its own. An upload of the key still
+        running elsewhere (an attempt whose lease lapsed) is aborted too: its completion
+        then fails and, its lease being lost, its result was to be discarded anyway.
+        Outages raise as for the upload; a store that refuses the listing or the abort
+        (no ``s3:ListBucketMultipartUploads``/``s3:AbortMultipartUpload``) leaves them to
+        a lifecycle rule, logged, without failing the upload."""
+        from botocore.exceptions import ClientError
+
+        aborted = 0
+        try:
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=full
+            )
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload.get("Key") != full:
+                        continue  # a longer key with this one as its prefix
+                    try:
+                        self.client.abort_multipart_upload(
+                            Bucket=self.bucket, Key=full, UploadId=upload["UploadId"]
+                        )
+                        aborted += 1
+                    except ClientError as exc:
+                        if _code(exc) != "NoSuchUpload":  # completed or aborted meanwhile
+                            raise
+        except ClientError as exc:
+            if _code(exc) not in ("AccessDenied", "NotImplemented"):
+                raise
+            log.warning(
+                "%s: incomplete multipart uploads not cleaned up (%s); a lifecycle rule "
+                "(AbortIncompleteMultipartUpload) removes them",
+                f"s3://{self.bucket}/{full}",
+                _code(exc),
+            )
+        if aborted:
+            log.info(
+                "s3://%s/%s: aborted %d incomplete multipart upload(s)", self.bucket, full, aborted
+            )
+        return aborted
+
+
+def _code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 @contextlib.contextmanager
@@ -188,6 +261,11 @@ def s3_errors(where: str) -> Iterator[None]:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         message = redacted(f"{where}: {code or status} {err.get('Message', '')}".strip())
         if code in THROTTLING_CODES or status in (429, 503):
+            raise ServiceUnavailableError(message) from None
+        if code == "NoSuchUpload":
+            # Our multipart upload was aborted under us: by the next attempt of the same
+            # job (``abort_incomplete``), this one's lease having lapsed. Not the object's
+            # fault: retried, never dead-lettered.
             raise ServiceUnavailableError(message) from None
         if code in PERMANENT_CODES or status in (400, 403, 404):
             raise PermanentError(message) from None
