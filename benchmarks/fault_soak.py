@@ -2,6 +2,7 @@
 
     python benchmarks/fault_soak.py --minutes 10 --dags 1000 --seed 7 [--mode both]
         [--workers 2] [--concurrency 2] [--lease 4] [--fsync always] [--json out.json]
+        [--s3-every 2] [--blob-every 16]
 
 ``--mode both`` (the default) spends half the minutes (and half the DAGs) on network
 faults only and half on every fault. Prints each run's report (fault counts, DAGs, runs,
@@ -36,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fault-interval", type=float, default=1.5, help="mean seconds")
     ap.add_argument("--fsync", choices=("always", "everysec"), default="always")
     ap.add_argument("--retention-age", type=float, default=20.0)
+    ap.add_argument("--s3-every", type=int, default=2, help="every n-th image DAG to S3; 0 none")
+    ap.add_argument("--blob-every", type=int, default=16, help="every n-th DAG a multipart blob")
     ap.add_argument("--json", type=Path, help="write the reports here")
     args = ap.parse_args(argv)
     modes = ["network", "all"] if args.mode == "both" else [args.mode]
@@ -54,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
             fault_interval=args.fault_interval,
             fsync=args.fsync,
             retention_age=args.retention_age,
+            s3_every=args.s3_every,
+            blob_every=args.blob_every,
         )
         report = Soak(cfg).run()
         print(report.text(), flush=True)

@@ -8,7 +8,10 @@ the proxy with a short lease; a submitter (straight to Redis) keeping a number o
 flight: ``soak.tally`` DAGs (tests/soak_stages.py: every run of a stage function leaves a
 start and an end line in a tally file) and, every n-th, an image DAG (probe ->
 image_renditions -> manifest on a small fixture, real libvips, outputs written under a
-temporary name and renamed).
+temporary name and renamed). Every second image DAG writes its outputs to ``s3://``
+instead, and every 16th DAG is a ``soak.blob`` DAG writing one 5.3 MB file there (two
+parts: multipart), on a moto server the soak starts behind a proxy that sees every upload
+request (tests/soak_s3.py).
 
 Faults, by mode:
 
@@ -17,15 +20,19 @@ Faults, by mode:
   shorter than half the lease, a cancel of a running DAG.
 - ``all``: those, and a worker SIGKILLed at a random moment, SIGKILLed while the reply
   to its claim is in flight, SIGKILLed between a stage's end and its report (its
-  completion lost on the way), Ctrl-C (SIGINT) to a worker, Redis SIGKILLed and
-  restarted on its AOF. A killed worker is replaced.
+  completion lost on the way), SIGKILLed while one of its uploads to S3 is in flight (the
+  reply to a ``PUT`` or to a multipart ``UploadPart`` held, its sender killed meanwhile),
+  Ctrl-C (SIGINT) to a worker, Redis SIGKILLed and restarted on its AOF. A killed worker is
+  replaced.
 
 Invariants (``check``): every DAG reaches a terminal state; a completed DAG's outputs
-exist and decode; each job's result is recorded once; network faults only: every stage
-function ran exactly once and no attempt was spent (attempts 1, no stall); all faults: a
-job's function started at most once more per crash that interrupted it and per lease that
-lapsed; no ``.part`` file is left; no job of a cancelled DAG was claimed or started after
-the cancel returned; the namespace's key count returns to its baseline after retention.
+exist and decode (in S3: in the bucket, with the manifest's sizes and SHA-256, and no
+incomplete multipart upload left under the DAG's prefix); each job's result is recorded
+once; network faults only: every stage function ran exactly once and no attempt was spent
+(attempts 1, no stall); all faults: a job's function started at most once more per crash
+that interrupted it and per lease that lapsed; no ``.part`` file is left; no job of a
+cancelled DAG was claimed or started after the cancel returned; the namespace's key count
+returns to its baseline after retention.
 
 Used by tests/test_fault_soak.py (a short run) and benchmarks/fault_soak.py (the long run).
 """
@@ -36,6 +43,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -53,13 +61,15 @@ import redis
 import stages  # noqa: F401  (registers the media stages)
 import tests.soak_stages  # noqa: F401  (registers soak.tally)
 from mediajobs.presets import build_dag
+from pipeline.breaker import service_name
 from pipeline.client import Client
 from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY
 from pipeline.server import server_binary
 from tests.faultproxy import FaultProxy
-from tests.soak_stages import read_tally
+from tests.soak_s3 import PART, SoakS3
+from tests.soak_stages import blob_bytes, read_tally
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = ("completed", "failed", "cancelled")
@@ -86,6 +96,7 @@ ALL_FAULTS = {
     "kill worker before report": 1,
     "ctrl-c worker": 1,
     "kill redis": 1,
+    "kill worker during upload": 2,
 }
 
 
@@ -101,6 +112,8 @@ class SoakConfig:
     max_dags: int = 0  # 0: no limit
     min_dags: int = 0  # faults go on past ``seconds`` until this many were submitted
     image_every: int = 8  # every n-th DAG is an image DAG (0: none)
+    s3_every: int = 2  # every n-th image DAG writes to S3 (0: none)
+    blob_every: int = 16  # every n-th DAG is a multipart blob DAG to S3 (0: none)
     fault_interval: float = 1.5  # mean seconds between faults
     fsync: str = "always"  # the AOF's appendfsync: always | everysec
     retention_age: float = 15.0  # how long finished DAGs stay (workers prune after that)
@@ -219,6 +232,7 @@ class Fleet:
         self.kills = Counter[str]()
         self.lock = threading.Lock()
         self.spawned = 0
+        self.extra_env: dict[str, str] = {}  # the object store's endpoint and credentials
         (home / "logs").mkdir(parents=True, exist_ok=True)
 
     def env(self) -> dict[str, str]:
@@ -233,6 +247,7 @@ class Fleet:
             "MEDIAPIPE_RETENTION_IDEMPOTENCY_AGE": age,
             "MEDIAPIPE_RETENTION_EVENTS_AGE": age,
             "MEDIAPIPE_RETENTION_INTERVAL": "2s",
+            **self.extra_env,
         }
 
     def spawn(self) -> subprocess.Popen[bytes]:
@@ -326,8 +341,10 @@ class Fleet:
 @dataclass
 class Tracked:
     dag_id: str
-    kind: str  # "tally" | "image"
+    kind: str  # "tally" | "image" | "blob"
     out_dir: str = ""
+    s3_prefix: str = ""  # where its outputs go in the soak's bucket, when they go there
+    seed: int = 0  # a blob DAG's: its bytes are blob_bytes(seed, size)
     cancel_returned: float = 0.0  # time.time() when a cancel of it returned
     final: dict[str, Any] | None = None  # what check saw when it finished
 
@@ -350,6 +367,8 @@ class Soak:
         self.submitted = 0
         self.deck: list[str] = []
         self._conn: redis.Redis | None = None
+        self.s3 = SoakS3(self.home / "s3") if cfg.s3_every or cfg.blob_every else None
+        self.s3_figures: dict[str, int] = {}
 
     # -- Redis, straight (the submitter and the checks) -----------------------------
     def client(self) -> Client:
@@ -378,12 +397,31 @@ class Soak:
 
     # -- DAGs -------------------------------------------------------------------------
     def make_dag(self) -> Tracked:
-        n = self.submitted
-        if self.cfg.image_every and n % self.cfg.image_every == self.cfg.image_every - 1:
+        n, cfg = self.submitted, self.cfg
+        if cfg.image_every and n % cfg.image_every == cfg.image_every - 1:
             fixture = ROOT / "fixtures" / self.rng.choice(IMAGE_FIXTURES)
             out_dir = self.out / f"d{n}"
+            if self.s3 is not None and cfg.s3_every and (n // cfg.image_every) % cfg.s3_every:
+                assert self.s3.proxy is not None
+                storage = f"s3://{self.s3.bucket}/dags"
+                dag = build_dag(
+                    str(fixture), str(out_dir), IMAGE_PRESET, name=f"d{n}",
+                    storage=storage, endpoint=self.s3.proxy.url,
+                )  # fmt: skip
+                return self._submit(dag, Tracked(dag.id, "image", s3_prefix=f"dags/d{n}"))
             dag = build_dag(str(fixture), str(out_dir), IMAGE_PRESET, name=f"d{n}")
             return self._submit(dag, Tracked(dag.id, "image", str(out_dir)))
+        if self.s3 is not None and cfg.blob_every and n % cfg.blob_every == cfg.blob_every // 2:
+            assert self.s3.proxy is not None
+            storage, endpoint = f"s3://{self.s3.bucket}/dags", self.s3.proxy.url
+            dag = Dag(meta={"soak": n})
+            params = {
+                "storage": storage, "service": service_name(storage, endpoint),
+                "endpoint": endpoint, "name": f"d{n}", "seed": n,
+                "bytes": PART + self.rng.randint(1, 300_000),
+            }  # fmt: skip
+            dag.add("blob", "soak.blob", params)
+            return self._submit(dag, Tracked(dag.id, "blob", s3_prefix=f"dags/d{n}", seed=n))
         dag = Dag(meta={"soak": n})
         names: list[str] = []
         for i in range(self.rng.randint(1, 4)):
@@ -461,6 +499,14 @@ class Soak:
 
         if kind in ("delay reply", "drop reply", "lose request") and proxy.pending_rules() > 2:
             return
+        if kind == "kill worker during upload":
+            s3 = self.s3.proxy if self.s3 is not None else None
+            if s3 is None or s3.pending_rules() > 1:
+                return
+            # A part of a multipart upload (a blob DAG's) or a single PUT (an image DAG's).
+            what = "part" if self.cfg.blob_every and rng.random() < 0.5 else "put"
+            s3.kill_on(what, rng.randint(1, 3), kill_owner(f"{kind} ({what})"))
+            return  # counted when it fires
         if kind == "delay reply":
             delay = rng.uniform(timeout * 1.2, min(lease * 0.6, timeout * 2.5))
             proxy.on_reply(rng.choice(TRANSITIONS), rng.randint(1, 4), "delay", delay=delay)
@@ -512,6 +558,9 @@ class Soak:
         self.redis.start()
         proxy = FaultProxy(self.redis.url)
         fleet = Fleet(proxy.url, self.namespace, self.home, cfg)
+        if self.s3 is not None:
+            self.s3.start()
+            fleet.extra_env = self.s3.env()
         try:
             for _ in range(cfg.workers):
                 fleet.spawn()
@@ -536,6 +585,8 @@ class Soak:
                 time.sleep(0.05)
             # The drain: no new faults (rules not fired yet are dropped), every DAG must end.
             proxy.clear_rules()
+            if self.s3 is not None and self.s3.proxy is not None:
+                self.s3.proxy.clear_rules()
             drain_end = time.monotonic() + cfg.drain_timeout
             while self.open and time.monotonic() < drain_end:
                 fleet.replace_dead()
@@ -554,15 +605,22 @@ class Soak:
             fleet.stop_all()
             proxy.close()
             self.redis.stop()
+            if self.s3 is not None:
+                self.s3.stop()
         report = Report(config=asdict(cfg), home=str(self.home))
         report.faults = dict(self.faults)
         if fleet.kills["worker exited by itself"]:
             report.faults["worker exited by itself"] = fleet.kills["worker exited by itself"]
         report.proxy = dict(proxy.stats)
+        report.proxy.update(self.s3_figures)
         report.faults["redis restarts"] = self.redis.starts - 1
         report.dags = dict(Counter(str((t.final or {}).get("state")) for t in self.dags.values()))
         report.dags["submitted"] = self.submitted
         report.dags["image"] = sum(t.kind == "image" for t in self.dags.values())
+        report.dags["image to s3"] = sum(
+            t.kind == "image" and bool(t.s3_prefix) for t in self.dags.values()
+        )
+        report.dags["blob to s3 (multipart)"] = sum(t.kind == "blob" for t in self.dags.values())
         report.jobs = self.jobs_seen
         report.runs = self.run_counts
         report.runs["request records left (expire in 10 min)"] = self.request_records
@@ -647,12 +705,38 @@ class Soak:
                             "lapsed leases)"
                         )
                     counts["extra runs"] += max(0, len(starts) - 1)
-            if t.kind == "image" and state == "completed":
+            if t.s3_prefix and state == "completed" and self.s3 is not None:
+                results = {j["name"]: j["result"] for j in final["jobs"].values()}
+                v += self.s3.check_dag(
+                    t.dag_id, t.s3_prefix, t.kind, results,
+                    lambda o, seed=t.seed: blob_bytes(seed, int(o.get("bytes") or 0)),
+                )  # fmt: skip
+            elif t.kind == "image" and state == "completed":
                 self.check_outputs(t)
         self.run_counts = dict(counts)
         parts = sorted(str(p) for p in self.out.rglob("*") if ".part" in p.name)
         for p in parts:
             v.append(f"temporary file left: {p}")
+        if self.s3 is not None:
+            self.s3_figures = self.s3_report()
+
+    def s3_report(self) -> dict[str, int]:
+        """What the object store saw: upload requests, replies held for a kill, multipart
+        uploads a retry aborted (the workers' log lines), those still open at the end
+        (a completed DAG's count as violations in ``check``; a cancelled one's are left for
+        the bucket's lifecycle rule), scratch folders left."""
+        assert self.s3 is not None and self.s3.proxy is not None
+        out = {f"s3 {k}": n for k, n in self.s3.proxy.stats.items()}
+        aborted = 0
+        for log in (self.home / "logs").glob("*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                m = re.search(r"aborted (\d+) incomplete multipart upload", line)
+                aborted += int(m.group(1)) if m else 0
+        out["s3 killed uploads aborted by a retry"] = aborted
+        out["s3 multipart uploads open at the end"] = len(self.s3.open_uploads())
+        scratch = self.home / "s3" / "scratch"
+        out["s3 scratch folders left"] = len(list(scratch.iterdir())) if scratch.exists() else 0
+        return out
 
     def check_outputs(self, t: Tracked) -> None:
         import pyvips
@@ -679,7 +763,8 @@ class Soak:
         first DAG, but for: worker registrations (a killed worker's expires on its own),
         one record per client of its latest request (``req:*``, expiring 24 hours after
         its last call, checked to have that expiry) and the namespace's singletons (the
-        fleet event stream, the queue set and each queue's settings, the id sequence)."""
+        fleet event stream, the queue set and each queue's settings, the id sequence, the
+        object store's breaker)."""
         p = "{" + self.namespace + "}:"
         singletons = (p + "events", p + "queues", p + "seq", p + "retention")
 
@@ -690,6 +775,8 @@ class Soak:
                     continue
                 if k.startswith(p + "q:") and k.endswith(":meta"):
                     continue
+                if k.startswith(p + "breaker:"):
+                    continue  # the breaker of the soak's object store, one key
                 if k.startswith(p + "req:"):
                     ttl = self.call(lambda c, k=k: c.redis.pttl(k))
                     if 0 < ttl <= 86_400_000 or ttl == -2:

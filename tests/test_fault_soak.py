@@ -1,6 +1,7 @@
 """The fault soak, short: 30 s of network faults then 30 s of every fault (worker and
-Redis SIGKILLs, Ctrl-C, cancels) against real workers and a real Valkey, seeded, each
-followed by the invariants of tests/faultsoak.py. The long run is benchmarks/fault_soak.py
+Redis SIGKILLs, a worker SIGKILLed with an upload to S3 in flight, Ctrl-C, cancels)
+against real workers, a real Valkey and a moto S3 server, seeded, each followed by the
+invariants of tests/faultsoak.py. The long run is benchmarks/fault_soak.py
 (figures in docs/faults.md)."""
 
 from __future__ import annotations
@@ -31,5 +32,9 @@ def test_invariants_hold_under_random_faults(mode: str, tmp_path: Path) -> None:
     if mode == "all":
         assert report.faults.get("kill redis", 0) >= 1, report.text()
         assert report.faults.get("kill worker", 0) >= 1, report.text()
+        uploads = [k for k in report.faults if k.startswith("kill worker during upload (")]
+        assert sum(report.faults[k] for k in uploads) >= 1, report.text()
+    assert report.dags.get("image to s3", 0) >= 1, report.text()
+    assert report.dags.get("blob to s3 (multipart)", 0) >= 1, report.text()
     assert report.dags.get("completed", 0) >= 20, report.text()
     assert not report.violations, report.text()
