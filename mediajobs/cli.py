@@ -5,11 +5,10 @@ or the engine, and prints. Exit codes: ``pipeline.errors.ExitCode``.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
-import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +18,6 @@ from click.core import ParameterSource
 from mediajobs import json_documents as documents
 from mediajobs import settings
 from mediajobs.command_errors import friendly_errors
-from mediajobs.dashboard import dashboard_command
-from mediajobs.progress_view import ProgressView, follower
-from mediajobs.schedule_commands import schedule_group
 from pipeline import liveness
 from pipeline.breaker import ServiceBreakers
 from pipeline.client import Client
@@ -43,9 +39,27 @@ if TYPE_CHECKING:
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
+# Command groups imported when used (or listed by -h): they pull in the media stages,
+# the dashboard's web server and the schedule firing, a third of the start-up time of a
+# command that needs none of them.
+LAZY_COMMANDS = {
+    "dashboard": ("mediajobs.dashboard", "dashboard_command"),
+    "schedule": ("mediajobs.schedule_commands", "schedule_group"),
+}
+
+
 class OneLineErrors(click.Group):
     """The ``mediapipe`` group: a bad option, argument or command is one line on stderr
     naming the command and exit 2 (click's own is usage, a hint and the error on four)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module, factory = LAZY_COMMANDS[cmd_name]
+            self.add_command(getattr(importlib.import_module(module), factory)(), cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         kwargs["standalone_mode"] = False
@@ -427,6 +441,9 @@ def watch(ctx: click.Context, dag_id: str) -> None:
     Example:
       mediapipe watch 6d0ea5aa51af494f
     """
+    from mediajobs.progress_view import follower
+    from mediajobs.watch_view import ServingView
+
     check_identifier(dag_id, "DAG id", DAG_ID_MAX)
     outage = Outage()
     c = follower(ctx.obj["url"], ctx.obj["namespace"], outage)
@@ -434,41 +451,12 @@ def watch(ctx: click.Context, dag_id: str) -> None:
     if dag is None:
         raise SubmissionError(f"unknown DAG {dag_id}")
     label = str(dag["meta"].get("input", dag_id)).rsplit("/", 1)[-1]
-    with _ServingView(c, dag_id, label, outage) as view:
+    with ServingView(c, dag_id, label, outage) as view:
         outage.notice = view.notice
         view.run_until_done()
     state = outage.call(lambda: c.dag_state(dag_id))
     click.echo(f"{dag_id}: {state}")
     sys.exit(ExitCode.OK if state == "completed" else ExitCode.FAILED)
-
-
-class _ServingView(ProgressView):
-    """The progress view of ``watch``, which also says when nothing serves the DAG's
-    queues and why (pipeline/serving.py), each time that answer changes, checked every
-    ``SERVING_EVERY`` seconds (a few reads of the queues and heartbeats). It uses only the
-    view's public ``poll``, ``finished`` and ``notice``."""
-
-    SERVING_EVERY = 2.0
-
-    def __init__(self, client: Client, dag_id: str, label: str, outage: Outage) -> None:
-        super().__init__(client, {dag_id: label}, outage=outage)
-        self._serving_dag = dag_id
-        self._serving_said: tuple[str, ...] = ()
-        self._serving_checked = -math.inf
-
-    def poll(self) -> None:
-        super().poll()
-        if self.finished() or time.monotonic() - self._serving_checked < self.SERVING_EVERY:
-            return
-        self._serving_checked = time.monotonic()
-        found = unserved(self.client.redis, self.client.keys, self._serving_dag)
-        now = tuple(dict.fromkeys(u.message for u in found))  # each reason once
-        if now != self._serving_said:
-            if now:
-                self.notice(f"waiting: {'; '.join(now)}")
-            elif self._serving_said:
-                self.notice("its queues are served again")
-            self._serving_said = now
 
 
 @main.group()
@@ -1220,7 +1208,3 @@ def _print_json(outcomes: list[Outcome]) -> None:
 
     docs = [as_json(o) for o in outcomes]
     click.echo(json.dumps(docs[0] if len(docs) == 1 else docs))
-
-
-main.add_command(dashboard_command(), "dashboard")
-main.add_command(schedule_group(), "schedule")

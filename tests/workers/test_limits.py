@@ -20,7 +20,7 @@ def test_a_rate_of_5_per_second_holds_across_two_workers(
     for _ in range(2):
         workers.spawn("--concurrency", "2")
     dag = Dag()
-    n = 200
+    n = 60  # 12 s at the limit: long enough to see the rate, not just the first windows
     for i in range(n):
         dag.add(f"e{i}", "t.echo", {"i": i})
     stage_client.submit(dag)
