@@ -488,14 +488,7 @@ class Soak:
         timeout = max(1.0, min(5.0, lease / 6))  # the workers' socket timeout
 
         def kill_owner(why: str) -> Any:
-            def hook(peer: tuple[str, int]) -> None:
-                proc = fleet.owner(peer)
-                if proc is not None and fleet.kill(proc, why):
-                    self.faults[why] += 1
-                else:
-                    self.faults[why + " (sender not found)"] += 1
-
-            return hook
+            return self.kill_owner(fleet, why)
 
         if kind in ("delay reply", "drop reply", "lose request") and proxy.pending_rules() > 2:
             return
@@ -551,6 +544,18 @@ class Soak:
             self._conn = None
         self.faults[kind] += 1
 
+    def kill_owner(self, fleet: Fleet, why: str) -> Any:
+        """A proxy hook: SIGKILL the worker whose connection comes from ``peer``."""
+
+        def hook(peer: tuple[str, int]) -> None:
+            proc = fleet.owner(peer)
+            if proc is not None and fleet.kill(proc, why):
+                self.faults[why] += 1
+            else:
+                self.faults[why + " (sender not found)"] += 1
+
+        return hook
+
     # -- the run ------------------------------------------------------------------------
     def run(self) -> Report:
         t0 = time.monotonic()
@@ -570,6 +575,10 @@ class Soak:
                     raise RuntimeError("the workers did not register in 60 s")
                 time.sleep(0.1)
             baseline_keys = self.keys_now()
+            if cfg.mode == "all" and self.s3 is not None and self.s3.proxy and cfg.blob_every:
+                # However the deck falls, the first multipart upload has a part killed.
+                why = "kill worker during upload (part)"
+                self.s3.proxy.kill_on("part", 1, self.kill_owner(fleet, why))
             end = time.monotonic() + cfg.seconds
             next_fault = time.monotonic() + self.rng.expovariate(1 / cfg.fault_interval)
             while time.monotonic() < end or self.submitted < cfg.min_dags:
