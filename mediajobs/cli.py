@@ -5,10 +5,10 @@ or the engine, and prints. Exit codes: ``pipeline.errors.ExitCode``.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +42,21 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # Command groups imported when used (or listed by -h): they pull in the media stages,
 # the dashboard's web server and the schedule firing, a third of the start-up time of a
 # command that needs none of them.
-LAZY_COMMANDS = {
-    "dashboard": ("mediajobs.dashboard", "dashboard_command"),
-    "schedule": ("mediajobs.schedule_commands", "schedule_group"),
+def _dashboard() -> click.Command:
+    from mediajobs.dashboard import dashboard_command
+
+    return dashboard_command()
+
+
+def _schedule() -> click.Command:
+    from mediajobs.schedule_commands import schedule_group
+
+    return schedule_group()
+
+
+LAZY_COMMANDS: dict[str, Callable[[], click.Command]] = {
+    "dashboard": _dashboard,
+    "schedule": _schedule,
 }
 
 
@@ -57,8 +69,7 @@ class OneLineErrors(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
-            module, factory = LAZY_COMMANDS[cmd_name]
-            self.add_command(getattr(importlib.import_module(module), factory)(), cmd_name)
+            self.add_command(LAZY_COMMANDS[cmd_name](), cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
