@@ -632,7 +632,7 @@ class Soak:
         report.dags["blob to s3 (multipart)"] = sum(t.kind == "blob" for t in self.dags.values())
         report.jobs = self.jobs_seen
         report.runs = self.run_counts
-        report.runs["request records left (expire in 10 min)"] = self.request_records
+        report.runs["request records left (expire in 24 h)"] = self.request_records
         report.violations = self.violations
         report.duration_s = time.monotonic() - t0
         return report
