@@ -33,9 +33,10 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
+from depth_bench import drain  # noqa: E402
 from mediapipe_proc import noop_registry, payload  # noqa: E402
 
-from benchmarks.common import conditions, kill_group, python_env  # noqa: E402
+from benchmarks.common import conditions  # noqa: E402
 from pipeline.client import Client  # noqa: E402
 from pipeline.connection import client_from_url  # noqa: E402
 from pipeline.model import Dag  # noqa: E402
@@ -63,43 +64,6 @@ def fill(client: Client, n: int) -> None:
             dag.add("noop", "noop", payload(i))
             dags.append(dag)
         client.submit_many(dags, chunk=1000)
-
-
-def drain(url: str, plan: list[tuple[str, int]], timeout: float = 600) -> dict[str, Any]:
-    """``plan``: (namespace, jobs) per drain process; all start together."""
-    procs = []
-    try:
-        for ns, jobs in plan:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, str(DRAIN), url, ns, "1", str(jobs)],
-                    cwd=ROOT,
-                    env=python_env(),
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    start_new_session=True,
-                )
-            )
-        for p in procs:
-            assert p.stdout is not None
-            if p.stdout.readline().strip() != "ready":
-                raise RuntimeError("a drain process did not start")
-        for p in procs:
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        outs = []
-        for p in procs:
-            assert p.stdout is not None
-            outs.append(json.loads(p.stdout.readline()))
-    finally:
-        for p in procs:
-            kill_group(p, grace=5)
-    start = min(o["start"] for o in outs)
-    end = max(o["end"] for o in outs)
-    done = sum(o["processed"] for o in outs)
-    return {"jobs": done, "seconds": end - start, "rate": done / (end - start)}
 
 
 class Standalone:
@@ -154,7 +118,9 @@ def one_case(cell: Any, case: str, namespaces: list[str], jobs: int, procs: int)
     plan = [(ns, per_ns // each) for ns in used for _ in range(each)]
     masters = {ns: cell.owner(ns) for ns in used}
     before = {port: _cpu(cell, port) for port in cell.ports}
-    out = drain(cell.url, plan)
+    out = drain(
+        cell.url, len(plan), 1, sum(j for _, j in plan), 600, namespaces=[ns for ns, _ in plan]
+    )
     after = {port: _cpu(cell, port) for port in cell.ports}
     per_master = {}
     for ns, port in masters.items():

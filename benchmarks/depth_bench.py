@@ -101,18 +101,26 @@ def _readline(proc: subprocess.Popen[str], deadline: float) -> str:
 
 
 def drain(
-    url: str, procs: int, prefetch: int, jobs: int, timeout: float, cpu: int | None = None
+    url: str,
+    procs: int,
+    prefetch: int,
+    jobs: int,
+    timeout: float,
+    cpu: int | None = None,
+    namespaces: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run ``procs`` drain processes that take ``jobs`` jobs in all; the rate and timings.
-    ``cpu``: pin each of them to that CPU."""
+    ``cpu``: pin each of them to that CPU; ``namespaces``: the namespace of each process
+    (default: all on this benchmark's)."""
     quota = jobs // procs
+    where = namespaces or [NAMESPACE] * procs
     ps: list[subprocess.Popen[str]] = []
     deadline = time.monotonic() + timeout
     try:
-        for _ in range(procs):
+        for i in range(procs):
             ps.append(
                 subprocess.Popen(
-                    [sys.executable, str(DRAIN), url, NAMESPACE, str(prefetch), str(quota)],
+                    [sys.executable, str(DRAIN), url, where[i], str(prefetch), str(quota)],
                     cwd=REPO,
                     env=python_env(),
                     stdin=subprocess.PIPE,
