@@ -33,10 +33,6 @@ def _port() -> int:
         return port
 
 
-def cli_binary() -> str:
-    return str(Path(server_binary()).with_name("valkey-cli"))
-
-
 class ClusterCell:
     def __init__(self, tmp: Path, *, masters: int = 3, replicas: int = 0) -> None:
         self.tmp = tmp
@@ -44,6 +40,13 @@ class ClusterCell:
         n = masters * (1 + replicas)
         self.ports = [_port() for _ in range(n)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            self._assemble(masters)
+        except BaseException:
+            self.stop()  # no server outlives a cell that failed to form
+            raise
+
+    def _assemble(self, masters: int) -> None:
         for port in self.ports:
             self.start(port)
         self._wait(lambda: all(self._answers(p) for p in self.ports), 20, "nodes to start")
