@@ -32,7 +32,6 @@ import os
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
@@ -46,6 +45,8 @@ from redis.exceptions import (
     TryAgainError,
 )
 from redis.retry import Retry
+
+from pipeline.url_parts import MultiHostUrl
 
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
@@ -72,26 +73,16 @@ class ClusterUrl:
 
     @classmethod
     def parse(cls, url: str) -> ClusterUrl:
-        scheme, _, rest = url.partition("://")
-        rest = rest.partition("?")[0]
-        userinfo, at, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
-        hosts, _, path = rest.partition("/")
-        if path.strip("/") not in ("", "0"):
+        u = MultiHostUrl.split(url)
+        if u.path.strip("/") not in ("", "0"):
             raise ValueError("a cluster has database 0 only")
-        if not hosts:
+        if not u.hosts:
             raise ValueError("needs host:port[,host:port...]")
-        seeds = []
-        for h in hosts.split(","):
-            host, colon, port = h.rpartition(":")
-            if not colon or not port.isdigit() or not host:
-                raise ValueError(f"node {h!r} is not host:port")
-            seeds.append((host.strip("[]"), int(port)))
-        user, colon, password = userinfo.partition(":") if at else ("", "", "")
         return cls(
-            seeds=tuple(seeds),
-            username=unquote(user) or None,
-            password=unquote(password) if colon else None,
-            tls=scheme == "rediss+cluster",
+            seeds=u.host_ports("node"),
+            username=u.username,
+            password=u.password,
+            tls=u.scheme == "rediss+cluster",
         )
 
     def client(self, namespace: str, **options: Any) -> redis.Redis:

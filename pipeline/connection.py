@@ -28,6 +28,7 @@ from redis.sentinel import Sentinel
 from pipeline.cluster import CLUSTER_SCHEMES, ClusterUrl
 from pipeline.errors import RedisUnavailableError, SubmissionError
 from pipeline.server import EmbeddedServer
+from pipeline.url_parts import MultiHostUrl
 
 ENV_URL = "MEDIAPIPE_REDIS_URL"
 SENTINEL_SCHEMES = ("redis+sentinel://", "rediss+sentinel://")
@@ -48,29 +49,19 @@ class SentinelUrl:
 
     @classmethod
     def parse(cls, url: str) -> SentinelUrl:
-        scheme, _, rest = url.partition("://")
-        rest, _, query = rest.partition("?")
-        userinfo, at, rest = rest.rpartition("@") if "@" in rest else ("", "", rest)
-        hosts, _, path = rest.partition("/")
-        parts = [p for p in path.split("/") if p]
-        if not hosts or not parts or len(parts) > 2 or not (len(parts) < 2 or parts[1].isdigit()):
+        u = MultiHostUrl.split(url)
+        parts = [p for p in u.path.split("/") if p]
+        if not u.hosts or not parts or len(parts) > 2 or not (len(parts) < 2 or parts[1].isdigit()):
             raise ValueError("needs host:port[,host:port...]/<master name>[/db]")
-        sentinels = []
-        for h in hosts.split(","):
-            host, colon, port = h.rpartition(":")
-            if not colon or not port.isdigit() or not host:
-                raise ValueError(f"sentinel {h!r} is not host:port")
-            sentinels.append((host.strip("[]"), int(port)))
-        user, colon, password = userinfo.partition(":") if at else ("", "", "")
-        q = parse_qs(query)
+        q = parse_qs(u.query)
         return cls(
-            sentinels=tuple(sentinels),
+            sentinels=u.host_ports("sentinel"),
             master=unquote(parts[0]),
             db=int(parts[1]) if len(parts) == 2 else 0,
-            username=unquote(user) or None,
-            password=unquote(password) if colon else None,
+            username=u.username,
+            password=u.password,
             sentinel_password=q["sentinel_password"][0] if "sentinel_password" in q else None,
-            tls=scheme == "rediss+sentinel",
+            tls=u.scheme == "rediss+sentinel",
         )
 
     def client(self, **options: Any) -> redis.Redis:
@@ -92,18 +83,16 @@ class SentinelUrl:
 
 def url_problem(url: str) -> str | None:
     """Why ``url`` is not a Redis URL redis-py can use (secrets redacted), or None."""
-    if url.startswith(SENTINEL_SCHEMES):
-        try:
-            SentinelUrl.parse(url)
-        except ValueError as exc:
-            return redacted(f"{url!r} is not a Sentinel URL: {exc}")
-        return None
-    if url.startswith(CLUSTER_SCHEMES):
-        try:
-            ClusterUrl.parse(url)
-        except ValueError as exc:
-            return redacted(f"{url!r} is not a Cluster URL: {exc}")
-        return None
+    for schemes, parse, kind in (
+        (SENTINEL_SCHEMES, SentinelUrl.parse, "Sentinel"),
+        (CLUSTER_SCHEMES, ClusterUrl.parse, "Cluster"),
+    ):
+        if url.startswith(schemes):
+            try:
+                parse(url)
+            except ValueError as exc:
+                return redacted(f"{url!r} is not a {kind} URL: {exc}")
+            return None
     if url.startswith(URL_SCHEMES):
         return None
     return redacted(
