@@ -19,7 +19,7 @@ from typing import Any
 import redis
 
 from pipeline.errors import PermanentError, disk_full
-from pipeline.jobs import ClaimedJob, RawJSON
+from pipeline.jobs import ClaimedJob, RawJSON, dumps_compact
 from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
@@ -132,11 +132,7 @@ class Broker:
         next jobs. A result is discarded (False) when its lease was lost."""
         args: list[Any] = [len(done)]
         for job, result in done:
-            body = (
-                result
-                if isinstance(result, RawJSON)
-                else json.dumps(result, separators=(",", ":"), allow_nan=False)
-            )
+            body = result if isinstance(result, RawJSON) else dumps_compact(result)
             args += [job.id, job.token, body]
         if next_from:
             args += [self.worker_id, REQUEST_ID, self.lease_ms, count, *next_from]
@@ -144,11 +140,13 @@ class Broker:
             args += ["", "", 0, 0]
         statuses, nxt = self._run("complete", *args)
         accepted = [bool(s) for s in statuses]
-        for (job, _), ok in zip(done, accepted, strict=True):
-            if not ok:
-                log.warning(
-                    "discarded completion of %s: its lease was lost (reclaimed elsewhere)", job.id
-                )
+        if not all(accepted):
+            for (job, _), ok in zip(done, accepted, strict=True):
+                if not ok:
+                    log.warning(
+                        "discarded completion of %s: its lease was lost (reclaimed elsewhere)",
+                        job.id,
+                    )
         jobs = self._parse_claim(nxt)[0] if nxt else []
         return accepted, jobs
 

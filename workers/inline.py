@@ -61,6 +61,18 @@ class LeaseKeeper(threading.Thread):
             self.held.pop(job.id, None)
             self.stop_requested.pop(job.id, None)
 
+    def swap(self, done: Sequence[tuple[ClaimedJob, Any]], taken: Sequence[ClaimedJob]) -> None:
+        """``drop`` the finished jobs and ``hold`` the new ones under one lock (a busy
+        runner does both once per job)."""
+        with self._lock:
+            held, stops = self.held, self.stop_requested
+            for j, _ in done:
+                held.pop(j.id, None)
+                if stops:
+                    stops.pop(j.id, None)
+            for j in taken:
+                held[j.id] = j.token
+
     def stop_code(self, job_id: str) -> LeaseStatus | None:
         """CANCELLED or LOST once the job must stop; None while it may run."""
         return self.stop_requested.get(job_id)
@@ -181,9 +193,8 @@ class InlineRunner:
             next_from=self.queues if fetch else (),
             count=self.prefetch,
         )
-        for job, _ in done:
-            self.keeper.drop(job)
-        self._take(nxt)
+        self.keeper.swap(done, nxt)
+        self._held.extend(nxt)
 
     def _run_one(self, job: ClaimedJob) -> None:
         code = self.keeper.stop_code(job.id)

@@ -271,8 +271,10 @@ class Scripts:
             seq, resend = st.seq, False
         st.in_doubt = None
         rid = f"{st.client}:{seq}"
-        argv = [rid if a is REQUEST_ID else a for a in args] + [rid, "r" if resend else "n"]
-        deadline = time.monotonic() + self.resend_for
+        argv = [*args, rid, "r" if resend else "n"]
+        if REQUEST_ID in args:  # identity first: the C loop never calls back into Python
+            argv[args.index(REQUEST_ID)] = rid
+        deadline = 0.0  # set at the first failure: the common call never needs it
         delay = 0.05
         while True:
             try:
@@ -281,6 +283,8 @@ class Scripts:
                 self._drop_connection()
                 st.in_doubt = _InDoubt(call, seq)
                 argv[-1] = "r"
+                if not deadline:
+                    deadline = time.monotonic() + self.resend_for
                 if time.monotonic() + delay > deadline:
                     raise
                 log.debug("%s %s in doubt (%s): resending", name, rid, exc)
