@@ -19,7 +19,8 @@ from typing import Any
 import redis
 
 from pipeline.errors import PermanentError, disk_full
-from pipeline.jobs import ClaimedJob, RawJSON, dumps_compact
+from pipeline.jobs import ClaimedJob, RawJSON
+from pipeline.jsontext import dumps_strict
 from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
@@ -132,7 +133,7 @@ class Broker:
         next jobs. A result is discarded (False) when its lease was lost."""
         args: list[Any] = [len(done)]
         for job, result in done:
-            body = result if isinstance(result, RawJSON) else dumps_compact(result)
+            body = result if isinstance(result, RawJSON) else dumps_strict(result)
             args += [job.id, job.token, body]
         if next_from:
             args += [self.worker_id, REQUEST_ID, self.lease_ms, count, *next_from]

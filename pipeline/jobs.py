@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import PermanentError
+from pipeline.jsontext import dumps_strict, loads_reply
 from pipeline.model import Backoff
 from pipeline.replies import as_str
 
@@ -16,29 +17,11 @@ class RawJSON(str):
     """A result already serialised as JSON (by the pool child that produced it)."""
 
 
-# One encoder and one decoder for the per-job path: ``json.dumps``/``json.loads`` build an
-# encoder and sniff the text's encoding on every call, a fifth of a no-op job's Python
-# work in the runner (opcodes counted per job: 1,574 before, see docs/benchmarks.md).
-_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_DECODE = json.JSONDecoder().decode
-_NULL = "null"
-
-
-def dumps_compact(value: Any) -> str:
-    """``json.dumps(value, separators=(",", ":"), allow_nan=False)``, cheaper per call."""
-    return _NULL if value is None else _ENCODE(value)
-
-
-def loads_reply(raw: bytes | str) -> Any:
-    """JSON text from a Redis reply (bytes) as its value."""
-    return _DECODE(raw.decode() if isinstance(raw, bytes) else raw)
-
-
 def encode_result(stage: str, result: Any) -> RawJSON:
     """A stage's result as the JSON text its completion sends; a result that is not JSON
     fails the job permanently (retrying would return the same)."""
     try:
-        return RawJSON(dumps_compact(result))
+        return RawJSON(dumps_strict(result))
     except (TypeError, ValueError) as exc:
         raise PermanentError(f"stage {stage!r} returned a non-JSON result: {exc}") from None
 

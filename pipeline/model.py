@@ -7,15 +7,15 @@ rejected submission leaves nothing behind.
 
 from __future__ import annotations
 
-import json
+import os
 import random
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
 from pipeline.errors import SubmissionError
+from pipeline.jsontext import dumps_strict
 from pipeline.keys import DAG_ID_MAX, JOB_NAME_MAX, check_identifier
 
 PRIORITY_MIN = -1000
@@ -99,7 +99,8 @@ class Node:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex[:16]
+    # 64 random bits as 16 hex digits (uuid4().hex[:16] gave 60 and cost a UUID object)
+    return os.urandom(8).hex()
 
 
 class Dag:
@@ -180,7 +181,7 @@ class Dag:
 def check_json(value: Any, what: str) -> str:
     """Serialise ``value`` as strict JSON or raise a SubmissionError naming ``what``."""
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+        return dumps_strict(value)
     except (TypeError, ValueError) as exc:
         raise SubmissionError(f"{what} are not JSON-serialisable: {exc}") from None
 

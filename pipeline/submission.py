@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipeline.errors import SubmissionError
+from pipeline.jsontext import dumps_compact
 from pipeline.model import Backoff, Dag, Node, check_json
 from pipeline.registry import Registry
 from pipeline.routing import routed_queue
@@ -47,7 +47,7 @@ def encode_jobs(
 
 
 def encode_batch(jobs: list[Any]) -> str:
-    return json.dumps(jobs, separators=(",", ":"))
+    return dumps_compact(jobs)
 
 
 def encode_node(
@@ -94,7 +94,7 @@ def encode_node(
 
 
 def compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return dumps_compact(value)
 
 
 def encode_meta(meta: Mapping[str, Any]) -> str:
