@@ -286,11 +286,17 @@ class WorkerNode:
         return ExitCode.OK if reported else ExitCode.FAILED
 
     def _start_scheduler(self, run_scheduler: SchedulerLoop) -> None:
-        client = Client(self._connect(), namespace=self.config.namespace, registry=self.registry)
-
         def loop() -> None:
+            # The client is made here, inside the retry: making one loads the transitions,
+            # which needs Redis, and a node started while Redis restarts must wait for it
+            # (made on the main thread, that call ended the worker with exit 3).
+            client: Client | None = None
             while not self._scheduler_stop.is_set():
                 try:
+                    if client is None:
+                        client = Client(
+                            self._connect(), namespace=self.config.namespace, registry=self.registry
+                        )
                     run_scheduler(client, self._scheduler_stop)
                 except _REDIS_DOWN as exc:  # the node's loop says so once, in one line
                     log.debug("scheduler: Redis unreachable (%s); restarting", exc)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from pipeline.model import Dag
 from pipeline.registry import REGISTRY
 from pipeline.server import EmbeddedServer
 from tests.workers.conftest import ROOT, Workers, wait_for
+from workers.node import NodeConfig, WorkerNode
 
 
 @pytest.fixture
@@ -84,3 +86,43 @@ def test_a_fleet_submit_that_waits_rides_out_redis_being_down_at_its_start(
     assert doc["status"] == "completed", doc
     assert Path(doc["manifest"]).is_file()
     assert stderr.count("Redis unreachable") == 1 and "Redis is back" in stderr, stderr
+
+
+def test_a_node_whose_redis_goes_away_while_it_starts_waits_for_it(
+    tmp_path: Path, namespace: str
+) -> None:
+    """Redis answers the node's first calls, then restarts before the node has made its
+    scheduler's client (which loads the transitions): the node waits, then works. Seen in
+    a fault soak: a worker started during a Redis restart exited with "Redis
+    unreachable" (exit 3); the scheduler's client was made outside the retry."""
+    server = EmbeddedServer(tmp_path / "home")
+    server.ensure_running()
+    node = WorkerNode(
+        server.url,
+        config=NodeConfig(
+            namespace=namespace,
+            concurrency=1,
+            adaptive=False,
+            start_method="forkserver",
+            preload=("tests.workers.sample_stages",),
+        ),
+        scheduler=lambda client, stop: stop.wait(),
+    )
+    server.stop()  # after the node's first calls, before run() makes the scheduler's client
+    codes: list[int] = []
+    t = threading.Thread(target=lambda: codes.append(node.run(install_signals=False)))
+    t.start()
+    try:
+        time.sleep(2.0)
+        assert t.is_alive() and not codes, f"the node ended with {codes} while Redis was away"
+        server.ensure_running()
+        client = Client(server.client(), namespace=namespace, registry=REGISTRY)
+        dag = Dag()
+        dag.add("first", "t.echo", {"x": 1})
+        client.submit(dag)
+        wait_for(lambda: client.dag_state(dag.id) == "completed", 60, "the DAG to complete")
+    finally:
+        node.request_stop()
+        t.join(60)
+        server.stop()
+    assert codes == [0]
