@@ -76,11 +76,18 @@ def test_a_fleet_submit_that_waits_rides_out_redis_being_down_at_its_start(
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    workers.spawn("--concurrency", "1", url=down_server.url, ready=False)
-    time.sleep(2.0)
+    w = workers.spawn("--concurrency", "1", url=down_server.url, ready=False)
+    # Both met Redis down (a fixed sleep raced a slow start on a loaded machine: the
+    # submit then found Redis up and said nothing).
+    assert submit.stderr is not None
+    first = submit.stderr.readline()
+    assert "Redis unreachable" in first, first
+    wait_for(lambda: "Redis unreachable" in workers.log(w), 60, "the worker's notice")
+    time.sleep(0.5)
     assert submit.poll() is None
     down_server.ensure_running()
-    stdout, stderr = submit.communicate(timeout=90)
+    stdout, rest = submit.communicate(timeout=90)
+    stderr = first + rest
     assert submit.returncode == 0, stderr
     doc = json.loads(stdout)  # one input: its document alone
     assert doc["status"] == "completed", doc
