@@ -46,6 +46,16 @@ def image_facts(path: str | os.PathLike[str], fmt: str, **extra: Any) -> dict[st
     )
 
 
+def encoded_image_facts(
+    path: str | os.PathLike[str], data: bytes, fmt: str, width: int, height: int, **extra: Any
+) -> dict[str, Any]:
+    """``image_facts`` of a file just written from ``data``, an image of ``width`` x
+    ``height`` encoded in memory: the same entry, without reading the file back."""
+    return bytes_facts(
+        path, data, kind="image", format=fmt, width=width, height=height, duration=None, **extra
+    )
+
+
 def image_size(data: bytes) -> tuple[int, int] | None:
     """Width and height as stored in a JPEG's frame header or a WebP's first chunk, read
     without a decoder; None for other formats or anything unexpected (ask libvips then)."""

@@ -76,14 +76,39 @@ def output_path(root: str | os.PathLike[str], *parts: str) -> Path:
     """``root / parts``, where a stage may write: each part a plain file name (no "/", not
     "." or "..", no NUL) and the whole resolving inside ``root`` even through symlinks,
     else a BadInputError (a permanent failure: the job's params are at fault)."""
-    for part in parts:
-        if part in ("", ".", "..") or "/" in part or "\0" in part:
-            raise BadInputError(f"output name {part!r} is not a plain file name")
-    base = Path(root)
-    path = base.joinpath(*parts)
-    if not path.resolve().is_relative_to(base.resolve()):
-        raise BadInputError(f"output {path} resolves outside its output folder {base}")
-    return path
+    return OutputFolder(root).path(*parts)
+
+
+class OutputFolder:
+    """``output_path`` for the many outputs of one folder: ``root`` is resolved once, then
+    each path costs an ``lstat`` per part instead of resolving ``root`` and the path again.
+
+    The check is the same: once the parts are plain names, ``root/a/b`` resolves to
+    ``realpath(root)/a/b`` unless one of them is a symlink, and only then is the rest
+    resolved through it and checked. Resolving ``root`` once per stage run instead of once
+    per output loses nothing: either way the folder is checked before it is written, and
+    one that is swapped for a symlink after its check is written through."""
+
+    __slots__ = ("_inside", "_real", "root")
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._real = str(self.root.resolve())  # pathlib's, as below: a loop raises
+        self._inside = self._real.rstrip("/") + "/"
+
+    def path(self, *parts: str) -> Path:
+        for part in parts:
+            if part in ("", ".", "..") or "/" in part or "\0" in part:
+                raise BadInputError(f"output name {part!r} is not a plain file name")
+        real = self._real
+        for part in parts:
+            real = os.path.join(real, part)
+            if os.path.islink(real):
+                real = str(Path(real).resolve())
+        path = self.root.joinpath(*parts)
+        if real != self._real and not real.startswith(self._inside):
+            raise BadInputError(f"output {path} resolves outside its output folder {self.root}")
+        return path
 
 
 def _temp_path(final: Path, suffix: str) -> Path:
@@ -96,7 +121,8 @@ def _temp_path(final: Path, suffix: str) -> Path:
         return tmp
     job = ctx.job
     prefix = f".{final.name}.{_key(job.dag_id)}-{_key(job.id)}-"
-    _sweep_earlier(final.parent, prefix, job.attempt)
+    if job.attempt > 1:  # attempts count from 1 (claim_next.lua): the first has no earlier
+        _sweep_earlier(final.parent, prefix, job.attempt)
     tmp = final.with_name(f"{prefix}{job.attempt}-{rand}{PART_SUFFIX}{suffix}")
     temp_journal.note(tmp)  # swept from there if this whole box is killed (temp_journal)
     ctx.temp_created(str(tmp))
@@ -197,7 +223,8 @@ def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
     the format from the file name (libvips, ffmpeg) still do.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    if not os.path.isdir(final.parent):  # one stat, not a failing mkdir, when it is there
+        final.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temp_path(final, final.suffix)
     with _tracked(tmp):
         try:

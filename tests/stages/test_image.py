@@ -6,6 +6,7 @@ fixtures/expected.json documents for each sample.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import zlib
@@ -255,6 +256,39 @@ def test_animated_webp_when_asked_keeps_every_frame_and_its_timing(
         assert strip.get("delay") == [200] * 4 and strip.get("loop") == 0
         for i, colour in enumerate(colours):
             assert _near([round(v) for v in strip(w // 2, i * h + h // 2)][:3], colour)
+
+
+@pytest.mark.parametrize(("width", "height"), [(333, 201), (257, 1), (1, 3)])
+def test_recorded_facts_are_those_of_the_files_on_disk(
+    tmp_path: Path, width: int, height: int
+) -> None:
+    # Encoded in memory and written from there: bytes and hash are of what reached the
+    # disk, and the size (the encoded image's, not read back) is what a decoder finds.
+    src = tmp_path / "odd.png"
+    pyvips.Image.black(width, height, bands=3).draw_rect(
+        [200, 40, 90], 0, 0, max(1, width // 2), height, fill=True
+    ).pngsave(str(src))
+    widths = sorted({width, max(1, width // 2), max(1, width // 3)}, reverse=True)
+    result = render(src, tmp_path / "out", widths=widths)
+    assert len(result["renditions"]) == 3 * len(widths)
+    for r in result["renditions"]:
+        path = Path(r["path"])
+        data = path.read_bytes()
+        assert r["bytes"] == len(data) == path.stat().st_size
+        assert r["sha256"] == hashlib.sha256(data).hexdigest()
+        img = _open(path)
+        assert (r["width"], r["height"]) == (img.width, img.height), r["path"]
+    assert _listing(tmp_path / "out") == sorted(Path(r["path"]).name for r in result["renditions"])
+
+
+def test_recorded_facts_of_an_animated_webp_are_those_on_disk(media: Path, tmp_path: Path) -> None:
+    result = render(media / "animated.gif", tmp_path, widths=[100, 37], animated=True)
+    for r in result["renditions"]:
+        data = Path(r["path"]).read_bytes()
+        assert (r["bytes"], r["sha256"]) == (len(data), hashlib.sha256(data).hexdigest())
+        frame = _open(r["path"])  # one page: the size of a frame
+        assert (r["width"], r["height"]) == (frame.width, frame.height)
+        assert r.get("frames", 1) == (4 if r["format"] == "webp" else 1)
 
 
 def test_rerun_overwrites_atomically(media: Path, tmp_path: Path) -> None:
