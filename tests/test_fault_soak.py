@@ -16,6 +16,9 @@ from tests.faultsoak import Soak, SoakConfig
 SEED = int(os.environ.get("MEDIAPIPE_SOAK_SEED", "20261130"))
 
 
+# One xdist group: the two soaks run one after the other, never both at once (each counts
+# what its workers got done in 30 s).
+@pytest.mark.xdist_group("soak")
 @pytest.mark.parametrize("mode", ["network", "all"])
 def test_invariants_hold_under_random_faults(mode: str, tmp_path: Path) -> None:
     cfg = SoakConfig(

@@ -60,6 +60,14 @@ class Cli:
                 p.wait(10)
 
 
+def pty_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a command run under a pseudo-terminal: without COLUMNS and LINES, which
+    override the terminal's size (rich reads them first). pytest-xdist's worker processes
+    have COLUMNS=80 and LINES=24 in their environment: inherited, they drew a 60-column
+    terminal 80 columns wide."""
+    return {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+
+
 @pytest.fixture
 def cli(tmp_path: Path) -> Iterator[Cli]:
     """Embedded mode: no MEDIAPIPE_REDIS_URL, a private MEDIAPIPE_HOME for the server."""

@@ -14,7 +14,7 @@ import pytest
 import pyvips
 
 from stages.ffmpeg_run import ffmpeg_exe
-from tests.cli.conftest import Cli
+from tests.cli.conftest import Cli, pty_env
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # rich's Live erases its previous frame with "erase line, cursor up" pairs.
@@ -68,7 +68,7 @@ def _submit_in_pty(cli: Cli, args: list[str], rows: int, cols: int) -> tuple[int
         sys.executable,
         ["-m", "mediajobs", "submit", *args, "--out", str(cli.cwd / "out")],
         cwd=str(cli.cwd),
-        env=cli.env,
+        env=pty_env(cli.env),
         encoding="utf-8",
         timeout=240,
         dimensions=(rows, cols),

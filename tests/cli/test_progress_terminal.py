@@ -10,7 +10,7 @@ from pathlib import Path
 import pexpect
 
 from stages.ffmpeg_run import ffmpeg_exe
-from tests.cli.conftest import Cli
+from tests.cli.conftest import Cli, pty_env
 
 
 def _longer_video(path: Path) -> None:
@@ -49,7 +49,7 @@ def test_bars_move_and_finish_under_a_terminal(cli: Cli, tmp_path: Path) -> None
         sys.executable,
         ["-m", "mediajobs", "submit", str(video), "--out", str(tmp_path / "out")],
         cwd=str(cli.cwd),
-        env=cli.env,
+        env=pty_env(cli.env),
         encoding="utf-8",
         timeout=180,
         dimensions=(30, 160),

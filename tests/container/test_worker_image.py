@@ -37,7 +37,12 @@ ENGINE = shutil.which("podman")
 RUN = ["--network", "host", "--runtime", "runc",
        "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]  # fmt: skip
 
-pytestmark = [pytest.mark.container, pytest.mark.timeout(2400)]
+# One xdist group: the module-scoped image is built once, by the one worker that runs them.
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.timeout(2400),
+    pytest.mark.xdist_group("container"),
+]
 
 
 def _engine_problem() -> str | None:

@@ -143,6 +143,7 @@ def test_the_job_view_shows_attempts_errors_timings_progress_and_outputs(
     _no_page_errors(browser)
 
 
+@pytest.mark.serial  # alone under xdist: it times one API call (< 1 s)
 def test_state_filter_search_and_pagination_over_500_dags(
     browser: Any,  # noqa: F811
     serve: Callable[[Client], Served],
@@ -219,6 +220,9 @@ def test_state_filter_search_and_pagination_over_500_dags(
     _no_page_errors(browser)
 
 
+# Serial (alone under xdist): the page must show "stopping" within the 3 s job; with every
+# core busy the worker could finish and leave first.
+@pytest.mark.serial
 def test_a_worker_drained_from_the_browser_finishes_its_job_and_exits(
     browser: Any,  # noqa: F811
     fleet: Workers,  # noqa: F811

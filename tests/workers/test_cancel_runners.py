@@ -62,6 +62,7 @@ def _sleeper(client: Client, seconds: float = 30.0) -> Dag:
     return dag
 
 
+@pytest.mark.serial  # alone under xdist: the stop must come < 3 s after the cancel
 def test_the_inline_runner_stops_a_job_whose_dag_is_cancelled(
     inline: Running, stage_client: Client
 ) -> None:
@@ -133,6 +134,7 @@ def test_a_lane_stops_a_running_job_whose_lease_was_lost(
     _nothing_reported(stage_client.job(job_id) or {})
 
 
+@pytest.mark.serial  # alone under xdist: the failure must come < 3.5 s after the submit
 def test_a_lane_job_run_one_by_one_is_stopped_at_its_timeout(
     workers: Workers, stage_client: Client
 ) -> None:

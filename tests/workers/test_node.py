@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 from pipeline.client import Client
 from pipeline.model import Dag
@@ -107,6 +108,7 @@ def test_timeout_kills_the_job_and_the_process_it_started_then_retries(
     assert gone, f"subprocess {grandchild} survived the timeout"
 
 
+@pytest.mark.serial  # alone under xdist: the whole shutdown must take < 3 s
 def test_sigterm_hands_a_long_job_back_at_once_and_exits_zero(
     workers: Workers, stage_client: Client
 ) -> None:
