@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -54,10 +56,13 @@ class Cli:
         return proc
 
     def stop_workers(self) -> None:
+        """Kill each worker's whole process group (each starts a session of its own): what
+        it started goes too, such as the HTTP servers test_url_inputs.py runs beside its
+        worker, which outlived the worker (and the suite) when only the worker was killed."""
         for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
 
 
 def pty_env(env: dict[str, str]) -> dict[str, str]:
