@@ -159,8 +159,14 @@ def _report(
     label: str,
     source_fps: float | None = None,
 ) -> None:
-    if source_fps and _frames(state) > 0:
-        _report_frames(state, duration, started, progress, label, source_fps)
+    if source_fps and state.get("progress") != "end":
+        if _frames(state) > 0:
+            _report_frames(state, duration, started, progress, label, source_fps)
+            return
+        # No video frame written yet (the encoder is still filling its lookahead): ffmpeg's
+        # fps (0) and its speed and out_time, which the audio runs ahead by, describe no
+        # video ("32 % ... 0 fps 1.8x" on a loaded machine). Nothing encoded, nothing shown.
+        progress(0.0, label)
         return
     try:
         done = int(state.get("out_time_us") or state.get("out_time_ms") or 0) / 1e6
