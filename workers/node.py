@@ -60,6 +60,8 @@ log = logging.getLogger("mediapipe.worker")
 
 T = TypeVar("T")
 _REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
+# A claimed job that sat in hand longer than this (s) is asked about again before it starts.
+RECHECK_HELD = 0.05
 
 
 # Fires due schedules until the event is set (the application's firing engine, e.g.
@@ -165,6 +167,10 @@ class WorkerNode:
         self.metrics = NodeMetrics()
         self.health: HealthServer | None = None
         self.held: deque[ClaimedJob] = deque()
+        # When Redis last said the held jobs were still ours (monotonic): a job held
+        # longer than RECHECK_HELD is asked about again before it starts, so a cancel
+        # that returned while it sat in hand (prefetch, a loaded box) stops it unstarted.
+        self._held_checked = 0.0
         self.outbox: list[tuple[ClaimedJob, Any]] = []
         # failures not yet recorded (Redis away): (job, failure, service it needs)
         self.failbox: list[tuple[ClaimedJob, Failure, str | None]] = []
@@ -504,9 +510,22 @@ class WorkerNode:
         owned.update({j.id: j.token for j, _ in self.outbox})
         owned.update({f[0].id: f[0].token for f in self.failbox})
         codes = self._call(self.broker.extend, owned) if owned else {}
+        if codes is not None:
+            self._held_checked = time.monotonic()
         for job_id, code in (codes or {}).items():
             if code != LeaseStatus.OK:
                 self._stop_job(job_id, cancelled=code == LeaseStatus.CANCELLED)
+
+    def _recheck_held(self) -> bool:
+        """Ask Redis about jobs that waited in hand; False when Redis did not answer."""
+        codes = self._call(self.broker.extend, {j.id: j.token for j in self.held})
+        if codes is None:
+            return False
+        self._held_checked = time.monotonic()
+        for job_id, code in codes.items():
+            if code != LeaseStatus.OK:
+                self._stop_job(job_id, cancelled=code == LeaseStatus.CANCELLED)
+        return True
 
     def _stop_job(self, job_id: str, *, cancelled: bool) -> None:
         """Its DAG was cancelled or its lease was lost to another worker."""
@@ -650,9 +669,14 @@ class WorkerNode:
         if reply is not None:
             self._claimed(reply)
 
+    def _hold(self, jobs: list[ClaimedJob]) -> None:
+        if jobs and not self.held:
+            self._held_checked = time.monotonic()  # the claim's reply speaks for them
+        self.held.extend(jobs)
+
     def _claimed(self, reply: tuple[list[ClaimedJob], float]) -> None:
         jobs, wake_in = reply
-        self.held.extend(jobs)
+        self._hold(jobs)
         self._need_claim = bool(jobs)
         if not jobs:
             wait = min(wake_in, 1.0) if wake_in >= 0 else 1.0
@@ -661,6 +685,14 @@ class WorkerNode:
 
     def _dispatch(self, now: float) -> None:
         assert self.pool is not None
+        if (
+            self.held
+            and self.redis_ok
+            and time.monotonic() - self._held_checked > RECHECK_HELD
+            and self._free_slots() > 0
+            and not self._recheck_held()
+        ):
+            return  # Redis is away: they wait in hand, their leases kept by the outage order
         while self.held:
             job = self.held[0]
             cost = max(1, min(job.cost, self.capacity))
@@ -734,7 +766,7 @@ class WorkerNode:
             # also the replay of a lost completion: its results are in, drop them here
             self.outbox = [o for o in self.outbox if not any(o is d for d in done)]
             _, jobs = reply
-            self.held.extend(jobs)
+            self._hold(jobs)
             if next_from and not jobs:
                 self._need_claim = False
                 self._next_claim = time.monotonic() + 1.0

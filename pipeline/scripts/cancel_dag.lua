@@ -9,7 +9,7 @@
 -- building submit and release_jobs check that state); each step walks part of the DAG's
 -- job set with SSCAN, whose cursor is kept in the DAG hash. A job claimed between two
 -- steps is found running by a later step and flagged, so once the last step returns no
--- job of the DAG can start. A 100,000-job DAG is 100 steps of a few ms each instead of
+-- job of the DAG can be claimed. A 100,000-job DAG is 100 steps of a few ms each instead of
 -- one script that holds Redis for seconds.
 --@include common.lua
 local dag = ARGV[1]

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from pipeline.keys import Keys
 from pipeline.model import Dag, JobOptions
 from pipeline.registry import REGISTRY
 from tests.workers.conftest import Workers, wait_for
+from tests.workers.fault_stages import runs
 from workers.inline import InlineRunner
 
 
@@ -146,3 +148,29 @@ def test_a_lane_job_run_one_by_one_is_stopped_at_its_timeout(
     assert time.monotonic() - t0 < 3.5
     job = stage_client.job(job_id) or {}
     assert job["state"] == "dead" and job["error"]["type"] == "JobTimeoutError"
+
+
+def test_a_worker_does_not_start_a_held_job_whose_dag_was_cancelled(
+    workers: Workers, stage_client: Client, tmp_path: Path
+) -> None:
+    """A claimed job can wait in a worker's hands (here: it needs both slots while the
+    other runs); a cancel that returns meanwhile keeps its function from ever starting."""
+    tally = tmp_path / "tally"
+    busy, held = Dag(), Dag()
+    busy.add("a", "f.tally", {"n": 0, "tally": str(tally), "seconds": 2.0})
+    held.add("b", "f.tally", {"n": 1, "tally": str(tally)}, cost=2)
+    stage_client.submit(busy)
+    stage_client.submit(held)
+    workers.spawn("--concurrency", "2", "--lease", "30", "--import", "tests.workers.fault_stages")
+    both = (busy.job_id("a"), held.job_id("b"))
+    wait_for(
+        lambda: all((stage_client.job(j) or {}).get("state") == "active" for j in both),
+        20,
+        "both jobs claimed",
+    )
+    stage_client.cancel(held.id)
+    wait_for(lambda: stage_client.dag_state(busy.id) == "completed", 20, "the busy DAG")
+    time.sleep(0.5)  # the held job would start now, were the cancel not seen
+    assert runs(tally) == {busy.job_id("a"): 1}
+    assert (stage_client.job(held.job_id("b")) or {})["state"] == "cancelled"
+    assert stage_client.dead() == []
