@@ -72,8 +72,18 @@ _COMPACT = {
 # acknowledged last; docs/sentinel.md). With n > 0 every call is followed, in the same
 # round trip, by WAIT n; a reply fewer replicas hold is not returned but resent, with its
 # request id, until enough do (the resend is answered from the record or runs once).
+#
+# WAIT counts the replicas holding this connection's latest write. A resend goes out on a
+# new connection and, answered from its record, writes nothing: its WAIT would be answered
+# at once, however far behind the replicas are. So a resend writes the fence first (a
+# short-lived key, replicated after the first send's writes) and its WAIT waits for that.
 ENV_DURABLE = "MEDIAPIPE_DURABLE"
 DURABLE_WAIT_MS = 500  # below the shortest socket timeout a client uses (1 s)
+FENCE_MS = 60_000
+
+
+def _fence(prefix: str) -> bytes:
+    return hiredis.pack_command(("SET", prefix + "fence", "1", "PX", FENCE_MS))  # type: ignore[arg-type,no-any-return]
 
 
 class NotReplicated(redis.ConnectionError):
@@ -311,8 +321,11 @@ class Scripts:
             rid = f"{st.client}:{st.seq}"
             argvs.append([rid if a is REQUEST_ID else a for a in args] + [rid, ""])
         self.ensure_loaded()
+        sent = 0
 
         def send() -> list[Any]:
+            nonlocal sent
+            sent += 1
             pipe = self._client.pipeline(transaction=False)
             for (name, prefix, _), argv in zip(calls, argvs, strict=True):
                 if self._functions:
@@ -320,10 +333,13 @@ class Scripts:
                 else:
                     self._scripts[name](keys=[prefix], args=argv, client=pipe)
             if self.durable:
+                fenced = sent > 1 and bool(calls)
+                if fenced:  # a resend (see FENCE_MS)
+                    pipe.set(calls[0][1] + "fence", "1", px=FENCE_MS)
                 pipe.execute_command("WAIT", self.durable, DURABLE_WAIT_MS)  # type: ignore[no-untyped-call]
                 *replies, acked = pipe.execute(raise_on_error=raise_on_error)
                 self._check_replicated(acked)
-                return list(replies)
+                return list(replies[:-1] if fenced else replies)
             return list(pipe.execute(raise_on_error=raise_on_error))
 
         return self._resending(send)
@@ -344,9 +360,10 @@ class Scripts:
             return self.run_many(list(calls), raise_on_error=False)
         st = self._state()
         packed: list[bytes] = []
+        prefixes: list[str] = []
         broken = False  # the connection failed: the rest is packed, then all is resent
         try:
-            self._stream(calls, packed, st)
+            self._stream(calls, packed, st, prefixes)
         except _Broken:
             broken = True
         replies: list[Any] = []
@@ -359,11 +376,12 @@ class Scripts:
             except IN_DOUBT:
                 self._drop_connection()
                 broken = True
+        fence = _fence(prefixes[0]) if prefixes else None
         if broken:
-            replies = self._resend_stream(packed, st)
+            replies = self._resend_stream(packed, st, fence)
         if any(_function_missing(r) for r in replies):
             self._load_library()  # the server restarted without its functions: none ran
-            replies = self._resend_stream(packed, st)
+            replies = self._resend_stream(packed, st, fence)
         return replies
 
     def _stream(
@@ -371,6 +389,7 @@ class Scripts:
         calls: Iterable[tuple[str, str, tuple[Any, ...]]],
         packed: list[bytes],
         st: _ThreadState,
+        prefixes: list[str],
     ) -> None:
         """Send each call as it comes; after a connection failure keep packing the rest
         (raising ``_Broken`` at the end) so that all can be resent. An error raised by
@@ -378,6 +397,8 @@ class Scripts:
         broken = False
         try:
             for name, prefix, args in calls:
+                if not prefixes:
+                    prefixes.append(prefix)
                 st.seq += 1
                 rid = f"{st.client}:{st.seq}"
                 argv: list[Any] = [rid if a is REQUEST_ID else a for a in args] + [rid, ""]
@@ -399,16 +420,19 @@ class Scripts:
         if broken:
             raise _Broken
 
-    def _resend_stream(self, packed: list[bytes], st: _ThreadState) -> list[Any]:
+    def _resend_stream(
+        self, packed: list[bytes], st: _ThreadState, fence: bytes | None
+    ) -> list[Any]:
         def send() -> list[Any]:
             if st.conn is None:
                 st.conn = self._new_connection()
             try:
-                if not self.durable:
+                if not self.durable or fence is None:
                     st.conn.send_packed_command(packed)
                     return [_reply(st.conn) for _ in packed]
-                st.conn.send_packed_command([*packed, self._wait])
+                st.conn.send_packed_command([*packed, fence, self._wait])  # see FENCE_MS
                 replies = [_reply(st.conn) for _ in packed]
+                _reply(st.conn)
                 self._check_replicated(_reply(st.conn))
                 return replies
             except IN_DOUBT:
@@ -458,6 +482,11 @@ class Scripts:
         if not self.durable:
             conn.send_packed_command([packed])
             reply = _reply(conn)
+        elif argv[-1] == "r":  # a resend: the fence makes its WAIT cover the first send
+            conn.send_packed_command([packed, _fence(prefix), self._wait])
+            reply = _reply(conn)
+            _reply(conn)
+            self._check_replicated(_reply(conn))
         else:
             conn.send_packed_command([packed, self._wait])
             reply = _reply(conn)

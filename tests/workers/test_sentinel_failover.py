@@ -140,3 +140,36 @@ def test_durable_calls_wait_for_a_replica(
     lonely.add("a", "t.echo")
     with pytest.raises(NotReplicated, match="0 of the 1 replicas MEDIAPIPE_DURABLE asks for"):
         alone.submit(lonely)
+
+
+@pytest.mark.parametrize("how", ["submit", "submit_many"])  # one call; a pipelined stream
+def test_a_durable_resend_waits_for_the_first_send_to_be_replicated(
+    cell: Cell, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The first send's WAIT times out (both replicas stopped), so the call is resent on a
+    new connection and answered from what the first send wrote. That resend writes
+    nothing else, and WAIT on a connection that wrote nothing is answered at once: the
+    submit must still not be acknowledged while no replica holds the DAG."""
+    monkeypatch.setenv("MEDIAPIPE_DURABLE", "1")
+    client = Client(client_from_url(cell.url, socket_timeout=3), registry=REGISTRY)
+    warm = Dag()
+    warm.add("a", "t.echo")
+    client.submit(warm)  # the library loaded and replicated before the replicas stop
+    replicas = cell.procs[1:3]
+    for p in replicas:
+        p.send_signal(signal.SIGSTOP)
+    try:
+        client.scripts.resend_for = 1.2
+        dag = Dag()
+        dag.add("a", "t.echo")
+        with pytest.raises(NotReplicated):
+            if how == "submit":
+                client.submit(dag)
+            else:
+                client.submit_many([dag])
+    finally:
+        for p in replicas:
+            p.send_signal(signal.SIGCONT)
+    # written on the master all along; the replicas get it once they run again
+    master = redis.Redis(port=cell.master())
+    assert master.exists(client.keys.dag(dag.id))
