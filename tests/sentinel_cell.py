@@ -17,7 +17,7 @@ from pipeline.server import server_binary
 MASTER = "mymaster"
 
 
-def _port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -29,8 +29,8 @@ class Cell:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.ports = [_port() for _ in range(3)]
-        self.sentinel_ports = [_port() for _ in range(3)]
+        self.ports = [free_port() for _ in range(3)]
+        self.sentinel_ports = [free_port() for _ in range(3)]
         for i, port in enumerate(self.ports):
             args = ["--port", str(port), "--save", "", "--appendonly", "no"]
             if i:

@@ -241,6 +241,13 @@ class Scripts:
         self._scripts: dict[str, Script] = {}
         self._local = _ThreadState()
         if not self._functions:
+            if self.durable:
+                # EVALSHA goes through the client's pool, so a WAIT could not be sent on
+                # the connection that ran the transition: it would vouch for nothing.
+                raise ValueError(
+                    f"{ENV_DURABLE}={self.durable} needs a server with functions "
+                    "(Redis 7 or later, or Valkey); this one has none"
+                )
             self._scripts = {t: client.register_script(source(t)) for t in TRANSITIONS}
 
     def _load_library(self) -> bool:

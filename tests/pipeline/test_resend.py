@@ -7,8 +7,10 @@ delayed past the client's socket timeout.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,10 @@ from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import Registry, stage
 from pipeline.schedules import Schedules
+from pipeline.scripts import Scripts
+from pipeline.server import server_binary
 from tests.faultproxy import FaultProxy
+from tests.sentinel_cell import free_port
 
 
 @pytest.fixture
@@ -329,3 +334,35 @@ def test_a_bulk_submit_to_a_server_that_lost_its_functions_creates_every_dag(
     until = client.scripts.run("throttle_queue", client.keys.prefix, "q1", 1000)
     assert until > 1_000_000_000_000  # a time in ms, its own reply
     assert r.hget(Keys(namespace).meta("q1"), "paused") == b"1"
+
+
+def test_durable_calls_are_refused_on_a_server_without_functions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis 6.2 (here: FUNCTION renamed away) runs the transitions as EVALSHA through the
+    client's pool, where no WAIT can vouch for them: MEDIAPIPE_DURABLE says so at once
+    instead of acknowledging what no replica was asked to hold."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [server_binary(), "--port", str(port), "--save", "", "--rename-command", "FUNCTION", ""],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        r = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.05)
+        assert Scripts(r).durable == 0  # without the setting: scripts, as before
+        monkeypatch.setenv("MEDIAPIPE_DURABLE", "1")
+        with pytest.raises(ValueError, match="MEDIAPIPE_DURABLE=1 needs a server with functions"):
+            Scripts(r)
+    finally:
+        proc.kill()
+        proc.wait(10)
