@@ -3,16 +3,43 @@
 ``json.dumps``/``json.loads`` build an encoder and sniff the text's encoding on every
 call; on the per-job paths (a claim, a completion, a submit) that was a fifth of the
 client's Python work. The functions here behave as the calls they replace.
+
+The encoders call the C encoder that ``JSONEncoder.encode`` ends in, without the ~85
+Python opcodes of ``encode`` and ``iterencode`` around it (a submit encodes three times).
+It is made per call: its circular-reference table must start empty, and a failed
+encode can leave entries in it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
-_STRICT = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 _DECODE = json.JSONDecoder().decode
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def _encoder(allow_nan: bool) -> Callable[[Any], str]:
+    if c_make_encoder is None:  # a Python built without _json
+        return json.JSONEncoder(separators=(",", ":"), allow_nan=allow_nan).encode
+    make = c_make_encoder
+    args = (_not_json, encode_basestring_ascii, None, ":", ",", False, False, allow_nan)
+
+    def encode(value: Any) -> str:
+        if isinstance(value, str):
+            return encode_basestring_ascii(value)
+        return "".join(make({}, *args)(value, 0))
+
+    return encode
+
+
+_STRICT = _encoder(allow_nan=False)
+_COMPACT = _encoder(allow_nan=True)
 
 
 def dumps_strict(value: Any) -> str:
