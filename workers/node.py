@@ -685,14 +685,6 @@ class WorkerNode:
 
     def _dispatch(self, now: float) -> None:
         assert self.pool is not None
-        if (
-            self.held
-            and self.redis_ok
-            and time.monotonic() - self._held_checked > RECHECK_HELD
-            and self._free_slots() > 0
-            and not self._recheck_held()
-        ):
-            return  # Redis is away: they wait in hand, their leases kept by the outage order
         while self.held:
             job = self.held[0]
             cost = max(1, min(job.cost, self.capacity))
@@ -704,6 +696,12 @@ class WorkerNode:
                     self.pool.resize(self.capacity)
                     continue
                 return
+            # Asked only when a job can start now, so one that waits long for slots
+            # costs no call per loop.
+            if self.redis_ok and time.monotonic() - self._held_checked > RECHECK_HELD:
+                if not self._recheck_held():
+                    return  # Redis is away: no verdict this time round
+                continue  # the held jobs may have changed
             self.held.popleft()
             try:
                 spec = self.registry.get(job.stage)
