@@ -511,21 +511,22 @@ class WorkerNode:
         owned.update({f[0].id: f[0].token for f in self.failbox})
         codes = self._call(self.broker.extend, owned) if owned else {}
         if codes is not None:
-            self._held_checked = time.monotonic()
-        for job_id, code in (codes or {}).items():
-            if code != LeaseStatus.OK:
-                self._stop_job(job_id, cancelled=code == LeaseStatus.CANCELLED)
+            self._leases_answered(codes)
 
     def _recheck_held(self) -> bool:
         """Ask Redis about jobs that waited in hand; False when Redis did not answer."""
         codes = self._call(self.broker.extend, {j.id: j.token for j in self.held})
         if codes is None:
             return False
+        self._leases_answered(codes)
+        return True
+
+    def _leases_answered(self, codes: dict[str, LeaseStatus]) -> None:
+        """Redis's word on the leases asked about, every held job among them."""
         self._held_checked = time.monotonic()
         for job_id, code in codes.items():
             if code != LeaseStatus.OK:
                 self._stop_job(job_id, cancelled=code == LeaseStatus.CANCELLED)
-        return True
 
     def _stop_job(self, job_id: str, *, cancelled: bool) -> None:
         """Its DAG was cancelled or its lease was lost to another worker."""

@@ -80,10 +80,11 @@ _COMPACT = {
 ENV_DURABLE = "MEDIAPIPE_DURABLE"
 DURABLE_WAIT_MS = 500  # below the shortest socket timeout a client uses (1 s)
 FENCE_MS = 60_000
+FENCE_KEY = "fence"  # under the namespace's prefix
 
 
 def _fence(prefix: str) -> bytes:
-    return hiredis.pack_command(("SET", prefix + "fence", "1", "PX", FENCE_MS))  # type: ignore[arg-type,no-any-return]
+    return hiredis.pack_command(("SET", prefix + FENCE_KEY, "1", "PX", FENCE_MS))  # type: ignore[arg-type,no-any-return]
 
 
 class NotReplicated(redis.ConnectionError):
@@ -342,7 +343,7 @@ class Scripts:
             if self.durable:
                 fenced = sent > 1 and bool(calls)
                 if fenced:  # a resend (see FENCE_MS)
-                    pipe.set(calls[0][1] + "fence", "1", px=FENCE_MS)
+                    pipe.set(calls[0][1] + FENCE_KEY, "1", px=FENCE_MS)
                 pipe.execute_command("WAIT", self.durable, DURABLE_WAIT_MS)  # type: ignore[no-untyped-call]
                 *replies, acked = pipe.execute(raise_on_error=raise_on_error)
                 self._check_replicated(acked)
