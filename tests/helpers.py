@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from pipeline.broker import Broker
 from pipeline.client import TERMINAL_DAG_STATES, Client
@@ -74,3 +75,15 @@ def small_disk(where: Path, size: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def wait_until_serving(r: redis.Redis, what: str, timeout: float = 15.0) -> None:
+    """Until a server just started answers PING."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            r.ping()
+            return
+        except redis.ConnectionError:
+            assert time.monotonic() < deadline, f"{what} did not start"
+            time.sleep(0.05)

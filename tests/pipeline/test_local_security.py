@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from pipeline.server import EmbeddedServer, server_binary
+from tests.helpers import wait_until_serving
 
 ROOT = Path(__file__).resolve().parents[2]
 NEIGHBOUR = 4321  # a uid that is not ours
@@ -83,14 +84,7 @@ def _foreign_server(sock: Path, data: Path, servers: list[subprocess.Popen[bytes
         )
     )
     theirs = redis.Redis(unix_socket_path=str(sock))
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            theirs.ping()
-            break
-        except redis.ConnectionError:
-            assert time.monotonic() < deadline, "the neighbour's server did not start"
-            time.sleep(0.05)
+    wait_until_serving(theirs, "the neighbour's server")
     theirs.set("mp:their-secret", "x")
     return theirs
 

@@ -26,6 +26,7 @@ from pipeline.schedules import Schedules
 from pipeline.scripts import Scripts
 from pipeline.server import server_binary
 from tests.faultproxy import FaultProxy
+from tests.helpers import wait_until_serving
 from tests.sentinel_cell import free_port
 
 
@@ -351,14 +352,7 @@ def test_durable_calls_are_refused_on_a_server_without_functions(
     )
     try:
         r = redis.Redis(port=port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                assert time.monotonic() < deadline, "the server did not start"
-                time.sleep(0.05)
+        wait_until_serving(r, "the server")
         assert Scripts(r).durable == 0  # without the setting: scripts, as before
         monkeypatch.setenv("MEDIAPIPE_DURABLE", "1")
         with pytest.raises(ValueError, match="MEDIAPIPE_DURABLE=1 needs a server with functions"):
