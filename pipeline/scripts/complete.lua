@@ -19,16 +19,20 @@ for i = 0, n - 1 do
   if f[1] == token and f[5] == 'active' then
     status = 1
     local dag = dag_of(id)
-    redis.call('HSET', k_job(id), 'state', 'completed', 'result', result, 'finished', now,
-      'owner', '', 'pct', 100)
+    redis.call('HSET', k_job(id), 'state', 'completed', 'result', result, 'finished', int(now),
+      'owner', '', 'pct', '100')
     redis.call('ZREM', k_active(f[2]), id)
     -- pct_sum holds partial progress of unfinished jobs only; completed ones count 100.
     local old = tonumber(f[3]) or 0
     if old > 0 then redis.call('HINCRBYFLOAT', k_dag(dag), 'pct_sum', -old) end
-    local quiet = f[6] == '1'  -- its events are read from the hashes (common.lua)
+    local quiet = f[6]  -- its events are read from the hashes (common.lua)
     if not quiet then emit_loud(dag, 'completed', id) end
     if f[4] ~= '1' then release_parents(id, result, now) end
-    if redis.call('HINCRBY', k_dag(dag), 'open', -1) <= 0 then settle_dag(dag, now, quiet) end
+    if quiet == 'p' then
+      settle_plain(dag, now)
+    elseif redis.call('HINCRBY', k_dag(dag), 'open', '-1') <= 0 then
+      settle_dag(dag, now, quiet ~= false)
+    end
   end
   statuses[#statuses + 1] = status
 end

@@ -78,7 +78,11 @@ local function submit_whole(dag, idem, meta, jobs, building, woken, webhook)
   if webhook and webhook ~= '' then put_long(args, 'webhook', webhook) end
   if building then redis.call('ZADD', k_dags_building(), now, dag) end
   local quiet = #jobs == 1 and not building
-  if quiet then args[#args + 1] = 'quiet'; args[#args + 1] = jobs[1].name end
+  if quiet then
+    args[#args + 1] = 'quiet'; args[#args + 1] = jobs[1].name
+    -- nothing but its job to close it: see settle_plain (common.lua)
+    quiet = (idem == '' and not (webhook and webhook ~= '')) and 'p' or '1'
+  end
   local roots = create_jobs(dag, jobs, now, building, woken, quiet)
   args[#args + 1] = 'roots'; args[#args + 1] = #roots
   redis.call('HSET', k_dag(dag), unpack(args))

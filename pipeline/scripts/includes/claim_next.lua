@@ -43,10 +43,10 @@ local function activate(id, q, worker, token, lease_ms, now)
   local f = redis.call('HMGET', job, unpack(CLAIM_FIELDS))
   local attempt = (tonumber(f[3]) or 0) + 1
   redis.call('HSET', job, 'state', 'active', 'owner', token, 'worker', worker,
-    'started', now, 'attempts', attempt)
-  redis.call('ZADD', k_active(q), now + lease_ms, id)
+    'started', int(now), 'attempts', int(attempt))
+  redis.call('ZADD', k_active(q), int(now + lease_ms), id)
   -- a quiet DAG's `active` is read from the fields just written (common.lua)
-  if f[9] ~= '1' then emit_loud(dag_of(id), 'active', id, 'worker', worker, 'attempt', attempt) end
+  if not f[9] then emit_loud(dag_of(id), 'active', id, 'worker', worker, 'attempt', attempt) end
   return claimed(id, q, token, f, 1, attempt)
 end
 
@@ -114,7 +114,7 @@ local function claim_next(queues, worker, token, lease_ms, now, count)
         end
       end
       if room > 0 then
-        local popped = redis.call('ZPOPMIN', k_wait(q), room)
+        local popped = redis.call('ZPOPMIN', k_wait(q), int(room))
         local got = #popped / 2
         if got > 0 then
           if rate_max then
@@ -126,7 +126,8 @@ local function claim_next(queues, worker, token, lease_ms, now, count)
           -- may wait; checking with ZCARD would cost a call on every claim.
           if got == room then wake(q) end
           for i = 1, #popped, 2 do
-            out[#out + 1] = activate(popped[i], q, worker, token .. '/' .. #out, lease_ms, now)
+            out[#out + 1] = activate(popped[i], q, worker, token .. '/' .. int(#out), lease_ms,
+              now)
           end
         end
       end

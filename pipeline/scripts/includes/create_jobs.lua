@@ -112,7 +112,8 @@ end
 -- Fields at their usual value are not stored (the readers default them: pipeline/layout.py
 -- and the transitions), nor are the job's id, DAG and name (its key says them): a small
 -- job hash is a listpack of a few hundred bytes. `quiet`: the job is its DAG's only one,
--- whose plain run writes no stream (see unquiet in common.lua).
+-- whose plain run writes no stream (see unquiet in common.lua); the value it gets, '1'
+-- or 'p' (settle_plain there).
 local function create_jobs(dag, jobs, now, defer, woken, quiet)
   local in_batch, parents, run_ats = {}, {}, {}
   local ready = 0  -- leaves that go straight into the wait set
@@ -158,7 +159,7 @@ local function create_jobs(dag, jobs, now, defer, woken, quiet)
       args[#args + 1] = 'fallback'; args[#args + 1] = j.fallback
     end
     if root == '1' then args[#args + 1] = 'root'; args[#args + 1] = '1' end
-    if quiet then args[#args + 1] = 'quiet'; args[#args + 1] = '1' end
+    if quiet then args[#args + 1] = 'quiet'; args[#args + 1] = quiet end
     if n > 0 then
       args[#args + 1] = 'pending'; args[#args + 1] = n
       args[#args + 1] = 'has_deps'; args[#args + 1] = '1'

@@ -12,7 +12,7 @@
 -- A day: a worker rides out an outage of any length and then resends its call in doubt,
 -- which must still find its record (a claim resent without it would take other jobs and
 -- leave the first ones to lapse). The cost is one small record per client thread.
-local REQUEST_TTL_MS = 86400000
+local REQUEST_TTL_MS = '86400000'  -- a string: see EVENTS_PER_DAG
 
 -- `compact` and `expand` (optional) let a transition keep a smaller record and rebuild
 -- its reply from it on a resend (a claim keeps the ids it handed out). `answers_itself`
@@ -38,7 +38,7 @@ local function request(KEYS, ARGV, transition, compact, expand, answers_itself)
   local key = k_request(string.sub(rid, 1, colon - 1))
   -- The record is "<seq>:<msgpack of {reply}>": the sequence number is read from its
   -- first bytes (GETRANGE, no copy of the reply), the reply read only for a resend.
-  local head = redis.call('GETRANGE', key, 0, 24)
+  local head = redis.call('GETRANGE', key, '0', '24')
   if head ~= '' then
     local at = string.find(head, ':', 1, true)
     local last = tonumber(string.sub(head, 1, at - 1))
