@@ -72,9 +72,14 @@ class Broker:
         return self._parse_claim(reply)
 
     @staticmethod
-    def _parse_claim(reply: Any) -> tuple[list[ClaimedJob], float]:
-        jobs = [ClaimedJob.from_reply(j) for j in reply[1:]]
-        wake = int(reply[0])
+    def _parse_claim(reply: Any, at: int = 0) -> tuple[list[ClaimedJob], float]:
+        """A claim's flat reply from ``reply[at]``: the wake time, then the jobs."""
+        wake = int(reply[at])
+        jobs: list[ClaimedJob] = []
+        i, end = at + 1, len(reply)
+        while i < end:
+            job, i = ClaimedJob.from_flat(reply, i)
+            jobs.append(job)
         return jobs, (wake / 1000 if wake >= 0 and not jobs else -1.0)
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
@@ -139,8 +144,9 @@ class Broker:
             args += [self.worker_id, REQUEST_ID, self.lease_ms, count, *next_from]
         else:
             args += ["", "", 0, 0]
-        statuses, nxt = self._run("complete", *args)
-        accepted = [bool(s) for s in statuses]
+        reply = self._run("complete", *args)
+        n = int(reply[0])  # n statuses, then the claim's reply when it claimed
+        accepted = [bool(s) for s in reply[1 : 1 + n]]
         if not all(accepted):
             for (job, _), ok in zip(done, accepted, strict=True):
                 if not ok:
@@ -148,7 +154,7 @@ class Broker:
                         "discarded completion of %s: its lease was lost (reclaimed elsewhere)",
                         job.id,
                     )
-        jobs = self._parse_claim(nxt)[0] if nxt else []
+        jobs = self._parse_claim(reply, 1 + n)[0] if len(reply) > 1 + n else []
         return accepted, jobs
 
     def fail(self, job: ClaimedJob, exc: BaseException, *, tb: str | None = None) -> str:

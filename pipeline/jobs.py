@@ -44,33 +44,29 @@ class ClaimedJob:
     failures: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_reply(cls, reply: list[Any]) -> ClaimedJob:
+    def from_flat(cls, reply: list[Any], at: int) -> tuple[ClaimedJob, int]:
+        """The job that starts at ``reply[at]`` in a claim's flat reply (put_claimed in
+        pipeline/scripts/includes/claim_next.lua), and the index after it."""
         (
             jid,
             queue,
             token,
             stage,
             params,
-            dag,
-            name,
             attempt,
             max_attempts,
             timeout_ms,
             cost,
             backoff,
-            results,
-        ) = reply
+            n,
+        ) = reply[at : at + 11]
         if type(jid) is bytes:  # the usual client (no decode_responses): decoded here at once
-            jid, queue, token, stage, dag, name = (
-                jid.decode(),
-                queue.decode(),
-                token.decode(),
-                stage.decode(),
-                dag.decode(),
-                name.decode(),
-            )
+            jid, queue, token, stage = jid.decode(), queue.decode(), token.decode(), stage.decode()
         else:
-            jid, queue, token, stage, dag, name = map(as_str, (jid, queue, token, stage, dag, name))
+            jid, queue, token, stage = map(as_str, (jid, queue, token, stage))
+        dag, _, name = jid.partition("/")
+        end = at + 11 + int(n)
+        results = reply[at + 11 : end]
         inputs: dict[str, Any] = {}
         failures: dict[str, Any] = {}
         for i in range(0, len(results), 2):
@@ -79,7 +75,7 @@ class ClaimedJob:
                 failures[_child_name(key[1:])] = value
             else:
                 inputs[_child_name(key)] = value
-        return cls(
+        job = cls(
             id=jid,
             queue=queue,
             token=token,
@@ -95,6 +91,7 @@ class ClaimedJob:
             inputs=inputs,
             failures=failures,
         )
+        return job, end
 
 
 @functools.lru_cache(maxsize=256)

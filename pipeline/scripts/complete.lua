@@ -3,7 +3,8 @@
 -- KEYS[1] namespace prefix
 -- ARGV[1] n, then n triples: job id, lease token, result (JSON);
 -- then worker id ('' = claim nothing), token base, lease ms, count, queues...
--- Returns {{status per job}, claim reply or false}. Status 1 = accepted, 0 = discarded:
+-- Returns {n, status per job, then the claim reply (claim_next.lua) when it claimed}, one
+-- flat list. Status 1 = accepted, 0 = discarded:
 -- the token no longer owns the job (it was reclaimed after a stall), so a job's effects
 -- apply once.
 --@include common.lua
@@ -11,7 +12,7 @@
 --@include claim_next.lua
 local now = now_ms()
 local n = tonumber(ARGV[1])
-local statuses = {}
+local out = {n}  -- n statuses, then the claim's reply (flat: see claim_next.lua)
 for i = 0, n - 1 do
   local id, token, result = ARGV[2 + 3 * i], ARGV[3 + 3 * i], ARGV[4 + 3 * i]
   local f = redis.call('HMGET', k_job(id), 'owner', 'queue', 'pct', 'root', 'state', 'quiet')
@@ -34,14 +35,13 @@ for i = 0, n - 1 do
       settle_dag(dag, now, quiet ~= false)
     end
   end
-  statuses[#statuses + 1] = status
+  out[#out + 1] = status
 end
-local nxt = false
 local c = 2 + 3 * n
 if ARGV[c] ~= '' then
   local queues = {}
   for i = c + 4, #ARGV do queues[#queues + 1] = ARGV[i] end
-  nxt = claim_next(queues, ARGV[c], ARGV[c + 1], tonumber(ARGV[c + 2]), now,
-    tonumber(ARGV[c + 3]))
+  claim_next(queues, ARGV[c], ARGV[c + 1], tonumber(ARGV[c + 2]), now, tonumber(ARGV[c + 3]),
+    out)
 end
-return {statuses, nxt}
+return out

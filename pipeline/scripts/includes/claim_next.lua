@@ -5,22 +5,34 @@
 -- nothing until its window resets. Due delayed jobs are promoted first, so no separate
 -- timer process is needed; the cost is one ZRANGEBYSCORE, O(log n).
 --
--- Returns {wake_in_ms, job, job, ...}: each job a list of fields (see activate), and when
--- none was found, how long the worker may block before a delayed job or a rate-limit
--- window falls due (-1: nothing scheduled).
+-- Returns {wake_in_ms, job, job, ...}, one flat list: each job is JOB_FIELDS items and
+-- then its results (see put_claimed); wake_in_ms, when none was found, says how long the
+-- worker may block before a delayed job or a rate-limit window falls due (-1: nothing
+-- scheduled). Flat, because Redis turns each table of a script's reply into a reply of
+-- its own (six field probes and a deferred length each): a nested job cost a no-op job
+-- ~5 % of its server instructions.
 
 local CLAIM_FIELDS = {'stage', 'params', 'attempts', 'max_attempts', 'timeout_ms', 'cost',
   'backoff', 'has_deps', 'quiet'}
 
--- One claimed job as the worker reads it (pipeline/jobs.py ClaimedJob.from_reply); `f`
--- holds CLAIM_FIELDS from index `at`.
-local function claimed(id, q, token, f, at, attempt)
-  local results = {}
-  if f[at + 7] == '1' then results = redis.call('HGETALL', k_results(id)) end
-  local slash = string.find(id, '/', 1, true)
-  return {id, q, token, f[at], get_long(k_job(id), 'params', f[at + 1]),
-    string.sub(id, 1, slash - 1), string.sub(id, slash + 1), attempt, f[at + 3], f[at + 4],
-    f[at + 5] or 1, f[at + 6] or '', results}
+-- One claimed job as the worker reads it (pipeline/jobs.py ClaimedJob.from_flat),
+-- appended to `out`: id, queue, token, stage, params, attempt, max_attempts, timeout_ms,
+-- cost, backoff, n, then n items of its results hash (field, value, ...). `f` holds
+-- CLAIM_FIELDS from index `at`.
+local JOB_FIELDS = 11
+local function put_claimed(out, id, q, token, f, at, attempt)
+  local k = #out
+  out[k + 1], out[k + 2], out[k + 3], out[k + 4] = id, q, token, f[at]
+  out[k + 5] = get_long(k_job(id), 'params', f[at + 1])
+  out[k + 6], out[k + 7], out[k + 8] = attempt, f[at + 3], f[at + 4]
+  out[k + 9], out[k + 10] = f[at + 5] or 1, f[at + 6] or ''
+  if f[at + 7] == '1' then
+    local results = redis.call('HGETALL', k_results(id))
+    out[k + 11] = #results
+    for i = 1, #results do out[k + 11 + i] = results[i] end
+  else
+    out[k + 11] = 0
+  end
 end
 
 -- Returns how many were promoted and the earliest due time still delayed (-1: none),
@@ -38,7 +50,7 @@ local function promote_due(q, now, limit)
   return #due, next_due
 end
 
-local function activate(id, q, worker, token, lease_ms, now)
+local function activate(out, id, q, worker, token, lease_ms, now)
   local job = k_job(id)
   local f = redis.call('HMGET', job, unpack(CLAIM_FIELDS))
   local attempt = (tonumber(f[3]) or 0) + 1
@@ -47,39 +59,62 @@ local function activate(id, q, worker, token, lease_ms, now)
   redis.call('ZADD', k_active(q), int(now + lease_ms), id)
   -- a quiet DAG's `active` is read from the fields just written (common.lua)
   if not f[9] then emit_loud(dag_of(id), 'active', id, 'worker', worker, 'attempt', attempt) end
-  return claimed(id, q, token, f, 1, attempt)
+  put_claimed(out, id, q, token, f, 1, attempt)
 end
 
 -- What a resent claim returns (see request.lua): the jobs its token still holds, read
 -- back from their hashes. The request record keeps only {wake, {id, queue, token}...},
 -- not the claimed jobs' params, which made recording a 32-job claim cost 18 % more
 -- server time per job. A job reclaimed since (its lease lapsed) is not handed out again.
-local function compact_claim(reply)
-  if not reply then return false end
-  local out = {reply[1]}
-  for i = 2, #reply do out[i] = {reply[i][1], reply[i][2], reply[i][3]} end
+-- The claim reply from index `at` as {wake, id, queue, token, id, ...}, appended to `out`.
+local function compact_claim(reply, at, out)
+  at, out = at or 1, out or {}
+  out[#out + 1] = reply[at]
+  local i = at + 1
+  while i <= #reply do
+    out[#out + 1], out[#out + 2], out[#out + 3] = reply[i], reply[i + 1], reply[i + 2]
+    i = i + JOB_FIELDS + reply[i + JOB_FIELDS - 1]
+  end
   return out
 end
 
-local function expand_claim(rec)
-  if not rec then return false end
-  local out = {rec[1]}
-  for i = 2, #rec do
-    local id, q, token = rec[i][1], rec[i][2], rec[i][3]
+local function expand_claim(rec, at, out)
+  at, out = at or 1, out or {}
+  out[#out + 1] = rec[at]
+  for i = at + 1, #rec, 3 do
+    local id, q, token = rec[i], rec[i + 1], rec[i + 2]
     local f = redis.call('HMGET', k_job(id), 'owner', 'state', unpack(CLAIM_FIELDS))
     if f[1] == token and f[2] == 'active' then
-      out[#out + 1] = claimed(id, q, token, f, 3, tonumber(f[5]))
+      put_claimed(out, id, q, token, f, 3, tonumber(f[5]))
     end
   end
   return out
 end
 
-local function compact_complete(reply) return {reply[1], compact_claim(reply[2])} end
-local function expand_complete(rec) return {rec[1], expand_claim(rec[2])} end
+-- complete's reply: {n, n statuses, then the claim's reply when it claimed}.
+local function compact_complete(reply)
+  local n = reply[1]
+  local out = {n}
+  for i = 2, n + 1 do out[i] = reply[i] end
+  if #reply > n + 1 then compact_claim(reply, n + 2, out) end
+  return out
+end
 
--- Claims up to `count` jobs; tokens are `token .. '/' .. i`, unique per claim.
-local function claim_next(queues, worker, token, lease_ms, now, count)
-  local out = {-1}
+local function expand_complete(rec)
+  local n = rec[1]
+  local out = {n}
+  for i = 2, n + 1 do out[i] = rec[i] end
+  if #rec > n + 1 then expand_claim(rec, n + 2, out) end
+  return out
+end
+
+-- Claims up to `count` jobs; tokens are `token .. '/' .. i`, unique per claim. The reply
+-- is appended to `out` when given (complete's), from index `at`.
+local function claim_next(queues, worker, token, lease_ms, now, count, out)
+  out = out or {}
+  local at = #out + 1
+  out[at] = -1
+  local got_all = 0
   local wake_in = -1
   for _, q in ipairs(queues) do
     local meta = redis.call('HMGET', k_meta(q), 'paused', 'rate_max', 'rate_ms', 'max_active',
@@ -97,7 +132,7 @@ local function claim_next(queues, worker, token, lease_ms, now, count)
         promoted, next_due = promote_due(q, now, 100)
       end
       local rate_max = tonumber(meta[2])
-      local room = count - #out + 1
+      local room = count - got_all
       local max_active = tonumber(meta[4])
       if max_active then
         -- fleet-wide concurrency cap: leases in the active set are the running jobs
@@ -126,12 +161,12 @@ local function claim_next(queues, worker, token, lease_ms, now, count)
           -- may wait; checking with ZCARD would cost a call on every claim.
           if got == room then wake(q) end
           for i = 1, #popped, 2 do
-            out[#out + 1] = activate(popped[i], q, worker, token .. '/' .. int(#out), lease_ms,
-              now)
+            got_all = got_all + 1
+            activate(out, popped[i], q, worker, token .. '/' .. int(got_all), lease_ms, now)
           end
         end
       end
-      if #out > count then return out end
+      if got_all >= count then return out end
       if next_due >= 0 then
         local d = next_due - now
         if d < 1 then d = 1 end
@@ -139,6 +174,6 @@ local function claim_next(queues, worker, token, lease_ms, now, count)
       end
     end
   end
-  out[1] = wake_in
+  out[at] = wake_in
   return out
 end
