@@ -147,7 +147,10 @@ def main() -> None:
             vg.wait(30)
         except subprocess.TimeoutExpired:
             vg.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        if not os.environ.get('KEEP_CALLGRIND'):
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print('kept', work)
 
 
 if __name__ == "__main__":
