@@ -16,6 +16,7 @@ another commit as SOURCE_TREE compares two versions on one machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
 import re
@@ -69,16 +70,31 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="server-instr-"))
     port = _free_port()
+    log = open(work / "valgrind.log", "w")  # noqa: SIM115 (open while the server runs)
     vg = subprocess.Popen(
-        ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-         f"--callgrind-out-file={work}/cg.%p", a.server, "--port", str(port), "--save", "",
-         "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=open(work / "valgrind.log", "w"),
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={work}/cg.%p",
+            a.server,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log,
     )
 
     def instr(on: bool) -> None:
-        subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(vg.pid)],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["callgrind_control", "-i", "on" if on else "off", str(vg.pid)],
+            check=True,
+            capture_output=True,
+        )
 
     def dump() -> str:
         before = set(glob.glob(f"{work}/cg.{vg.pid}.*"))
@@ -121,7 +137,7 @@ def main() -> None:
             if not state["on"] and runner.processed >= warm:
                 state["on"] = True
                 instr(True)
-            return runner.processed >= warm + n
+            return bool(runner.processed >= warm + n)
 
         runner.run(stop)
         instr(False)
@@ -132,25 +148,25 @@ def main() -> None:
             f"{process:,.0f} a processed job (complete+claim), N={n}"
         )
         for name, p in (("submit", submit_path), ("process", path)) if a.top else ():
-            out = subprocess.run(["callgrind_annotate", "--inclusive=yes", p],
-                                 capture_output=True, text=True).stdout
+            out = subprocess.run(
+                ["callgrind_annotate", "--inclusive=yes", p], capture_output=True, text=True
+            ).stdout
             rows = [ln for ln in out.splitlines() if re.match(r"^\s*[\d,]+ \(", ln)]
             print(f"-- {name}: the {a.top} costliest functions, with what they call")
             for ln in rows[: a.top]:
                 print(ln[:140])
     finally:
-        try:
+        with contextlib.suppress(Exception):
             redis.Redis(port=port).shutdown(nosave=True)
-        except Exception:
-            pass
         try:
             vg.wait(30)
         except subprocess.TimeoutExpired:
             vg.kill()
-        if not os.environ.get('KEEP_CALLGRIND'):
+        log.close()
+        if not os.environ.get("KEEP_CALLGRIND"):
             shutil.rmtree(work, ignore_errors=True)
         else:
-            print('kept', work)
+            print("kept", work)
 
 
 if __name__ == "__main__":
