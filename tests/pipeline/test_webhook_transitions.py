@@ -93,6 +93,24 @@ def test_the_completion_that_closes_the_dag_creates_the_delivery_job(
     assert claimed.max_attempts == 10 and claimed.backoff.base == 5.0
 
 
+@pytest.mark.parametrize("how", ["submit", "submit_many"])
+def test_a_one_job_dag_announces_its_completion(
+    client: Client, broker: Broker, steps: Registry, how: str
+) -> None:
+    # A one-job DAG runs quietly, and one with neither a webhook nor an idempotency key
+    # is closed without reading its hash (settle_plain): the webhook must keep it off
+    # that path, whichever way it was submitted.
+    dag = Dag(webhook=HOOK)
+    dag.add("only", "w.echo")
+    client.submit(dag) if how == "submit" else client.submit_many([dag])
+    (job,), _ = broker.claim(["default"])
+    assert broker.complete(job, {"name": "only"})[0]
+    event = _event_of(client, dag.id)
+    assert event is not None and client.dag_state(dag.id) == "completed"
+    params = _delivery(client, event)["params"]
+    assert params["event"]["type"] == "dag.completed" and params["event"]["dag"]["id"] == dag.id
+
+
 def test_a_dag_without_a_webhook_writes_nothing_more(
     client: Client, broker: Broker, steps: Registry
 ) -> None:
