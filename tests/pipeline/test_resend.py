@@ -118,6 +118,42 @@ def test_complete_and_next_claim_whose_reply_is_lost_record_once_and_hand_over(
     assert [e.type for e in client.events(first.dag_id)].count("completed") == 1
 
 
+def test_a_lost_reply_that_completed_and_claimed_several_jobs_gives_them_back_whole(
+    proxy: FaultProxy,
+    pr: redis.Redis,
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    registry: Registry,
+) -> None:
+    # The resend is answered from the request record, which keeps only the claimed
+    # jobs' ids (claim_next.lua): a reply of several jobs, each with its child's result,
+    # must come back with every job whole and in its place.
+    _work(registry)
+    for _ in range(3):
+        dag = Dag()
+        dag.add("c", "work")
+        dag.add("p", "work", after=["c"])
+        client.submit(dag)
+    broker = Broker(pr, namespace=namespace, registry=registry)
+    children, _ = broker.claim(["default"], 3)
+    assert len(children) == 3
+    proxy.on_reply("complete", 1, "drop")
+    accepted, nxt = broker.complete_many(
+        [(children[0], {"w": 0}), (children[1], {"w": 1})], next_from=["default"], count=3
+    )
+    assert proxy.fired() == 1
+    assert accepted == [True, True]
+    assert sorted(j.id for j in nxt) == sorted(f"{c.dag_id}/p" for c in children[:2])
+    for job in nxt:
+        mine = children[0] if job.dag_id == children[0].dag_id else children[1]
+        assert job.inputs == {"c": {"w": 0 if mine is children[0] else 1}}
+        assert job.stage == "work" and job.attempt == 1 and job.name == "p"
+        assert client.job(job.id)["owner"] == job.token  # type: ignore[index]
+    keys = Keys(namespace)
+    assert r.zcard(keys.active("default")) == 3 and r.zcard(keys.wait("default")) == 0
+
+
 def test_a_submit_whose_reply_is_lost_returns_its_dag(
     proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry
 ) -> None:

@@ -63,16 +63,17 @@ local function activate(out, id, q, worker, token, lease_ms, now)
 end
 
 -- What a resent claim returns (see request.lua): the jobs its token still holds, read
--- back from their hashes. The request record keeps only {wake, {id, queue, token}...},
+-- back from their hashes. The request record keeps only {wake, id, queue, token, id, ...},
 -- not the claimed jobs' params, which made recording a 32-job claim cost 18 % more
 -- server time per job. A job reclaimed since (its lease lapsed) is not handed out again.
--- The claim reply from index `at` as {wake, id, queue, token, id, ...}, appended to `out`.
+-- Both take the claim's part of a reply or record from index `at`, appended to `out`.
 local function compact_claim(reply, at, out)
   at, out = at or 1, out or {}
   out[#out + 1] = reply[at]
   local i = at + 1
   while i <= #reply do
-    out[#out + 1], out[#out + 2], out[#out + 3] = reply[i], reply[i + 1], reply[i + 2]
+    local k = #out
+    out[k + 1], out[k + 2], out[k + 3] = reply[i], reply[i + 1], reply[i + 2]
     i = i + JOB_FIELDS + reply[i + JOB_FIELDS - 1]
   end
   return out
@@ -91,22 +92,18 @@ local function expand_claim(rec, at, out)
   return out
 end
 
--- complete's reply: {n, n statuses, then the claim's reply when it claimed}.
-local function compact_complete(reply)
-  local n = reply[1]
+-- complete's reply and record: {n, n statuses, then the claim's part when it claimed},
+-- which `claim_part` (compact_claim or expand_claim) turns into the other.
+local function statuses_then(r, claim_part)
+  local n = r[1]
   local out = {n}
-  for i = 2, n + 1 do out[i] = reply[i] end
-  if #reply > n + 1 then compact_claim(reply, n + 2, out) end
+  for i = 2, n + 1 do out[i] = r[i] end
+  if #r > n + 1 then claim_part(r, n + 2, out) end
   return out
 end
 
-local function expand_complete(rec)
-  local n = rec[1]
-  local out = {n}
-  for i = 2, n + 1 do out[i] = rec[i] end
-  if #rec > n + 1 then expand_claim(rec, n + 2, out) end
-  return out
-end
+local function compact_complete(reply) return statuses_then(reply, compact_claim) end
+local function expand_complete(rec) return statuses_then(rec, expand_claim) end
 
 -- Claims up to `count` jobs; tokens are `token .. '/' .. i`, unique per claim. The reply
 -- is appended to `out` when given (complete's), from index `at`.
