@@ -74,13 +74,15 @@ class Broker:
     @staticmethod
     def _parse_claim(reply: Any, at: int = 0) -> tuple[list[ClaimedJob], float]:
         """A claim's flat reply from ``reply[at]``: the wake time, then the jobs."""
-        wake = int(reply[at])
+        wake: int = reply[at]  # an integer reply, like every count in it
+        if len(reply) == at + 1:
+            return [], (wake / 1000 if wake >= 0 else -1.0)
         jobs: list[ClaimedJob] = []
         i, end = at + 1, len(reply)
         while i < end:
             job, i = ClaimedJob.from_flat(reply, i)
             jobs.append(job)
-        return jobs, (wake / 1000 if wake >= 0 and not jobs else -1.0)
+        return jobs, -1.0
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Block on the queues' markers until work may be there (no polling)."""
@@ -145,8 +147,8 @@ class Broker:
         else:
             args += ["", "", 0, 0]
         reply = self._run("complete", *args)
-        n = int(reply[0])  # n statuses, then the claim's reply when it claimed
-        accepted = [bool(s) for s in reply[1 : 1 + n]]
+        n = len(done)  # reply: n, n statuses, then the claim's reply when it claimed
+        accepted = [s == 1 for s in reply[1 : 1 + n]]
         if not all(accepted):
             for (job, _), ok in zip(done, accepted, strict=True):
                 if not ok:

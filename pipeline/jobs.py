@@ -65,12 +65,11 @@ class ClaimedJob:
         else:
             jid, queue, token, stage = map(as_str, (jid, queue, token, stage))
         dag, _, name = jid.partition("/")
-        end = at + 11 + int(n)
-        results = reply[at + 11 : end]
+        end = at + 11 + n
         inputs: dict[str, Any] = {}
         failures: dict[str, Any] = {}
-        for i in range(0, len(results), 2):
-            key, value = as_str(results[i]), loads_reply(results[i + 1])
+        for i in range(at + 11, end, 2):
+            key, value = as_str(reply[i]), loads_reply(reply[i + 1])
             if key.startswith("!"):
                 failures[_child_name(key[1:])] = value
             else:
