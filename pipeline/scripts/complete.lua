@@ -11,6 +11,7 @@
 --@include settle.lua
 --@include claim_next.lua
 local now = now_ms()
+local at = int(now)  -- the time as redis.call's argument, formatted once
 local n = tonumber(ARGV[1])
 local out = {n}  -- n statuses, then the claim's reply (flat: see claim_next.lua)
 for i = 0, n - 1 do
@@ -20,7 +21,7 @@ for i = 0, n - 1 do
   if f[1] == token and f[5] == 'active' then
     status = 1
     local dag = dag_of(id)
-    redis.call('HSET', k_job(id), 'state', 'completed', 'result', result, 'finished', int(now),
+    redis.call('HSET', k_job(id), 'state', 'completed', 'result', result, 'finished', at,
       'owner', '', 'pct', '100')
     redis.call('ZREM', k_active(f[2]), id)
     -- pct_sum holds partial progress of unfinished jobs only; completed ones count 100.
@@ -30,7 +31,7 @@ for i = 0, n - 1 do
     if not quiet then emit_loud(dag, 'completed', id) end
     if f[4] ~= '1' then release_parents(id, result, now) end
     if quiet == 'p' then
-      settle_plain(dag, now)
+      settle_plain(dag, at)
     elseif redis.call('HINCRBY', k_dag(dag), 'open', '-1') <= 0 then
       settle_dag(dag, now, quiet ~= false)
     end

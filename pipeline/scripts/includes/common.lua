@@ -423,8 +423,8 @@ end
 -- quiet: it is running, with one job open, no root failed and no progress, and it has
 -- no idempotency key or webhook to attend to. So settle_dag's outcome is known without
 -- its HINCRBY and HMGET of the DAG hash: two of the sixteen Redis calls of a no-op job.
-local function settle_plain(dag, now)
-  local at = int(now)
+-- `at`: the time of the completion, as text (int).
+local function settle_plain(dag, at)
   redis.call('HSET', k_dag(dag), 'state', 'completed', 'finished', at, 'open', '0')
   redis.call('ZADD', k_dags_done(), at, dag)
   emit_global(dag, 'dag_completed', '')
