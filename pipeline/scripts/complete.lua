@@ -10,8 +10,7 @@
 --@include common.lua
 --@include settle.lua
 --@include claim_next.lua
-local now = now_ms()
-local at = int(now)  -- the time as redis.call's argument, formatted once
+local now, at = clock()
 local n = tonumber(ARGV[1])
 local out = {n}  -- n statuses, then the claim's reply (flat: see claim_next.lua)
 for i = 0, n - 1 do
@@ -43,6 +42,6 @@ if ARGV[c] ~= '' then
   local queues = {}
   for i = c + 4, #ARGV do queues[#queues + 1] = ARGV[i] end
   claim_next(queues, ARGV[c], ARGV[c + 1], tonumber(ARGV[c + 2]), now, tonumber(ARGV[c + 3]),
-    out)
+    out, at)
 end
 return out

@@ -303,8 +303,10 @@ def test_a_service_failure_whose_reply_is_lost_counts_once(
     assert int(r.hget(Keys(namespace).prefix + "breaker:s3:bucket", "failures") or 0) == 1
 
 
+# Sequence numbers are compared as text by length, then digits: 10 is newer than 9.
+@pytest.mark.parametrize(("old", "new"), [(1, 2), (9, 10), (99, 100), (123, 129)])
 def test_an_old_request_arriving_after_a_newer_one_is_refused(
-    r: redis.Redis, namespace: str, client: Client
+    old: int, new: int, r: redis.Redis, namespace: str, client: Client
 ) -> None:
     """A call delayed on a connection its client gave up on must not run late."""
     from pipeline.scripts import library
@@ -312,14 +314,17 @@ def test_an_old_request_arriving_after_a_newer_one_is_refused(
     _, prefix = library()
     fn = prefix + "pause_queue"
     ns = Keys(namespace).prefix
-    assert r.fcall(fn, 1, ns, "q1", "c1:2", "n") == 1
+    assert r.fcall(fn, 1, ns, "q1", f"c1:{new}", "n") == 1
     with pytest.raises(redis.ResponseError, match="STALE"):
-        r.fcall(fn, 1, ns, "q2", "c1:1", "n")
+        r.fcall(fn, 1, ns, "q2", f"c1:{old}", "n")
     assert r.hget(Keys(namespace).meta("q2"), "paused") is None
     # and the same request again returns its first reply without running
     r.hdel(Keys(namespace).meta("q1"), "paused")
-    assert r.fcall(fn, 1, ns, "q1", "c1:2", "r") == 1
+    assert r.fcall(fn, 1, ns, "q1", f"c1:{new}", "r") == 1
     assert r.hget(Keys(namespace).meta("q1"), "paused") is None
+    # a newer one still runs
+    assert r.fcall(fn, 1, ns, "q3", f"c1:{new + 1}", "n") == 1
+    assert r.hget(Keys(namespace).meta("q3"), "paused") == b"1"
 
 
 def test_a_claim_in_doubt_across_a_long_outage_still_gets_its_own_job(

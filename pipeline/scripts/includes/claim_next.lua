@@ -50,12 +50,12 @@ local function promote_due(q, now, limit)
   return #due, next_due
 end
 
-local function activate(out, id, q, worker, token, lease_ms, now)
+local function activate(out, id, q, worker, token, lease_ms, now, stamp)
   local job = k_job(id)
   local f = redis.call('HMGET', job, unpack(CLAIM_FIELDS))
   local attempt = (tonumber(f[3]) or 0) + 1
   redis.call('HSET', job, 'state', 'active', 'owner', token, 'worker', worker,
-    'started', int(now), 'attempts', int(attempt))
+    'started', stamp, 'attempts', f[3] and int(attempt) or '1')
   redis.call('ZADD', k_active(q), int(now + lease_ms), id)
   -- a quiet DAG's `active` is read from the fields just written (common.lua)
   if not f[9] then emit_loud(dag_of(id), 'active', id, 'worker', worker, 'attempt', attempt) end
@@ -106,9 +106,18 @@ local function compact_complete(reply) return statuses_then(reply, compact_claim
 local function expand_complete(rec) return statuses_then(rec, expand_claim) end
 
 -- Claims up to `count` jobs; tokens are `token .. '/' .. i`, unique per claim. The reply
--- is appended to `out` when given (complete's), from index `at`.
-local function claim_next(queues, worker, token, lease_ms, now, count, out)
-  out = out or {}
+-- is appended to `out` when given (complete's), from index `at`. `stamp`: `now` as text,
+-- when the caller has it.
+--
+-- Only a claim made on its own re-arms the queue's marker for the next idle worker
+-- (chain-wake). A claim riding on a completion comes from a busy worker: every arrival of
+-- work (a submit, a promoted or released job, a parent made ready) already woke an idle
+-- one, which re-arms the marker with its own claim. Skipping it there saves an LLEN per
+-- job; were a woken worker to die before claiming, the others still look within their
+-- idle wait.
+local function claim_next(queues, worker, token, lease_ms, now, count, out, stamp)
+  local busy = out ~= nil
+  out, stamp = out or {}, stamp or int(now)
   local at = #out + 1
   out[at] = -1
   local got_all = 0
@@ -156,10 +165,11 @@ local function claim_next(queues, worker, token, lease_ms, now, count, out)
           end
           -- Chain-wake: another idle worker may take the next job. A full pop says more
           -- may wait; checking with ZCARD would cost a call on every claim.
-          if got == room then wake(q) end
+          if got == room and not busy then wake(q) end
           for i = 1, #popped, 2 do
             got_all = got_all + 1
-            activate(out, popped[i], q, worker, token .. '/' .. int(got_all), lease_ms, now)
+            local tag = got_all == 1 and '/1' or '/' .. int(got_all)
+            activate(out, popped[i], q, worker, token .. tag, lease_ms, now, stamp)
           end
         end
       end

@@ -165,6 +165,17 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- TIME's reply (seconds, microseconds: both text, unpadded) as milliseconds, in text.
+local function ms_text(sec, usec) return sec .. string.sub('00000' .. usec, -6, -4) end
+
+-- now_ms, and the same time as the text redis.call is given, built from TIME's digits:
+-- formatting the number (int) would cost more than reading the clock.
+local function clock()
+  local t = redis.call('TIME')
+  local at = ms_text(t[1], t[2])
+  return tonumber(at), at
+end
+
 -- A whole number as redis.call's argument: Redis formats a Lua number with "%.17g",
 -- thousands of instructions for a time in ms (see EVENTS_PER_DAG); "%d" is a fraction.
 local function int(n) return string.format('%d', n) end

@@ -33,22 +33,21 @@ local function request(KEYS, ARGV, transition, compact, expand, answers_itself)
     return transition(KEYS, ARGV)
   end
   local colon = string.find(rid, ':%d+$')
-  local digits = string.sub(rid, colon + 1)
-  local seq = tonumber(digits)
+  local digits = string.sub(rid, colon + 1)  -- compared as text: tonumber is a strtod
   local key = k_request(string.sub(rid, 1, colon - 1))
   -- The record is "<seq>:<msgpack of {reply}>": the sequence number is read from its
   -- first bytes (GETRANGE, no copy of the reply), the reply read only for a resend.
   local head = redis.call('GETRANGE', key, '0', '24')
   if head ~= '' then
     local at = string.find(head, ':', 1, true)
-    local last = tonumber(string.sub(head, 1, at - 1))
-    if last == seq then
+    local last = string.sub(head, 1, at - 1)
+    if last == digits then
       local prev = redis.call('GET', key)
       local rec = cmsgpack.unpack(string.sub(prev, at + 1))[1]
       if expand then return expand(rec) end
       return rec
     end
-    if last > seq then
+    if #last > #digits or (#last == #digits and last > digits) then
       return redis.error_reply('STALE request ' .. rid .. ': a newer one of this client ran')
     end
   end
