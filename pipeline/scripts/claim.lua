@@ -5,6 +5,4 @@
 -- Returns {wake_in_ms, job, ...} (see claim_next.lua).
 --@include common.lua
 --@include claim_next.lua
-local queues = {}
-for i = 5, #ARGV do queues[#queues + 1] = ARGV[i] end
-return claim_next(queues, ARGV[1], ARGV[2], tonumber(ARGV[3]), now_ms(), tonumber(ARGV[4]))
+return claim_next({unpack(ARGV, 5)}, ARGV[1], ARGV[2], tonumber(ARGV[3]), now_ms(), tonumber(ARGV[4]))

@@ -96,7 +96,7 @@ end
 -- which `claim_part` (compact_claim or expand_claim) turns into the other.
 local function statuses_then(r, claim_part)
   local n = r[1]
-  local out = {n}
+  local out = {n, nil, nil, nil, nil, nil, nil, nil}  -- sized at once: see complete.lua
   for i = 2, n + 1 do out[i] = r[i] end
   if #r > n + 1 then claim_part(r, n + 2, out) end
   return out
