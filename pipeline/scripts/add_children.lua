@@ -74,7 +74,7 @@ end
 -- The jobs already there were wired when they were added; an edge between one of them
 -- and a new job would change a finished part of the DAG, so that fan-out is refused.
 for _, j in ipairs(jobs) do
-  for _, edge in ipairs(j.children) do
+  for _, edge in ipairs(j.children or NONE) do
     if (old[j.id] or false) ~= (old[edge[1]] or false) then
       return redis.error_reply('no jobs added: ' .. j.id .. ' -> ' .. edge[1] ..
         ' joins jobs an earlier attempt added to new ones')

@@ -5,4 +5,5 @@
 -- Returns {wake_in_ms, job, ...} (see claim_next.lua).
 --@include common.lua
 --@include claim_next.lua
-return claim_next({unpack(ARGV, 5)}, ARGV[1], ARGV[2], tonumber(ARGV[3]), now_ms(), tonumber(ARGV[4]))
+return claim_next({unpack(ARGV, 5)}, ARGV[1], ARGV[2], tonumber(ARGV[3]), now_ms(),
+  tonumber(ARGV[4]))

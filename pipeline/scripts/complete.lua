@@ -42,7 +42,7 @@ for i = 0, n - 1 do
 end
 local c = 2 + 3 * n
 if ARGV[c] ~= '' then
-  claim_next({unpack(ARGV, c + 4)}, ARGV[c], ARGV[c + 1], tonumber(ARGV[c + 2]), now, tonumber(ARGV[c + 3]),
-    out, at)
+  claim_next({unpack(ARGV, c + 4)}, ARGV[c], ARGV[c + 1], tonumber(ARGV[c + 2]), now,
+    tonumber(ARGV[c + 3]), out, at)
 end
 return out

@@ -20,7 +20,7 @@
 --@include create_jobs.lua
 local dag, idem, meta, req = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 local step = ARGV[6] or ''
-local now = now_ms()
+local now, at = clock()
 
 if step == 'part' or step == 'seal' then
   local state = redis.call('HGET', k_dag(dag), 'state')
@@ -55,7 +55,7 @@ end
 -- A resend of this very submit (its reply was lost; no request record is kept for a
 -- submit, see request.lua) finds the DAG that carries its request id: answered as the
 -- first send was, before the idempotency key, which names that same DAG by now.
-local function submit_whole(dag, idem, meta, jobs, building, woken, webhook)
+local function submit_whole(dag, idem, meta, jobs, building, woken, webhook, known)
   local seen = redis.call('HMGET', k_dag(dag), 'req', 'state')
   if req and req ~= '' and seen[1] == req then return {dag, 1, 0} end
   if idem ~= '' then
@@ -68,7 +68,7 @@ local function submit_whole(dag, idem, meta, jobs, building, woken, webhook)
   if bad then return nil, 'DAG ' .. tostring(dag) .. ' refused: ' .. bad end
   -- Counters at 0 are not stored (HINCRBY starts from nothing; readers default them).
   local args = {'v', SCHEMA, 'state', building and 'building' or 'running', 'total', #jobs,
-    'open', #jobs, 'created', now}
+    'open', #jobs, 'created', at, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
   put_long(args, 'meta', meta)
   if idem ~= '' then
     args[#args + 1] = 'idem'; args[#args + 1] = idem
@@ -83,7 +83,7 @@ local function submit_whole(dag, idem, meta, jobs, building, woken, webhook)
     -- nothing but its job to close it: see settle_plain (common.lua)
     quiet = (idem == '' and not (webhook and webhook ~= '')) and 'p' or '1'
   end
-  local roots = create_jobs(dag, jobs, now, building, woken, quiet)
+  local roots = create_jobs(dag, jobs, now, building, woken, quiet, known, at)
   args[#args + 1] = 'roots'; args[#args + 1] = #roots
   redis.call('HSET', k_dag(dag), unpack(args))
   if not building then emit_global(dag, 'submitted', '', 'jobs', #jobs) end
@@ -91,7 +91,7 @@ local function submit_whole(dag, idem, meta, jobs, building, woken, webhook)
 end
 
 if step == 'many' then
-  local out, woken = {}, {}
+  local out, woken, known = {}, {}, {}
   local ok, dags = pcall(cjson.decode, ARGV[7])
   if not ok or type(dags) ~= 'table' then return redis.error_reply('submit: not a JSON list') end
   for i, d in ipairs(dags) do
@@ -103,10 +103,11 @@ if step == 'many' then
     elseif d[5] ~= nil and type(d[5]) ~= 'string' then
       out[i] = {id, -1, 'DAG ' .. id .. ' refused: its webhook is not a string'}
     else
-      local reply, why = submit_whole(id, d[2], d[3], d[4], false, woken, d[5])
+      local reply, why = submit_whole(id, d[2], d[3], d[4], false, woken, d[5], known)
       out[i] = reply and {reply[1], reply[2]} or {id, -1, why}
     end
   end
+  register_queues(known)
   for q in pairs(woken) do wake(q) end
   return out
 end

@@ -22,7 +22,7 @@ from pipeline.keys import Keys
 from pipeline.model import Backoff, Dag, JobOptions
 from pipeline.registry import Registry, stage
 from pipeline.scripts import REQUEST_ID
-from pipeline.submission import encode_meta, encode_nodes
+from pipeline.submission import DEFAULT_BACKOFF, encode_meta, encode_nodes
 from tests.helpers import run_dag
 from workers.inline import InlineRunner
 
@@ -93,7 +93,8 @@ def _good_jobs(client: Client, dag_id: str, names: list[str]) -> list[dict[str, 
     jobs: list[dict[str, Any]] = json.loads(encode_nodes(dag, client.registry))
     for j in jobs:  # re-home them under the crafted DAG id
         j["id"] = f"{dag_id}/{j['name']}"
-        j["children"] = [[f"{dag_id}/{c.split('/', 1)[1]}", p] for c, p in j["children"]]
+        children = j.get("children", [])
+        j["children"] = [[f"{dag_id}/{c.split('/', 1)[1]}", p] for c, p in children]
     return jobs
 
 
@@ -126,6 +127,23 @@ def _crafted(client: Client) -> list[tuple[str, str, list[dict[str, Any]]]]:
     jobs[1]["max_attempts"] = "many"
     cases.append(("attempts that are not a number", "d9", jobs))
     cases.append(("no jobs", "d10", []))
+    # Fields the client leaves out at their usual value are still checked when present.
+    for n, (field, value) in enumerate(
+        [
+            ("prio", "high"),
+            ("prio", 5000),
+            ("cost", 0),
+            ("max_stalls", -1),
+            ("tags", 3),
+            ("backoff", {"base": 1}),
+            ("fallback", 1),
+            ("children", "a"),
+            ("run_at", "soon"),
+        ]
+    ):
+        jobs = _good_jobs(client, f"e{n}", ["a", "b"])
+        jobs[1][field] = value
+        cases.append((f"{field} {value!r}", f"e{n}", jobs))
     return cases
 
 
@@ -139,6 +157,45 @@ def test_a_crafted_submit_sent_straight_to_the_script_leaves_no_key(
     # The same path still writes a well-formed DAG.
     _send_submit(client, "ok", _good_jobs(client, "ok", ["a", "b"]))
     assert client.dag_state("ok") == "running"
+
+
+def test_a_job_sent_without_the_fields_at_their_usual_value_gets_those_values(
+    r: redis.Redis, client: Client, broker: Broker
+) -> None:
+    # What the client sends for a plain job: no prio, cost, tags, backoff, children...
+    _noop(client.registry)
+    plain = Dag("plain")
+    plain.add("a", "noop")
+    (job,) = json.loads(encode_nodes(plain, client.registry))
+    assert set(job) == {
+        "id",
+        "name",
+        "stage",
+        "queue",
+        "params",
+        "max_attempts",
+        "timeout_ms",
+        "root",
+    }
+    _send_submit(client, "plain", [job])
+    stored = r.hgetall(client.keys.job("plain/a"))
+    assert {b"prio", b"cost", b"tags", b"backoff", b"max_stalls", b"run_at"} & set(stored) == set()
+    (claimed,), _ = broker.claim(["default"])
+    assert (claimed.id, claimed.cost, claimed.backoff, claimed.inputs) == (
+        "plain/a",
+        1,
+        DEFAULT_BACKOFF,
+        {},
+    )
+    # and the same fields, sent at other values, are kept
+    dag = Dag("rich")
+    dag.add("b", "noop", priority=7, cost=2, tags=("x",), backoff=Backoff(base=3.0, jitter=0.0))
+    dag.add("a", "noop", after=["b"])
+    client.submit(dag)
+    rich = r.hgetall(client.keys.job("rich/b"))
+    assert (rich[b"prio"], rich[b"cost"], rich[b"tags"]) == (b"7", b"2", b"x")
+    assert json.loads(rich[b"backoff"])["base"] == 3
+    assert r.hget(client.keys.job("rich/a"), "pending") == b"1"
 
 
 def test_a_crafted_fan_out_sent_straight_to_the_script_adds_nothing(

@@ -1,13 +1,15 @@
 -- Write a batch of new jobs of one DAG (needs common.lua).
 --
 -- `jobs` is a decoded JSON list; each entry: id, name, stage, queue, params (a JSON
--- string), prio, max_attempts, backoff (JSON string), timeout_ms, cost, tags, max_stalls,
--- run_at (unix ms, 0 = none), delay_ms (from now),
--- children: {{child_id, policy}, ...}. Children must come before their parents in the
--- list (the client sends them in topological order). Jobs with no children are enqueued,
--- or, with `defer`, listed in the DAG's leaves list for a later step to enqueue (a large
--- DAG is written in several steps and runs only once all of it is there). `root` (1|0),
--- when given, says whether no job of the whole DAG depends on the job.
+-- string), max_attempts, timeout_ms, and where not at their usual value (the client
+-- leaves those out: a third of the JSON to decode) fallback (''), prio (0), backoff (JSON
+-- string, ''), cost (1), tags (''), max_stalls (0), run_at (unix ms, 0 = none), delay_ms
+-- (from now, 0), children: {{child_id, policy}, ...} (none). Children must come before
+-- their parents in the list (the client sends them in topological order). Jobs with no
+-- children are enqueued, or, with `defer`, listed in the DAG's leaves list for a later
+-- step to enqueue (a large DAG is written in several steps and runs only once all of it
+-- is there). `root` (1|0), when given, says whether no job of the whole DAG depends on
+-- the job.
 -- Returns the ids of the batch's roots.
 --
 -- Lua does not roll back: a script that stops with an error part-way leaves what it
@@ -23,12 +25,14 @@ local QUEUE_PATTERN = '^[A-Za-z0-9._-]+[A-Za-z0-9._@+-]*$'
 local QUEUE_MAX = 200
 local DAG_ID_MAX, JOB_NAME_MAX = 64, 128
 local POLICIES = {fail = true, ignore = true, continue = true}
-local JOB_MINS = {max_attempts = 1, cost = 1, timeout_ms = 0, max_stalls = 0}
+local JOB_MINS = {max_attempts = 1, timeout_ms = 0}
+local JOB_OPTIONAL_MINS = {cost = 1, max_stalls = 0}
 -- Field lists as constants: a table built inside the per-job check cost every job of a
 -- submit an allocation.
 local JOB_NAMED = {'stage', 'queue'}
-local JOB_TEXT = {'params', 'backoff', 'tags'}
+local JOB_OPTIONAL_TEXT = {'backoff', 'tags', 'fallback'}
 local JOB_OPTIONAL_NUM = {'run_at', 'delay_ms', 'root'}
+local NONE = {}  -- a job's children when it has none (never written to)
 
 local function valid_id(s, max)
   return type(s) == 'string' and #s <= max and string.find(s, ID_PATTERN) ~= nil
@@ -54,21 +58,28 @@ local function check_job(dag, j, seen, earlier)
     return 'job ' .. j.id .. ': invalid queue "' .. shown .. '"' ..
       ' (letters, digits, ".", "_", "-", then "@tag+tag")'
   end
-  for _, f in ipairs(JOB_TEXT) do
-    if type(j[f]) ~= 'string' then return 'job ' .. j.id .. ': ' .. f .. ' is not a string' end
+  if type(j.params) ~= 'string' then return 'job ' .. j.id .. ': params is not a string' end
+  for _, f in ipairs(JOB_OPTIONAL_TEXT) do
+    if j[f] ~= nil and type(j[f]) ~= 'string' then
+      return 'job ' .. j.id .. ': ' .. f .. ' is not a string'
+    end
   end
-  if j.fallback ~= nil and type(j.fallback) ~= 'string' then
-    return 'job ' .. j.id .. ': fallback is not a string'
+  if j.prio ~= nil and (not is_num(j.prio, -1000) or j.prio > 1000) then
+    return 'job ' .. j.id .. ': bad prio'
   end
-  if not is_num(j.prio, -1000) or j.prio > 1000 then return 'job ' .. j.id .. ': bad prio' end
   for f, min in pairs(JOB_MINS) do
     if not is_num(j[f], min) then return 'job ' .. j.id .. ': bad ' .. f end
+  end
+  for f, min in pairs(JOB_OPTIONAL_MINS) do
+    if j[f] ~= nil and not is_num(j[f], min) then return 'job ' .. j.id .. ': bad ' .. f end
   end
   for _, f in ipairs(JOB_OPTIONAL_NUM) do
     if j[f] ~= nil and not is_num(j[f]) then return 'job ' .. j.id .. ': bad ' .. f end
   end
-  if type(j.children) ~= 'table' then return 'job ' .. j.id .. ': no children list' end
-  for _, edge in ipairs(j.children) do
+  if j.children ~= nil and type(j.children) ~= 'table' then
+    return 'job ' .. j.id .. ': children is not a list'
+  end
+  for _, edge in ipairs(j.children or NONE) do
     -- Children come first: an edge to a job not listed before this one is a missing job
     -- or a cycle, and either would leave a parent waiting for ever.
     local child = type(edge) == 'table' and edge[1] or nil
@@ -101,6 +112,13 @@ local function check_jobs(dag, jobs, earlier, exists_ok, fresh)
   end
 end
 
+-- The queues `create_jobs` collected in `known`, added to the set of queues in one call.
+local function register_queues(known)
+  local list = {}
+  for q in pairs(known) do list[#list + 1] = q end
+  if #list > 0 then redis.call('SADD', k_queues(), unpack(list)) end
+end
+
 -- A submit of a whole DAG, or the first step of a large one, keeps its request id in the
 -- DAG hash and answers a resend from there (submit_dag.lua); request.lua keeps no
 -- record for it. The later steps are recorded like any call.
@@ -114,12 +132,13 @@ end
 -- job hash is a listpack of a few hundred bytes. `quiet`: the job is its DAG's only one,
 -- whose plain run writes no stream (see unquiet in common.lua); the value it gets, '1'
 -- or 'p' (settle_plain there).
-local function create_jobs(dag, jobs, now, defer, woken, quiet)
+local function create_jobs(dag, jobs, now, defer, woken, quiet, known, at)
+  at = at or int(now)  -- times and scores go to redis.call as text (see int)
   local in_batch, parents, run_ats = {}, {}, {}
   local ready = 0  -- leaves that go straight into the wait set
   for _, j in ipairs(jobs) do
     in_batch[j.id] = true
-    for _, edge in ipairs(j.children) do
+    for _, edge in ipairs(j.children or NONE) do
       local l = parents[edge[1]]
       if not l then l = {}; parents[edge[1]] = l end
       l[#l + 1] = j.name .. '=' .. edge[2]
@@ -127,7 +146,9 @@ local function create_jobs(dag, jobs, now, defer, woken, quiet)
     local run_at = tonumber(j.run_at) or 0
     if (tonumber(j.delay_ms) or 0) > 0 then run_at = math.max(run_at, now + j.delay_ms) end
     run_ats[j.id] = run_at
-    if #j.children == 0 and not defer and run_at <= now then ready = ready + 1 end
+    if not j.children or #j.children == 0 then
+      if not defer and run_at <= now then ready = ready + 1 end
+    end
   end
   -- A new leaf is written straight as `waiting` with its place in the queue (what
   -- enqueue would do after reading the job back): one INCRBY for all their places.
@@ -136,24 +157,31 @@ local function create_jobs(dag, jobs, now, defer, woken, quiet)
   woken = woken or {}
   local roots, queues = {}, {}
   for _, j in ipairs(jobs) do
-    local n = #j.children
+    local children = j.children or NONE
+    local n = #children
     local run_at = run_ats[j.id]
     local root = parents[j.id] and '0' or '1'
     if j.root ~= nil then root = j.root == 1 and '1' or '0' end
     local now_ready = n == 0 and not defer and run_at <= now
+    -- (the nils size it for a usual job at once: see complete.lua)
     local args = {'state', now_ready and 'waiting' or 'waiting_children', 'stage', j.stage,
       'queue', j.queue, 'max_attempts', j.max_attempts, 'timeout_ms', j.timeout_ms,
-      'created', now}
+      'created', at, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
     if now_ready then
       seq = seq + 1
       args[#args + 1] = 'seq'; args[#args + 1] = seq % PRIO_SPAN
     end
     put_long(args, 'params', j.params)
-    if j.prio ~= 0 then args[#args + 1] = 'prio'; args[#args + 1] = j.prio end
-    if j.backoff ~= '' then args[#args + 1] = 'backoff'; args[#args + 1] = j.backoff end
-    if j.cost ~= 1 then args[#args + 1] = 'cost'; args[#args + 1] = j.cost end
-    if j.tags ~= '' then args[#args + 1] = 'tags'; args[#args + 1] = j.tags end
-    if j.max_stalls ~= 0 then args[#args + 1] = 'max_stalls'; args[#args + 1] = j.max_stalls end
+    local prio = j.prio or 0
+    if prio ~= 0 then args[#args + 1] = 'prio'; args[#args + 1] = prio end
+    if j.backoff and j.backoff ~= '' then
+      args[#args + 1] = 'backoff'; args[#args + 1] = j.backoff
+    end
+    if j.cost and j.cost ~= 1 then args[#args + 1] = 'cost'; args[#args + 1] = j.cost end
+    if j.tags and j.tags ~= '' then args[#args + 1] = 'tags'; args[#args + 1] = j.tags end
+    if j.max_stalls and j.max_stalls ~= 0 then
+      args[#args + 1] = 'max_stalls'; args[#args + 1] = j.max_stalls
+    end
     if run_at ~= 0 then args[#args + 1] = 'run_at'; args[#args + 1] = run_at end
     if j.fallback and j.fallback ~= '' then
       args[#args + 1] = 'fallback'; args[#args + 1] = j.fallback
@@ -163,7 +191,7 @@ local function create_jobs(dag, jobs, now, defer, woken, quiet)
     if n > 0 then
       args[#args + 1] = 'pending'; args[#args + 1] = n
       args[#args + 1] = 'has_deps'; args[#args + 1] = '1'
-      for _, edge in ipairs(j.children) do
+      for _, edge in ipairs(children) do
         args[#args + 1] = 'd:' .. name_of(edge[1])
         args[#args + 1] = 'pending'
       end
@@ -176,20 +204,25 @@ local function create_jobs(dag, jobs, now, defer, woken, quiet)
     redis.call('SADD', k_dag_jobs(dag), j.id)
     queues[j.queue] = true
     -- A child written by an earlier step of this DAG gains this job as a parent.
-    for _, edge in ipairs(j.children) do
+    for _, edge in ipairs(children) do
       if not in_batch[edge[1]] then
         add_parents(edge[1], {j.name .. '=' .. edge[2]})
       end
     end
     if root == '1' then table.insert(roots, j.id) end
     if now_ready then
-      redis.call('ZADD', k_wait(j.queue), (1000 - j.prio) * PRIO_SPAN + seq % PRIO_SPAN, j.id)
+      redis.call('ZADD', k_wait(j.queue), int((1000 - prio) * PRIO_SPAN + seq % PRIO_SPAN),
+        j.id)
       woken[j.queue] = true
     elseif n == 0 then
       if defer then redis.call('RPUSH', k_dag_leaves(dag), j.id) else enqueue(j.id, now) end
     end
   end
-  for q in pairs(queues) do redis.call('SADD', k_queues(), q) end
+  if known then  -- one SADD for the whole call (register_queues)
+    for q in pairs(queues) do known[q] = true end
+  else
+    for q in pairs(queues) do redis.call('SADD', k_queues(), q) end
+  end
   if own_wake then
     for q in pairs(woken) do wake(q) end
   end
