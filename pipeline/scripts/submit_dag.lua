@@ -55,7 +55,7 @@ end
 -- A resend of this very submit (its reply was lost; no request record is kept for a
 -- submit, see request.lua) finds the DAG that carries its request id: answered as the
 -- first send was, before the idempotency key, which names that same DAG by now.
-local function submit_whole(dag, idem, meta, jobs, building, woken, webhook, known)
+local function submit_whole(dag, idem, meta, jobs, building, webhook, call)
   local seen = redis.call('HMGET', k_dag(dag), 'req', 'state')
   if req and req ~= '' and seen[1] == req then return {dag, 1, 0} end
   if idem ~= '' then
@@ -83,7 +83,7 @@ local function submit_whole(dag, idem, meta, jobs, building, woken, webhook, kno
     -- nothing but its job to close it: see settle_plain (common.lua)
     quiet = (idem == '' and not (webhook and webhook ~= '')) and 'p' or '1'
   end
-  local roots = create_jobs(dag, jobs, now, building, woken, quiet, known, at)
+  local roots = create_jobs(dag, jobs, now, building, quiet, call, at)
   args[#args + 1] = 'roots'; args[#args + 1] = #roots
   redis.call('HSET', k_dag(dag), unpack(args))
   if not building then emit_global(dag, 'submitted', '', 'jobs', #jobs) end
@@ -91,9 +91,14 @@ local function submit_whole(dag, idem, meta, jobs, building, woken, webhook, kno
 end
 
 if step == 'many' then
-  local out, woken, known = {}, {}, {}
+  local out = {}
   local ok, dags = pcall(cjson.decode, ARGV[7])
   if not ok or type(dags) ~= 'table' then return redis.error_reply('submit: not a JSON list') end
+  local njobs = 0  -- at least as many as will be written (see submit_call)
+  for _, d in ipairs(dags) do
+    if type(d) == 'table' and type(d[4]) == 'table' then njobs = njobs + #d[4] end
+  end
+  local call = submit_call(at, njobs)
   for i, d in ipairs(dags) do
     local id = type(d) == 'table' and d[1]
     if type(id) ~= 'string' or type(d[2]) ~= 'string' or type(d[3]) ~= 'string' then
@@ -103,16 +108,15 @@ if step == 'many' then
     elseif d[5] ~= nil and type(d[5]) ~= 'string' then
       out[i] = {id, -1, 'DAG ' .. id .. ' refused: its webhook is not a string'}
     else
-      local reply, why = submit_whole(id, d[2], d[3], d[4], false, woken, d[5], known)
+      local reply, why = submit_whole(id, d[2], d[3], d[4], false, d[5], call)
       out[i] = reply and {reply[1], reply[2]} or {id, -1, why}
     end
   end
-  register_queues(known)
-  for q in pairs(woken) do wake(q) end
+  finish_call(call)
   return out
 end
 local ok, jobs = pcall(cjson.decode, ARGV[4])
 if not ok then return redis.error_reply('DAG ' .. tostring(dag) .. ' refused: jobs are not JSON') end
-local reply, why = submit_whole(dag, idem, meta, jobs, step == 'begin', nil, ARGV[7])
+local reply, why = submit_whole(dag, idem, meta, jobs, step == 'begin', ARGV[7])
 if not reply then return redis.error_reply(why) end
 return reply

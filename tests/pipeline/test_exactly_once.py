@@ -159,6 +159,31 @@ def test_a_crafted_submit_sent_straight_to_the_script_leaves_no_key(
     assert client.dag_state("ok") == "running"
 
 
+def _send_many(client: Client, entries: list[list[Any]]) -> list[Any]:
+    reply: list[Any] = client.scripts.run(
+        "submit_dag", client.keys.prefix, "", "", "", "", REQUEST_ID, "many", json.dumps(entries)
+    )
+    return reply
+
+
+def test_a_call_of_many_crafted_dags_writes_nothing_and_good_ones_keep_their_order(
+    r: redis.Redis, namespace: str, client: Client, broker: Broker
+) -> None:
+    meta = encode_meta({})
+    crafted = [[dag_id, "", meta, jobs] for _, dag_id, jobs in _crafted(client)]
+    assert all(status == -1 for _, status, *_ in _send_many(client, crafted))
+    assert _keys_left(r, namespace) == []  # not even the queues' order counter
+    # Refused DAGs between good ones leave gaps in the order, never a change of it.
+    mixed = []
+    for i in range(4):
+        mixed.append([f"g{i}", "", meta, _good_jobs(client, f"g{i}", ["a"])])
+        mixed.append(crafted[i])
+    replies = _send_many(client, mixed)
+    assert [status for _, status, *_ in replies] == [1, -1] * 4
+    claimed, _ = broker.claim(["default"], count=4)
+    assert [j.id for j in claimed] == [f"g{i}/a" for i in range(4)]
+
+
 def test_a_job_sent_without_the_fields_at_their_usual_value_gets_those_values(
     r: redis.Redis, client: Client, broker: Broker
 ) -> None:

@@ -112,11 +112,21 @@ local function check_jobs(dag, jobs, earlier, exists_ok, fresh)
   end
 end
 
--- The queues `create_jobs` collected in `known`, added to the set of queues in one call.
-local function register_queues(known)
+-- What the DAGs of one submit call share (create_jobs' `call`): `at`, the time as the
+-- text redis.call is given; the queues to wake and to register, once each at the end
+-- (finish_call); and the places in the queues' order, `njobs` of them taken with one
+-- INCRBY when the first DAG is written (a DAG refused after that leaves a gap, which
+-- orders nothing; a call whose DAGs are all refused writes nothing). In a call of 50
+-- one-job DAGs this saved 2 of 8 commands a DAG.
+local function submit_call(at, njobs)
+  return {at = at, woken = {}, known = {}, njobs = njobs, seq = false}
+end
+
+local function finish_call(call)
   local list = {}
-  for q in pairs(known) do list[#list + 1] = q end
+  for q in pairs(call.known) do list[#list + 1] = q end
   if #list > 0 then redis.call('SADD', k_queues(), unpack(list)) end
+  for q in pairs(call.woken) do wake(q) end
 end
 
 -- A submit of a whole DAG, or the first step of a large one, keeps its request id in the
@@ -131,9 +141,10 @@ end
 -- and the transitions), nor are the job's id, DAG and name (its key says them): a small
 -- job hash is a listpack of a few hundred bytes. `quiet`: the job is its DAG's only one,
 -- whose plain run writes no stream (see unquiet in common.lua); the value it gets, '1'
--- or 'p' (settle_plain there).
-local function create_jobs(dag, jobs, now, defer, woken, quiet, known, at)
-  at = at or int(now)  -- times and scores go to redis.call as text (see int)
+-- or 'p' (settle_plain there). `call`: what a submit of many DAGs shares (submit_call),
+-- or nil for a batch on its own; `at`: `now` as text, when the caller has it.
+local function create_jobs(dag, jobs, now, defer, quiet, call, at)
+  at = at or (call and call.at) or int(now)  -- times and scores go as text (see int)
   local in_batch, parents, run_ats = {}, {}, {}
   local ready = 0  -- leaves that go straight into the wait set
   for _, j in ipairs(jobs) do
@@ -152,9 +163,14 @@ local function create_jobs(dag, jobs, now, defer, woken, quiet, known, at)
   end
   -- A new leaf is written straight as `waiting` with its place in the queue (what
   -- enqueue would do after reading the job back): one INCRBY for all their places.
-  local seq = ready > 0 and redis.call('INCRBY', k_seq(), ready) - ready or 0
-  local own_wake = woken == nil
-  woken = woken or {}
+  local seq
+  if call then
+    if not call.seq then call.seq = redis.call('INCRBY', k_seq(), call.njobs) - call.njobs end
+    seq, call.seq = call.seq, call.seq + ready
+  else
+    seq = ready > 0 and redis.call('INCRBY', k_seq(), ready) - ready or 0
+  end
+  local woken = call and call.woken or {}
   local roots, queues = {}, {}
   for _, j in ipairs(jobs) do
     local children = j.children or NONE
@@ -218,12 +234,10 @@ local function create_jobs(dag, jobs, now, defer, woken, quiet, known, at)
       if defer then redis.call('RPUSH', k_dag_leaves(dag), j.id) else enqueue(j.id, now) end
     end
   end
-  if known then  -- one SADD for the whole call (register_queues)
-    for q in pairs(queues) do known[q] = true end
+  if call then
+    for q in pairs(queues) do call.known[q] = true end
   else
     for q in pairs(queues) do redis.call('SADD', k_queues(), q) end
-  end
-  if own_wake then
     for q in pairs(woken) do wake(q) end
   end
   return roots
