@@ -1,0 +1,127 @@
+"""Two checkouts side by side: 2 ``noop_drain.py`` workers per tree, the trees alternating,
+on one server; jobs/s and the FCALL's server microseconds a job (INFO commandstats).
+
+    python benchmarks/drain_ab.py TREE_A TREE_B [--n 10000] [--reps 6] [--server BIN]
+    e.g. git worktree add /tmp/before HEAD~3
+         python benchmarks/drain_ab.py /tmp/before .
+
+Each repetition fills 2N one-job DAGs with the tree's own ``Client.submit_many`` and drains
+them with that tree's ``InlineRunner`` (prefetch 1). Medians per tree at the end. The
+interleaving matters on a shared VM, whose speed moves by tens of percent within minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+FILL = (
+    "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/benchmarks']\n"
+    "from pipeline.client import Client\nfrom pipeline.connection import connect\n"
+    "from mediapipe_proc import _dag, noop_registry\n"
+    "c = Client(connect(sys.argv[2], namespace='ab'), namespace='ab', registry=noop_registry())\n"
+    "n = int(sys.argv[3])\n"
+    "for i in range(0, n, 1000): c.submit_many([_dag(j) for j in range(i, min(i + 1000, n))])\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _drain(tree: str, url: str, r: redis.Redis, n: int) -> tuple[float, float]:
+    r.flushall()
+    subprocess.run([sys.executable, "-c", FILL, tree, url, str(2 * n)], check=True)
+    drain = str(Path(tree) / "benchmarks" / "noop_drain.py")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, drain, url, "ab", "1", str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for p in procs:
+        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+    r.config_resetstat()
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    out = [json.loads(p.stdout.readline()) for p in procs if p.stdout is not None]
+    for p in procs:
+        p.wait()
+    rate = 2 * n / (max(x["end"] for x in out) - min(x["start"] for x in out))
+    stats = r.info("commandstats")
+    return rate, float(stats["cmdstat_fcall"]["usec"]) / (2 * n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("trees", nargs=2)
+    ap.add_argument("--n", type=int, default=10000, help="jobs per worker")
+    ap.add_argument("--reps", type=int, default=6)
+    ap.add_argument("--server", default="/usr/bin/redis-server")
+    a = ap.parse_args()
+    trees = [str(Path(t).resolve()) for t in a.trees]
+    work = Path(tempfile.mkdtemp(prefix="drain-ab-"))
+    port = _free_port()
+    srv = subprocess.Popen(
+        [
+            a.server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(work),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    r = redis.Redis.from_url(url)
+    results: dict[str, list[tuple[float, float]]] = {t: [] for t in trees}
+    try:
+        for _ in range(100):
+            with contextlib.suppress(redis.ConnectionError):
+                r.ping()
+                break
+            time.sleep(0.1)
+        for rep in range(a.reps):
+            for tree in trees if rep % 2 == 0 else trees[::-1]:
+                rate, us = _drain(tree, url, r, a.n)
+                results[tree].append((rate, us))
+                print(f"rep {rep} {tree}: {rate:,.0f} jobs/s, FCALL {us:.1f} us a job", flush=True)
+        for tree in trees:
+            xs = results[tree]
+            print(
+                f"{tree}: median {statistics.median(x[0] for x in xs):,.0f} jobs/s, "
+                f"FCALL {statistics.median(x[1] for x in xs):.1f} us a job"
+            )
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            r.shutdown(nosave=True)
+        srv.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
