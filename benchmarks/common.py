@@ -10,9 +10,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -27,6 +29,58 @@ if str(REPO) not in sys.path:
 
 class BenchError(Exception):
     pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ScratchServer:
+    """A redis-server (or valkey-server) of a measurement's own: a free port on
+    127.0.0.1, no persistence, a temporary directory; ``stop()`` ends it."""
+
+    def __init__(self, binary: str = "/usr/bin/redis-server") -> None:
+        import redis
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="bench-server-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.tmp.name,
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        self.r = redis.Redis(port=self.port)
+        for _ in range(200):
+            try:
+                self.r.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        self.stop()
+        raise SystemExit(f"{binary} did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.tmp.cleanup()
 
 
 def log(msg: str) -> None:

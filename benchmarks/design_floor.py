@@ -24,16 +24,12 @@ features cost; the gap between ``floor`` and ``lease`` is what reliability costs
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing as mp
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +38,10 @@ import hiredis
 import redis
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.common import ScratchServer  # noqa: E402
+
 PAYLOAD = '{"i":1,"op":"noop","src":"media/clip_000001.mp4"}'
 
 LEASE_LIB = r"""#!lua name=design_floor
@@ -74,12 +74,6 @@ local function cycle(keys, args)
 end
 redis.register_function('design_floor_cycle', cycle)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _floor_worker(url: str, q: Any, go: Any) -> None:
@@ -203,33 +197,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--server", default="/usr/bin/redis-server")
     a = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="design-floor-"))
-    port = _free_port()
-    srv = subprocess.Popen(
-        [
-            a.server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    r = redis.Redis.from_url(url)
+    srv = ScratchServer(a.server)
+    url, r = srv.url, srv.r
     try:
-        for _ in range(100):
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.1)
         results: dict[str, list[tuple[float, float, float]]] = {}
         cases = ["floor", "lease", "mediapipe"]
         for rep in range(a.reps):
@@ -267,10 +237,7 @@ def main() -> None:
                 f"{statistics.median(x[2] for x in xs):.1f} |"
             )
     finally:
-        with contextlib.suppress(redis.RedisError):
-            r.shutdown(nosave=True)
-        srv.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+        srv.stop()
 
 
 if __name__ == "__main__":

@@ -13,18 +13,17 @@ interleaving matters on a shared VM, whose speed moves by tens of percent within
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import ScratchServer
 
 FILL = (
     "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/benchmarks']\n"
@@ -34,12 +33,6 @@ FILL = (
     "n = int(sys.argv[3])\n"
     "for i in range(0, n, 1000): c.submit_many([_dag(j) for j in range(i, min(i + 1000, n))])\n"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _drain(tree: str, url: str, r: redis.Redis, n: int) -> tuple[float, float]:
@@ -78,33 +71,10 @@ def main() -> None:
     ap.add_argument("--server", default="/usr/bin/redis-server")
     a = ap.parse_args()
     trees = [str(Path(t).resolve()) for t in a.trees]
-    work = Path(tempfile.mkdtemp(prefix="drain-ab-"))
-    port = _free_port()
-    srv = subprocess.Popen(
-        [
-            a.server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(work),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    r = redis.Redis.from_url(url)
+    srv = ScratchServer(a.server)
+    url, r = srv.url, srv.r
     results: dict[str, list[tuple[float, float]]] = {t: [] for t in trees}
     try:
-        for _ in range(100):
-            with contextlib.suppress(redis.ConnectionError):
-                r.ping()
-                break
-            time.sleep(0.1)
         for rep in range(a.reps):
             for tree in trees if rep % 2 == 0 else trees[::-1]:
                 rate, us = _drain(tree, url, r, a.n)
@@ -117,10 +87,7 @@ def main() -> None:
                 f"FCALL {statistics.median(x[1] for x in xs):.1f} us a job"
             )
     finally:
-        with contextlib.suppress(redis.RedisError):
-            r.shutdown(nosave=True)
-        srv.wait(10)
-        shutil.rmtree(work, ignore_errors=True)
+        srv.stop()
 
 
 if __name__ == "__main__":

@@ -13,30 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
-import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import redis
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import stages  # noqa: F401  (registers the stages the presets name)
+from benchmarks.common import ScratchServer
 from mediajobs import presets
 from pipeline.client import Client
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry, stage
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def noop(i: int) -> Dag:
@@ -57,46 +46,10 @@ def video(i: int) -> Dag:
     )
 
 
-class Server:
-    """A fresh server per measurement: after FLUSHALL, some allocators (the embedded
-    Valkey is built with libc malloc) report memory freed late, which skews the next one."""
-
-    def __init__(self, binary: str) -> None:
-        self.tmp = tempfile.TemporaryDirectory()
-        port = _free_port()
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                self.tmp.name,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        self.r = redis.Redis(port=port)
-        for _ in range(200):
-            try:
-                self.r.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise SystemExit(f"{binary} did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait()
-        self.tmp.cleanup()
-
-
 def measure(binary: str, make: Callable[[int], Dag], n: int, registry: Registry) -> dict[str, Any]:
-    srv = Server(binary)
+    # A fresh server per measurement: after FLUSHALL, some allocators (the embedded Valkey
+    # is built with libc malloc) report memory freed late, which skews the next one.
+    srv = ScratchServer(binary)
     try:
         r = srv.r
         client = Client(r, registry=registry)
