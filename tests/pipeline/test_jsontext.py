@@ -72,3 +72,38 @@ def test_a_failed_encode_leaves_nothing_behind() -> None:
         tracemalloc.stop()
     assert grown < 200_000, f"{grown} bytes kept by 5,000 failed encodes"
     assert dumps_strict({"again": [1, 2]}) == '{"again":[1,2]}'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a":1}',
+        ' {"a": 1} ',
+        "\n[1,2]\t",
+        "7",
+        '"s"',
+        "null",
+        "",
+        " ",
+        '{"a":1} x',
+        '{"a":1}{"b":2}',
+        "[1,",
+        "nul",
+        "NaN",
+        "\ufeff1",
+    ],
+)
+def test_a_reply_reads_as_json_loads_reads_it(text: str) -> None:
+    try:
+        expected: Any = ("ok", json.loads(text))
+    except ValueError as exc:
+        expected = ("error", type(exc))
+    for raw in (text, text.encode()):
+        try:
+            got: Any = ("ok", loads_reply(raw))
+        except ValueError as exc:
+            got = ("error", type(exc))
+        if expected[0] == "ok" and expected[1] != expected[1]:  # NaN
+            assert got[0] == "ok" and got[1] != got[1]
+        else:
+            assert got == expected, (text, raw)
