@@ -28,7 +28,6 @@ import json
 import multiprocessing as mp
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks.common import ScratchServer  # noqa: E402
+from benchmarks.drain_ab import drain  # noqa: E402
 
 PAYLOAD = '{"i":1,"op":"noop","src":"media/clip_000001.mp4"}'
 
@@ -149,39 +149,6 @@ def _pair(target: Any, url: str) -> float:
     )
 
 
-def _mediapipe(url: str, n: int) -> float:
-    fill = (
-        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/benchmarks']\n"
-        "from pipeline.client import Client\nfrom pipeline.connection import connect\n"
-        "from mediapipe_proc import _dag, noop_registry\n"
-        "c = Client(connect(sys.argv[2], namespace='bx'), namespace='bx', "
-        "registry=noop_registry())\nn = int(sys.argv[3])\n"
-        "for i in range(0, n, 1000): c.submit_many([_dag(j) for j in range(i, min(i + 1000, n))])\n"
-    )
-    root = str(HERE.parent)
-    subprocess.run([sys.executable, "-c", fill, root, url, str(2 * n)], check=True)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(HERE / "noop_drain.py"), url, "bx", "1", str(n)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    for p in procs:
-        assert p.stdout is not None and p.stdout.readline().strip() == "ready"
-    redis.Redis.from_url(url).config_resetstat()
-    for p in procs:
-        assert p.stdin is not None
-        p.stdin.write("go\n")
-        p.stdin.flush()
-    out = [json.loads(p.stdout.readline()) for p in procs if p.stdout is not None]
-    for p in procs:
-        p.wait()
-    return float(2 * n / (max(x["end"] for x in out) - min(x["start"] for x in out)))
-
-
 def _server_per_job(r: redis.Redis, n: int) -> tuple[float, float]:
     """Server time (the FCALL's, which includes its commands; else BRPOP's) and commands
     (a script's own commands counted, as queue_bench.py counts them) per job."""
@@ -215,7 +182,7 @@ def main() -> None:
                     r.config_resetstat()
                     rate = _pair(_lease_worker, url)
                 else:
-                    rate = _mediapipe(url, a.n)
+                    rate = drain(str(HERE.parent), url, r, a.n)[0]
                 us, cmds = _server_per_job(r, 2 * a.n)
                 results.setdefault(case, []).append((rate, us, cmds))
                 print(

@@ -35,7 +35,9 @@ FILL = (
 )
 
 
-def _drain(tree: str, url: str, r: redis.Redis, n: int) -> tuple[float, float]:
+def drain(tree: str, url: str, r: redis.Redis, n: int) -> tuple[float, float]:
+    """Fill 2n one-job DAGs with ``tree``'s code and drain them with 2 of its workers:
+    (jobs/s, FCALL microseconds a job)."""
     r.flushall()
     subprocess.run([sys.executable, "-c", FILL, tree, url, str(2 * n)], check=True)
     drain = str(Path(tree) / "benchmarks" / "noop_drain.py")
@@ -77,7 +79,7 @@ def main() -> None:
     try:
         for rep in range(a.reps):
             for tree in trees if rep % 2 == 0 else trees[::-1]:
-                rate, us = _drain(tree, url, r, a.n)
+                rate, us = drain(tree, url, r, a.n)
                 results[tree].append((rate, us))
                 print(f"rep {rep} {tree}: {rate:,.0f} jobs/s, FCALL {us:.1f} us a job", flush=True)
         for tree in trees:
