@@ -98,7 +98,7 @@ if step == 'many' then
   for _, d in ipairs(dags) do
     if type(d) == 'table' and type(d[4]) == 'table' then njobs = njobs + #d[4] end
   end
-  local call = submit_call(at, njobs)
+  local call = submit_call(njobs)
   for i, d in ipairs(dags) do
     local id = type(d) == 'table' and d[1]
     if type(id) ~= 'string' or type(d[2]) ~= 'string' or type(d[3]) ~= 'string' then

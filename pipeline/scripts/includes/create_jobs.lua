@@ -112,14 +112,13 @@ local function check_jobs(dag, jobs, earlier, exists_ok, fresh)
   end
 end
 
--- What the DAGs of one submit call share (create_jobs' `call`): `at`, the time as the
--- text redis.call is given; the queues to wake and to register, once each at the end
--- (finish_call); and the places in the queues' order, `njobs` of them taken with one
+-- What the DAGs of one submit call share (create_jobs' `call`): the queues to wake and
+-- to register, once each at the end (finish_call); and the places in the queues' order, `njobs` of them taken with one
 -- INCRBY when the first DAG is written (a DAG refused after that leaves a gap, which
 -- orders nothing; a call whose DAGs are all refused writes nothing). In a call of 50
 -- one-job DAGs this saved 2 of 8 commands a DAG.
-local function submit_call(at, njobs)
-  return {at = at, woken = {}, known = {}, njobs = njobs, seq = false}
+local function submit_call(njobs)
+  return {woken = {}, known = {}, njobs = njobs, seq = false}
 end
 
 local function finish_call(call)
@@ -144,7 +143,7 @@ end
 -- or 'p' (settle_plain there). `call`: what a submit of many DAGs shares (submit_call),
 -- or nil for a batch on its own; `at`: `now` as text, when the caller has it.
 local function create_jobs(dag, jobs, now, defer, quiet, call, at)
-  at = at or (call and call.at) or int(now)  -- times and scores go as text (see int)
+  at = at or int(now)  -- times and scores go as text (see int)
   local in_batch, parents, run_ats = {}, {}, {}
   local ready = 0  -- leaves that go straight into the wait set
   for _, j in ipairs(jobs) do
