@@ -56,13 +56,14 @@ class Broker:
     ) -> None:
         self.redis = client
         self.keys = Keys(namespace)
+        self._prefix = self.keys.prefix  # built once: _run is on every job's path
         self.scripts = Scripts(client)
         self.worker_id = worker_id or new_worker_id()
         self.lease_ms = int(lease * 1000)
         self.registry = registry
 
     def _run(self, name: str, *args: Any) -> Any:
-        return self.scripts.run(name, self.keys.prefix, *args)
+        return self.scripts.run(name, self._prefix, *args)
 
     # -- claiming -------------------------------------------------------------
     def claim(self, queues: Sequence[str], count: int = 1) -> tuple[list[ClaimedJob], float]:
@@ -138,17 +139,19 @@ class Broker:
     ) -> tuple[list[bool], list[ClaimedJob]]:
         """Record several results in one round trip and optionally claim up to ``count``
         next jobs. A result is discarded (False) when its lease was lost."""
-        args: list[Any] = [len(done)]
+        n = len(done)
+        args: list[Any] = [n]
         for job, result in done:
             body = result if isinstance(result, RawJSON) else dumps_strict(result)
-            args += [job.id, job.token, body]
+            args += (job.id, job.token, body)
         if next_from:
-            args += [self.worker_id, REQUEST_ID, self.lease_ms, count, *next_from]
+            args += (self.worker_id, REQUEST_ID, self.lease_ms, count, *next_from)
         else:
-            args += ["", "", 0, 0]
-        reply = self._run("complete", *args)
-        n = len(done)  # reply: n, n statuses, then the claim's reply when it claimed
-        accepted = [s == 1 for s in reply[1 : 1 + n]]
+            args += ("", "", 0, 0)
+        reply = self.scripts.run("complete", self._prefix, *args)
+        # reply: n, n statuses, then the claim's reply when it claimed
+        # (one result a call, a busy worker's case, without a comprehension's frame)
+        accepted = [reply[1] == 1] if n == 1 else [s == 1 for s in reply[1 : 1 + n]]
         if not all(accepted):
             for (job, _), ok in zip(done, accepted, strict=True):
                 if not ok:
@@ -156,8 +159,7 @@ class Broker:
                         "discarded completion of %s: its lease was lost (reclaimed elsewhere)",
                         job.id,
                     )
-        jobs = self._parse_claim(reply, 1 + n)[0] if len(reply) > 1 + n else []
-        return accepted, jobs
+        return accepted, self._parse_claim(reply, 1 + n)[0] if len(reply) > 1 + n else []
 
     def fail(self, job: ClaimedJob, exc: BaseException, *, tb: str | None = None) -> str:
         """Record a failure: 'retry', 'dead', 'cancelled' or 'discarded'."""
