@@ -44,6 +44,8 @@ import hiredis
 import redis
 from redis.commands.core import Script
 
+from pipeline.rawlane import RawLane
+
 log = logging.getLogger("mediapipe.scripts")
 
 
@@ -217,6 +219,8 @@ os.register_at_fork(after_in_child=_forked)
 class _ThreadState(threading.local):
     generation: int = -1
     conn: Any = None
+    lane: RawLane | None = None  # on `lane_of`, the connection it was made for
+    lane_of: Any = None
     client: str = ""
     seq: int = 0
     in_doubt: _InDoubt | None = None
@@ -267,7 +271,7 @@ class Scripts:
         st = self._local
         if st.generation != _fork_generation:  # never share a socket or ids across fork
             st.generation = _fork_generation
-            st.conn = None
+            st.conn = st.lane = st.lane_of = None
             st.client = uuid.uuid4().hex[:12]
             st.seq = 0
             st.in_doubt = None
@@ -488,8 +492,14 @@ class Scripts:
             conn = st.conn = self._new_connection()
         packed = hiredis.pack_command(("FCALL", function, 1, prefix, *argv))
         if not self.durable:
-            conn.send_packed_command([packed])
-            reply = _reply(conn)
+            if st.lane_of is not conn:
+                st.lane, st.lane_of = RawLane.of(conn), conn
+            lane = st.lane
+            if lane is not None:
+                reply = lane.call(packed)
+            else:
+                conn.send_packed_command([packed])
+                reply = _reply(conn)
         elif argv[-1] == "r":  # a resend: the fence makes its WAIT cover the first send
             conn.send_packed_command([packed, _fence(prefix), self._wait])
             reply = _reply(conn)
