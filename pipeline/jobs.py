@@ -90,11 +90,14 @@ class ClaimedJob:
             int(max_attempts),
             int(timeout_ms) / 1000,
             int(cost),
-            _backoff(backoff),
+            _backoff(backoff) if backoff else _NO_BACKOFF,
             inputs,
             failures,
         )
         return job, end
+
+
+_NO_BACKOFF = Backoff.from_json(None)  # what a job without a policy of its own gets
 
 
 @functools.lru_cache(maxsize=256)

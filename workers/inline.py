@@ -66,10 +66,13 @@ class LeaseKeeper(threading.Thread):
         runner does both once per job)."""
         with self._lock:
             held, stops = self.held, self.stop_requested
-            for j, _ in done:
-                held.pop(j.id, None)
-                if stops:
-                    stops.pop(j.id, None)
+            if len(done) == 1 and not stops:  # a busy runner's one job a round trip
+                held.pop(done[0][0].id, None)
+            else:
+                for j, _ in done:
+                    held.pop(j.id, None)
+                    if stops:
+                        stops.pop(j.id, None)
             for j in taken:
                 held[j.id] = j.token
 

@@ -216,14 +216,21 @@ def _forked() -> None:
 os.register_at_fork(after_in_child=_forked)
 
 
-class _ThreadState(threading.local):
-    generation: int = -1
-    conn: Any = None
-    lane: RawLane | None = None  # on `lane_of`, the connection it was made for
-    lane_of: Any = None
-    client: str = ""
-    seq: int = 0
-    in_doubt: _InDoubt | None = None
+class _ThreadState:
+    """One thread's connection and request ids. A plain object held by one
+    ``threading.local`` attribute: each attribute of a ``threading.local`` costs a
+    per-thread lookup, and a call reads a dozen of them."""
+
+    __slots__ = ("client", "conn", "generation", "in_doubt", "lane", "lane_of", "seq")
+
+    def __init__(self) -> None:
+        self.generation = -1
+        self.conn: Any = None
+        self.client = ""
+        self.seq = 0
+        self.in_doubt: _InDoubt | None = None
+        self.lane: RawLane | None = None  # on `lane_of`, the connection it was made for
+        self.lane_of: Any = None
 
 
 class Scripts:
@@ -244,7 +251,7 @@ class Scripts:
         self._lib, self._prefix = library()
         self._functions = self._load_library()
         self._scripts: dict[str, Script] = {}
-        self._local = _ThreadState()
+        self._local = threading.local()
         if not self._functions:
             if self.durable:
                 # EVALSHA goes through the client's pool, so a WAIT could not be sent on
@@ -268,7 +275,10 @@ class Scripts:
         return True
 
     def _state(self) -> _ThreadState:
-        st = self._local
+        try:
+            st: _ThreadState = self._local.st
+        except AttributeError:
+            st = self._local.st = _ThreadState()
         if st.generation != _fork_generation:  # never share a socket or ids across fork
             st.generation = _fork_generation
             st.conn = st.lane = st.lane_of = None

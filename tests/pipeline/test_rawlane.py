@@ -51,7 +51,7 @@ def test_a_transition_on_a_plain_connection_takes_the_lane_not_redis_py(
     client.submit(dag)
     broker = Broker(r, namespace=namespace, registry=registry)
     broker.claim(["default"], 0)  # makes the thread's connection
-    conn = broker.scripts._local.conn
+    conn = broker.scripts._state().conn
 
     def refused(*_: object, **__: object) -> None:
         raise AssertionError("redis-py's path was taken")
@@ -84,7 +84,7 @@ def test_an_error_reply_is_the_exception_redis_py_gives_for_the_same_call(
     prefix = Keys(namespace).prefix
     with pytest.raises(redis.ResponseError) as through_lane:
         scripts.run("complete", prefix, "not a count")
-    assert isinstance(scripts._local.lane, RawLane)
+    assert isinstance(scripts._state().lane, RawLane)
     name = scripts._prefix + "complete"
     with pytest.raises(redis.ResponseError) as through_redis_py:
         r.fcall(name, 1, prefix, "not a count", "x:1", "n")
@@ -103,7 +103,7 @@ def test_a_connection_killed_while_idle_is_checked_before_the_next_call(
     scripts = Scripts(lane_client)
     prefix = Keys(namespace).prefix
     assert scripts.run("claim", prefix, "w", "t", 1000, 1, "default") == [-1]
-    held = scripts._local.conn
+    held = scripts._state().conn
     mine = [c for c in r.client_list() if c.get("cmd") == "fcall"]
     assert mine, "the lane's connection is not listed"
     for c in mine:
@@ -112,7 +112,7 @@ def test_a_connection_killed_while_idle_is_checked_before_the_next_call(
     with caplog.at_level(logging.DEBUG, logger="mediapipe.scripts"):
         assert scripts.run("claim", prefix, "w", "t", 1000, 1, "default") == [-1]
     assert "in doubt" not in caplog.text
-    assert scripts._local.conn is held  # the same connection object, reconnected
+    assert scripts._state().conn is held  # the same connection object, reconnected
     assert not scripts.in_doubt
 
 
