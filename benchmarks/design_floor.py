@@ -11,7 +11,8 @@ Three cases, each 2 processes taking one job per round trip, interleaved over ``
   the completion (HMGET owner/state, HSET state/result/finished, ZREM from the active
   set), the claim (ZPOPMIN, HMGET stage/params, HSET owner/started, ZADD with the lease's
   deadline): 11 commands.
-- ``mediapipe``: ``benchmarks/noop_drain.py`` (InlineRunner, prefetch 1, one-job DAGs),
+- ``mediapipe``: ``benchmarks/noop_drain.py ... all`` (InlineRunner, prefetch 1, one-job
+  DAGs; each process runs until the queue is empty, as the BRPOP and lease loops do),
   which adds what the lease case lacks: the DAG's roll-up and retention index, the fleet's
   event stream, the queue's gates (pause, rate limit, fleet cap, delayed jobs) and the
   job's full spec (attempts, timeout, cost, backoff, child results).
@@ -182,7 +183,7 @@ def main() -> None:
                     r.config_resetstat()
                     rate = _pair(_lease_worker, url)
                 else:
-                    rate = drain(str(HERE.parent), url, r, a.n)[0]
+                    rate = drain(str(HERE.parent), url, r, a.n, until_empty=True)[0]
                 us, cmds = _server_per_job(r, 2 * a.n)
                 results.setdefault(case, []).append((rate, us, cmds))
                 print(

@@ -35,15 +35,18 @@ FILL = (
 )
 
 
-def drain(tree: str, url: str, r: redis.Redis, n: int) -> tuple[float, float]:
+def drain(
+    tree: str, url: str, r: redis.Redis, n: int, *, until_empty: bool = False
+) -> tuple[float, float]:
     """Fill 2n one-job DAGs with ``tree``'s code and drain them with 2 of its workers:
-    (jobs/s, FCALL microseconds a job)."""
+    (jobs/s, FCALL microseconds a job). Each worker runs n jobs, or with ``until_empty``
+    (a tree whose noop_drain.py has ``all``) as many as it takes until the queue is empty."""
     r.flushall()
     subprocess.run([sys.executable, "-c", FILL, tree, url, str(2 * n)], check=True)
     drain = str(Path(tree) / "benchmarks" / "noop_drain.py")
     procs = [
         subprocess.Popen(
-            [sys.executable, drain, url, "ab", "1", str(n)],
+            [sys.executable, drain, url, "ab", "1", "all" if until_empty else str(n)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -60,7 +63,10 @@ def drain(tree: str, url: str, r: redis.Redis, n: int) -> tuple[float, float]:
     out = [json.loads(p.stdout.readline()) for p in procs if p.stdout is not None]
     for p in procs:
         p.wait()
-    rate = 2 * n / (max(x["end"] for x in out) - min(x["start"] for x in out))
+    done = sum(x["processed"] for x in out)
+    if done != 2 * n:
+        raise RuntimeError(f"{tree}: {done} jobs processed, not {2 * n}")
+    rate = done / (max(x["end"] for x in out) - min(x["start"] for x in out))
     stats = r.info("commandstats")
     return rate, float(stats["cmdstat_fcall"]["usec"]) / (2 * n)
 
