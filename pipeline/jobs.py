@@ -29,7 +29,8 @@ def encode_result(stage: str, result: Any) -> RawJSON:
 @dataclass(slots=True)
 class ClaimedJob:
     # Slots, and built positionally in from_flat: a worker makes one per job, and the
-    # keyword form with a dict per instance cost a no-op job 2 us of its ~30 of Python.
+    # keyword form with a dict per instance cost a no-op job ~8,200 of the ~124,000
+    # instructions its worker's Python spent (callgrind).
     id: str
     queue: str
     token: str
