@@ -227,10 +227,13 @@ def test_rediss_url_connects_over_tls(tmp_path: Path) -> None:
         assert c.ping()
         assert c.info("server")["redis_version"]
         # The engine's transitions work there too (Redis 7 functions).
+        from pipeline.rawlane import RawLane
         from pipeline.scripts import Scripts
 
-        Scripts(c).run("pause_queue", "{tls}:", "q")
+        scripts = Scripts(c)
+        scripts.run("pause_queue", "{tls}:", "q")
         assert c.hget("{tls}:q:q:meta", "paused") == b"1"
+        assert isinstance(scripts._state().lane, RawLane)  # sent and read over TLS"
     finally:
         proc.terminate()
         proc.wait(10)
