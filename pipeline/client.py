@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -84,12 +85,14 @@ class Client:
                 batch = encode_batch(jobs)
                 extra = ("", hook) if hook else ()  # ARGV[6] step, ARGV[7] the webhook
                 reply = self._run("submit_dag", dag.id, idem, meta, batch, REQUEST_ID, *extra)
+                if reply == 1:  # written under its own id (see submit_dag.lua)
+                    return Submitted(dag.id, True)
                 return Submitted(as_str(reply[0]), bool(reply[1]))
             first = encode_batch(jobs[:STEP_JOBS])
             reply = self._run("submit_dag", dag.id, idem, meta, first, REQUEST_ID, "begin", hook)
         except redis.ResponseError as exc:
             raise SubmissionError(str(exc)) from None
-        if not int(reply[1]):  # the idempotency key named an existing DAG
+        if reply != 1 and not int(reply[1]):  # the idempotency key named an existing DAG
             return Submitted(as_str(reply[0]), False)
         try:
             for i in range(STEP_JOBS, len(jobs), STEP_JOBS):
@@ -118,13 +121,17 @@ class Client:
         small = [d for d in dags if d.id not in large]
         out: list[Submitted] = []
         refused: list[str] = []
+        sent: deque[list[str]] = deque()  # the DAG ids of each call, in the order sent
         for start in range(0, len(small), chunk):
             for reply in self.scripts.run_stream(
-                self._submit_calls(small[start : start + chunk], live, refused)
+                self._submit_calls(small[start : start + chunk], live, refused, sent)
             ):
                 if isinstance(reply, Exception):
                     raise SubmissionError(str(reply))
-                for entry in reply:
+                for entry, dag_id in zip(reply, sent.popleft(), strict=True):
+                    if entry == 1:  # written under its own id (see submit_dag.lua)
+                        out.append(Submitted(dag_id, True))
+                        continue
                     if int(entry[1]) < 0:
                         refused.append(as_str(entry[2]))
                     out.append(Submitted(as_str(entry[0]), int(entry[1]) == 1))
@@ -136,11 +143,12 @@ class Client:
         return out
 
     def _submit_calls(
-        self, dags: list[Dag], live: set[str] | None, refused: list[str]
+        self, dags: list[Dag], live: set[str] | None, refused: list[str], sent: deque[list[str]]
     ) -> Iterator[tuple[str, str, tuple[Any, ...]]]:
-        """One ``submit_dag`` call ('many') per STREAM_JOBS jobs, encoded as it is sent.
-        A DAG that does not validate is left out and its reason added to ``refused``: the
-        calls before it are on their way already, and the others are still written."""
+        """One ``submit_dag`` call ('many') per STREAM_JOBS jobs, encoded as it is sent;
+        each call's DAG ids are appended to ``sent`` as it goes. A DAG that does not
+        validate is left out and its reason added to ``refused``: the calls before it are
+        on their way already, and the others are still written."""
         batch: list[list[Any]] = []
         size = 0
         for d in dags:
@@ -152,6 +160,7 @@ class Client:
                 refused.append(str(exc))
                 continue
             if batch and size + len(jobs) > STREAM_JOBS:
+                sent.append([e[0] for e in batch])
                 yield (
                     "submit_dag",
                     self.keys.prefix,
@@ -162,6 +171,7 @@ class Client:
             batch.append([*entry, hook] if hook else entry)
             size += len(jobs)
         if batch:
+            sent.append([e[0] for e in batch])
             yield (
                 "submit_dag",
                 self.keys.prefix,
