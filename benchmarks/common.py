@@ -100,6 +100,41 @@ def system_busy_s() -> float:
     return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / os.sysconf("SC_CLK_TCK")
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) one process has used (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _steal_s() -> float:
+    """CPU seconds the hypervisor gave this machine's CPUs to others (/proc/stat)."""
+    with open("/proc/stat") as f:
+        return int(f.readline().split()[8]) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuWindow:
+    """Over a window: how many cores the whole machine kept busy (``cores``, steal
+    included) and how many of those the hypervisor took (``steal``), and the CPU seconds one
+    process (the server) used. Tells a run bound by CPU (cores busy near the machine's
+    count) from one bound by waiting (round trips, wake-ups)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.cores = self.steal = self.proc_s = 0.0
+        self._t = self._busy = self._steal = self._proc = 0.0
+
+    def start(self) -> None:
+        self._t, self._busy, self._steal = time.perf_counter(), system_busy_s(), _steal_s()
+        self._proc = process_cpu_s(self.pid)
+
+    def stop(self) -> None:
+        wall = time.perf_counter() - self._t
+        self.cores = (system_busy_s() - self._busy) / wall
+        self.steal = (_steal_s() - self._steal) / wall
+        self.proc_s = process_cpu_s(self.pid) - self._proc
+
+
 def busy_cores(window: float = 0.5) -> float:
     """Cores kept busy over the next ``window`` seconds, by anything."""
     a = system_busy_s()

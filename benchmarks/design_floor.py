@@ -18,8 +18,14 @@ Three cases, each 2 processes taking one job per round trip, interleaved over ``
   job's full spec (attempts, timeout, cost, backoff, child results).
 
 Reports jobs/s (median), the ratio to the floor, the server's microseconds and commands
-per job (INFO commandstats). The gap between ``lease`` and ``mediapipe`` is what those
-features cost; the gap between ``floor`` and ``lease`` is what reliability costs.
+per job (INFO commandstats), the server process's CPU per job (user + system, /proc) and
+the cores the whole machine kept busy while the workers ran (/proc/stat). The gap between
+``lease`` and ``mediapipe`` is what those features cost; the gap between ``floor`` and
+``lease`` is what reliability costs.
+
+Then the round trip itself: a PING and its reply between one process and the server, the
+two pinned to one CPU, to two CPUs, and as the scheduler places them. Where the cores are
+far from all busy, the cycle of a job is waiting, and this prices a wait.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import socket
 import statistics
 import sys
 import time
@@ -40,7 +47,7 @@ import redis
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks.common import ScratchServer  # noqa: E402
+from benchmarks.common import CpuWindow, ScratchServer  # noqa: E402
 from benchmarks.drain_ab import drain  # noqa: E402
 
 PAYLOAD = '{"i":1,"op":"noop","src":"media/clip_000001.mp4"}'
@@ -134,15 +141,17 @@ def _fill_lease(r: redis.Redis, n: int) -> None:
     p.execute()
 
 
-def _pair(target: Any, url: str) -> float:
+def _pair(target: Any, url: str, window: CpuWindow) -> float:
     ctx = mp.get_context("fork")
     q, go = ctx.Queue(), ctx.Event()
     procs = [ctx.Process(target=target, args=(url, q, go)) for _ in range(2)]
     for p in procs:
         p.start()
     time.sleep(0.3)
+    window.start()
     go.set()
     res = [q.get() for _ in procs]
+    window.stop()
     for p in procs:
         p.join()
     return float(
@@ -159,6 +168,48 @@ def _server_per_job(r: redis.Redis, n: int) -> tuple[float, float]:
     return top["usec"] / n, calls / n
 
 
+PING = b"*1\r\n$4\r\nPING\r\n"
+
+
+def _pings(port: int, cpu: int | None, n: int, q: Any) -> None:
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(200):  # warm
+        s.sendall(PING)
+        s.recv(64)
+    t = time.perf_counter()
+    for _ in range(n):
+        s.sendall(PING)
+        s.recv(64)
+    q.put((time.perf_counter() - t) / n * 1e6)
+
+
+def round_trips(port: int, server_pid: int, reps: int, n: int = 5000) -> dict[str, float]:
+    """Microseconds a PING round trip (median of ``reps``): the client and the server
+    pinned to one CPU, to two, or placed by the scheduler. Needs two CPUs for the second."""
+    cpus = sorted(os.sched_getaffinity(server_pid))
+    places: dict[str, tuple[int | None, int | None]] = {"as scheduled": (None, None)}
+    if len(cpus) >= 2:
+        places["one CPU"] = (cpus[0], cpus[0])
+        places["two CPUs"] = (cpus[0], cpus[1])
+    ctx = mp.get_context("fork")
+    out: dict[str, list[float]] = {k: [] for k in places}
+    try:
+        for _ in range(reps):
+            for name, (server_cpu, client_cpu) in places.items():
+                os.sched_setaffinity(server_pid, set(cpus) if server_cpu is None else {server_cpu})
+                q = ctx.Queue()
+                p = ctx.Process(target=_pings, args=(port, client_cpu, n, q))
+                p.start()
+                out[name].append(q.get())
+                p.join()
+    finally:
+        os.sched_setaffinity(server_pid, set(cpus))
+    return {k: statistics.median(v) for k, v in out.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10000, help="jobs per process")
@@ -168,42 +219,55 @@ def main() -> None:
     srv = ScratchServer(a.server)
     url, r = srv.url, srv.r
     try:
-        results: dict[str, list[tuple[float, float, float]]] = {}
+        results: dict[str, list[tuple[float, ...]]] = {}
         cases = ["floor", "lease", "mediapipe"]
         for rep in range(a.reps):
             for case in cases[rep % 3 :] + cases[: rep % 3]:
                 r.flushall()
+                window = CpuWindow(srv.proc.pid)
                 if case == "floor":
                     r.lpush("floor:q", *([PAYLOAD] * (2 * a.n)))
                     r.config_resetstat()
-                    rate = _pair(_floor_worker, url)
+                    rate = _pair(_floor_worker, url, window)
                 elif case == "lease":
                     r.function_load(LEASE_LIB, replace=True)
                     _fill_lease(r, 2 * a.n)
                     r.config_resetstat()
-                    rate = _pair(_lease_worker, url)
+                    rate = _pair(_lease_worker, url, window)
                 else:
-                    rate = drain(str(HERE.parent), url, r, a.n, until_empty=True)[0]
+                    rate = drain(str(HERE.parent), url, r, a.n, until_empty=True, window=window)[0]
                 us, cmds = _server_per_job(r, 2 * a.n)
-                results.setdefault(case, []).append((rate, us, cmds))
+                cpu_us = window.proc_s / (2 * a.n) * 1e6
+                row = (rate, us, cmds, cpu_us, window.cores, window.steal)
+                results.setdefault(case, []).append(row)
                 print(
                     f"rep {rep} {case}: {rate:,.0f} jobs/s, server {us:.1f} us and "
-                    f"{cmds:.1f} commands a job",
+                    f"{cmds:.1f} commands a job, server CPU {cpu_us:.0f} us a job, "
+                    f"{window.cores:.2f} cores busy ({window.steal:.2f} of them stolen)",
                     flush=True,
                 )
         floor = statistics.median(x[0] for x in results["floor"])
+        ncpu = len(os.sched_getaffinity(0))
         print(
             f"\n| case | jobs/s (median of {a.reps}) | / floor | server us a job | "
-            "commands a job |\n|---|---:|---:|---:|---:|"
+            f"commands a job | server CPU us a job | cores busy (of {ncpu}) | of them stolen |\n"
+            "|---|---:|---:|---:|---:|---:|---:|---:|"
         )
         for case in cases:
             xs = results[case]
             rate = statistics.median(x[0] for x in xs)
             print(
                 f"| {case} | {rate:,.0f} | {rate / floor:.2f} | "
-                f"{statistics.median(x[1] for x in xs):.1f} | "
-                f"{statistics.median(x[2] for x in xs):.1f} |"
+                + " | ".join(
+                    f"{statistics.median(x[i] for x in xs):.{d}f}"
+                    for i, d in ((1, 1), (2, 1), (3, 0), (4, 2), (5, 2))
+                )
+                + " |"
             )
+        trips = round_trips(srv.port, srv.proc.pid, a.reps)
+        print("\n| PING round trip, client and server on | us (median) |\n|---|---:|")
+        for name, us in trips.items():
+            print(f"| {name} | {us:.0f} |")
     finally:
         srv.stop()
 

@@ -23,7 +23,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import ScratchServer
+from benchmarks.common import CpuWindow, ScratchServer
 
 FILL = (
     "import sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/benchmarks']\n"
@@ -36,11 +36,18 @@ FILL = (
 
 
 def drain(
-    tree: str, url: str, r: redis.Redis, n: int, *, until_empty: bool = False
+    tree: str,
+    url: str,
+    r: redis.Redis,
+    n: int,
+    *,
+    until_empty: bool = False,
+    window: CpuWindow | None = None,
 ) -> tuple[float, float]:
     """Fill 2n one-job DAGs with ``tree``'s code and drain them with 2 of its workers:
     (jobs/s, FCALL microseconds a job). Each worker runs n jobs, or with ``until_empty``
-    (a tree whose noop_drain.py has ``all``) as many as it takes until the queue is empty."""
+    (a tree whose noop_drain.py has ``all``) as many as it takes until the queue is empty.
+    ``window`` is started at the start signal and stopped once both workers reported."""
     r.flushall()
     subprocess.run([sys.executable, "-c", FILL, tree, url, str(2 * n)], check=True)
     drain = str(Path(tree) / "benchmarks" / "noop_drain.py")
@@ -56,11 +63,15 @@ def drain(
     for p in procs:
         assert p.stdout is not None and p.stdout.readline().strip() == "ready"
     r.config_resetstat()
+    if window:
+        window.start()
     for p in procs:
         assert p.stdin is not None
         p.stdin.write("go\n")
         p.stdin.flush()
     out = [json.loads(p.stdout.readline()) for p in procs if p.stdout is not None]
+    if window:
+        window.stop()
     for p in procs:
         p.wait()
     done = sum(x["processed"] for x in out)
