@@ -117,11 +117,12 @@ class CpuWindow:
     """Over a window: how many cores the whole machine kept busy (``cores``, steal
     included) and how many of those the hypervisor took (``steal``), and the CPU seconds one
     process (the server) used. Tells a run bound by CPU (cores busy near the machine's
-    count) from one bound by waiting (round trips, wake-ups)."""
+    count) from one bound by waiting (round trips, wake-ups). ``workers_s``: the CPU
+    seconds the workers report of themselves, set by the caller."""
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
-        self.cores = self.steal = self.proc_s = 0.0
+        self.cores = self.steal = self.proc_s = self.workers_s = 0.0
         self._t = self._busy = self._steal = self._proc = 0.0
 
     def start(self) -> None:

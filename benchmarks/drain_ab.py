@@ -47,7 +47,9 @@ def drain(
     """Fill 2n one-job DAGs with ``tree``'s code and drain them with 2 of its workers:
     (jobs/s, FCALL microseconds a job). Each worker runs n jobs, or with ``until_empty``
     (a tree whose noop_drain.py has ``all``) as many as it takes until the queue is empty.
-    ``window`` is started at the start signal and stopped once both workers reported."""
+    ``window`` is started at the start signal and stopped once both workers reported; its
+    ``workers_s`` gets the CPU seconds the workers reported (0 for a tree whose
+    noop_drain.py does not report it)."""
     r.flushall()
     subprocess.run([sys.executable, "-c", FILL, tree, url, str(2 * n)], check=True)
     drain = str(Path(tree) / "benchmarks" / "noop_drain.py")
@@ -72,6 +74,7 @@ def drain(
     out = [json.loads(p.stdout.readline()) for p in procs if p.stdout is not None]
     if window:
         window.stop()
+        window.workers_s = sum(x.get("cpu", 0.0) for x in out)
     for p in procs:
         p.wait()
     done = sum(x["processed"] for x in out)

@@ -6,7 +6,8 @@ Sets up a ``Broker`` and an ``InlineRunner`` over a registry with the ``noop`` s
 ``mediapipe_proc.py``, prints ``ready``, waits for a line on stdin (the start signal,
 so several processes start together), then runs exactly JOBS jobs (claim + run + complete,
 PREFETCH jobs claimed per round trip) and prints one JSON line: wall-clock start and end
-(``time.time()``, so several processes share one clock) and the jobs processed.
+(``time.time()``, so several processes share one clock), the jobs processed and the CPU
+seconds the run took (user and system, ``time.process_time()``).
 Prefetched jobs left unrun at the end are handed back to the queue by the runner.
 ``all``: run until a claim finds the queue empty, as a BRPOP loop drains a list, so
 several processes share the jobs as their speed has it (a fixed count each leaves the
@@ -65,10 +66,10 @@ def main(argv: list[str]) -> None:
     print("ready", flush=True)
     if not sys.stdin.readline():
         raise SystemExit("no start signal")
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     processed = runner.run(stop, max_jobs=jobs)
-    t1 = time.time()
-    print(json.dumps({"start": t0, "end": t1, "processed": processed}), flush=True)
+    t1, cpu = time.time(), time.process_time() - c0
+    print(json.dumps({"start": t0, "end": t1, "processed": processed, "cpu": cpu}), flush=True)
 
 
 if __name__ == "__main__":
