@@ -240,8 +240,8 @@ def main() -> None:
                     rate = drain(str(HERE.parent), url, r, a.n, until_empty=True, window=window)[0]
                 us, cmds = _server_per_job(r, 2 * a.n)
                 cpu_us = window.proc_s / (2 * a.n) * 1e6
-                # each worker's CPU for each of its own jobs (two workers share the jobs)
-                worker_us = window.workers_s / a.n * 1e6
+                # a worker's CPU for one of its jobs: both workers' CPU over all the jobs
+                worker_us = window.workers_s / (2 * a.n) * 1e6
                 row = (rate, us, cmds, cpu_us, worker_us, window.cores, window.steal)
                 results.setdefault(case, []).append(row)
                 print(
