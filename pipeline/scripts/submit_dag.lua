@@ -14,7 +14,7 @@
 -- {dag_id, 1 | 0} per DAG, or {dag_id, -1, why} for a DAG refused (nothing of it written).
 -- A whole DAG written (or found written by this very request) under the id it was sent
 -- with is answered 1, in both forms, and not with a table: Redis converts each table of a
--- reply with eight probes of its fields, 5 % of a one-job submit's instructions.
+-- reply with eight probes of its fields, 3.5 % of a one-job submit's instructions.
 --
 -- A DAG written in steps is in state `building` until its first seal step: none of its
 -- jobs is queued, so nothing runs on half a DAG, and a cancel stops the building (the

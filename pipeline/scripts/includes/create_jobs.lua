@@ -35,8 +35,8 @@ local function is_num(v, min)
   return type(v) == 'number' and v == v and (min == nil or v >= min)
 end
 
--- Straight-line, each field read once: the same checks as loops over field lists cost a
--- one-job submit twice as much (an iterator call and a table read per field).
+-- Straight-line, each field read once: the same checks as loops over field lists took
+-- twice as long a job (an iterator call and a table read per field).
 -- `earlier`: children may also be jobs an earlier step of this DAG wrote.
 local function check_job(dag, j, seen, earlier)
   if type(j) ~= 'table' then return 'a job entry is not an object' end
