@@ -143,6 +143,30 @@ def test_submitting_the_same_dag_id_twice_is_refused(client: Client, known: Regi
         client.submit(d)
 
 
+def test_submit_many_names_each_dag_in_order_among_idempotent_hits(
+    client: Client, known: Registry
+) -> None:
+    # A call's reply mixes 1 (written under its own id) with [existing id, 0] for a DAG
+    # whose idempotency key names one already there: each answer goes to its own DAG.
+    first = Dag(idempotency_key="clip-1")
+    first.add("a", "probe")
+    client.submit(first)
+    dags = []
+    for i in range(5):
+        d = Dag(idempotency_key="clip-1" if i in (1, 3) else None)
+        d.add("a", "probe", {"i": i})
+        dags.append(d)
+    out = client.submit_many(dags)
+    assert [(s.dag_id, s.created) for s in out] == [
+        (dags[0].id, True),
+        (first.id, False),
+        (dags[2].id, True),
+        (first.id, False),
+        (dags[4].id, True),
+    ]
+    assert client.queue_counts("default")["waiting"] == 4
+
+
 def test_submit_many_writes_each_dag(client: Client, known: Registry) -> None:
     dags = []
     for i in range(1200):
