@@ -129,8 +129,11 @@ class CpuWindow:
         self._t, self._busy, self._steal = time.perf_counter(), system_busy_s(), _steal_s()
         self._proc = process_cpu_s(self.pid)
 
-    def stop(self) -> None:
-        wall = time.perf_counter() - self._t
+    def stop(self, end: float | None = None) -> None:
+        """``end``: when the work ended (``time.perf_counter()``, one clock for every process
+        here), where the caller learns of it later: the idle time since then is left out
+        of ``cores`` and ``steal``."""
+        wall = (time.perf_counter() if end is None else end) - self._t
         self.cores = (system_busy_s() - self._busy) / wall
         self.steal = (_steal_s() - self._steal) / wall
         self.proc_s = process_cpu_s(self.pid) - self._proc

@@ -18,8 +18,9 @@ Three cases, each 2 processes taking one job per round trip, interleaved over ``
   job's full spec (attempts, timeout, cost, backoff, child results).
 
 Reports jobs/s (median), the ratio to the floor, the server's microseconds and commands
-per job (INFO commandstats), the server process's CPU per job (user + system, /proc) and
-the cores the whole machine kept busy while the workers ran (/proc/stat). The gap between
+per job (INFO commandstats), the server process's CPU per job (user + system, /proc),
+each worker's own CPU per job (``time.process_time``), and the cores the whole machine
+kept busy while the workers ran, with those the hypervisor stole (/proc/stat). The gap between
 ``lease`` and ``mediapipe`` is what those features cost; the gap between ``floor`` and
 ``lease`` is what reliability costs.
 
@@ -152,7 +153,8 @@ def _pair(target: Any, url: str, window: CpuWindow) -> float:
     window.start()
     go.set()
     res = [q.get() for _ in procs]
-    window.stop()
+    # A floor worker learns the list is empty only when its BRPOP times out (0.5 s idle)
+    window.stop(end=max(e for _, _, e, _ in res))
     window.workers_s = sum(c for *_, c in res)
     for p in procs:
         p.join()
