@@ -48,11 +48,24 @@ def _wide(n: int) -> Dag:
 
 # Serial (alone under xdist): the slow log times each script on the wall clock, so a
 # server starved of CPU by other tests' processes logs a step it did not make slow.
+# Two tries: a long script is long every time, a stall of this VM (one 419 ms FCALL once,
+# where the steps take 2.5-6.3 ms) is not.
 @pytest.mark.serial
 def test_a_20000_job_dag_is_submitted_and_cancelled_without_a_long_script(
     slowlog: redis.Redis, namespace: str, client: Client, registry: Registry
 ) -> None:
     _work(registry)
+    for _ in range(2):
+        slowlog.slowlog_reset()
+        slow = _submit_and_cancel_wide(slowlog, namespace, client)
+        if not slow:
+            return
+    assert slow == [], [(e["duration"], e["command"][:60]) for e in slow]
+
+
+def _submit_and_cancel_wide(r: redis.Redis, namespace: str, client: Client) -> list[Any]:
+    """Submit and cancel a 20,000-leaf DAG, checking each outcome; the FCALLs the slow log
+    caught."""
     dag = _wide(20_000)
     assert client.submit(dag).created
     info = client.dag(dag.id)
@@ -64,16 +77,15 @@ def test_a_20000_job_dag_is_submitted_and_cancelled_without_a_long_script(
         1,
     )
     keys = Keys(namespace)
-    assert slowlog.zcard(keys.wait("default")) == 20_000
+    assert r.zcard(keys.wait("default")) == 20_000
     assert client.job(dag.job_id("root"))["root"] == "1"  # type: ignore[index]
     assert client.job(dag.job_id("leaf7"))["root"] == "0"  # type: ignore[index]
     assert [e.type for e in client.events(dag.id)].count("submitted") == 1
 
     assert client.cancel(dag.id) == (20_001, 0)
     assert client.dag_state(dag.id) == "cancelled"
-    assert slowlog.zcard(keys.wait("default")) == 0
-    slow = [e for e in slowlog.slowlog_get(128) if b"FCALL" in (e.get("command") or b"")]
-    assert slow == [], [(e["duration"], e["command"][:60]) for e in slow]
+    assert r.zcard(keys.wait("default")) == 0
+    return [e for e in r.slowlog_get(128) if b"FCALL" in (e.get("command") or b"")]
 
 
 def test_a_job_claimed_between_cancel_steps_is_told_to_stop(
