@@ -6,8 +6,9 @@ on one server; jobs/s and the FCALL's server microseconds a job (INFO commandsta
          python benchmarks/drain_ab.py /tmp/before .
 
 Each repetition fills 2N one-job DAGs with the tree's own ``Client.submit_many`` and drains
-them with that tree's ``InlineRunner`` (prefetch 1). Medians per tree at the end. The
-interleaving matters on a shared VM, whose speed moves by tens of percent within minutes.
+them with that tree's ``InlineRunner`` (prefetch 1). Medians per tree at the end, and the
+second tree against the first pair by pair (``paired``). The interleaving matters on a
+shared VM, whose speed moves by tens of percent within minutes.
 """
 
 from __future__ import annotations
@@ -85,6 +86,23 @@ def drain(
     return rate, float(stats["cmdstat_fcall"]["usec"]) / (2 * n)
 
 
+def paired(
+    a: list[tuple[float, float]],
+    b: list[tuple[float, float]],
+    names: tuple[str, str] = ("first", "second"),
+) -> str:
+    """The two trees' rates compared repetition by repetition (each pair ran back to back,
+    so it shares the VM's conditions): the median of b / a, its quartiles, b's wins."""
+    ratios = sorted(y[0] / x[0] for x, y in zip(a, b, strict=True))
+    q = len(ratios) // 4
+    return (
+        f"paired ({len(ratios)} reps): {names[1]} / {names[0]} median "
+        f"{statistics.median(ratios):.3f} (quartiles {ratios[q]:.3f}..{ratios[-1 - q]:.3f}); "
+        f"{names[1]} faster in "
+        f"{sum(r > 1 for r in ratios)} of {len(ratios)}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("trees", nargs=2)
@@ -108,6 +126,7 @@ def main() -> None:
                 f"{tree}: median {statistics.median(x[0] for x in xs):,.0f} jobs/s, "
                 f"FCALL {statistics.median(x[1] for x in xs):.1f} us a job"
             )
+        print(paired(results[trees[0]], results[trees[1]]))
     finally:
         srv.stop()
 

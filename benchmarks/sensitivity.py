@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ScratchServer
-from benchmarks.drain_ab import drain
+from benchmarks.drain_ab import drain, paired
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pipeline", "workers", "stages", "mediajobs", "benchmarks")
@@ -91,20 +91,13 @@ def main() -> None:
                     )
         finally:
             srv.stop()
-    base, copy = (runs[t] for t in trees)
-    ratios = sorted(c[0] / b[0] for b, c in zip(base, copy, strict=True))
-    q = len(ratios) // 4
     for tree in trees:
         xs = runs[tree]
         print(
             f"{names[tree]}: median {statistics.median(x[0] for x in xs):,.0f} jobs/s, "
             f"FCALL {statistics.median(x[1] for x in xs):.1f} us a job"
         )
-    print(
-        f"paired ({len(ratios)} reps): copy / tree median {statistics.median(ratios):.3f} "
-        f"(quartiles {ratios[q]:.3f}..{ratios[-1 - q]:.3f}); the copy faster in "
-        f"{sum(r > 1 for r in ratios)} of {len(ratios)}"
-    )
+    print(paired(runs[trees[0]], runs[trees[1]], ("tree", "the copy")))
 
 
 if __name__ == "__main__":
