@@ -9,6 +9,8 @@ not take. Lost and late replies through the lane are test_resend.py's cases.
 from __future__ import annotations
 
 import logging
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,9 +24,10 @@ from pipeline.broker import Broker
 from pipeline.client import Client
 from pipeline.keys import Keys
 from pipeline.model import Dag
-from pipeline.rawlane import RawLane
+from pipeline.rawlane import RawLane, kernel_timeouts
 from pipeline.registry import Registry, stage
 from pipeline.scripts import Scripts
+from tests.faultproxy import FaultProxy
 
 
 def _work(registry: Registry) -> None:
@@ -130,3 +133,55 @@ def test_only_plain_connections_take_the_lane(redis_url: str) -> None:
         assert isinstance(RawLane.of(conn), RawLane)
     finally:
         conn.disconnect()
+
+
+def test_the_lane_waits_in_the_kernel_and_a_late_reply_times_out_there(
+    redis_url: str, r: redis.Redis, namespace: str, client: Client, registry: Registry
+) -> None:
+    """The lane's socket blocks, with the client's timeout kept by the kernel (no poll
+    before each send and receive). A reply later than that timeout still leaves the call
+    in doubt at the timeout, not when the reply comes; the resend gets the one job the
+    first send claimed."""
+    _work(registry)
+    dag = Dag()
+    dag.add("w", "work", {"i": 1})
+    client.submit(dag)
+    keys = Keys(namespace)
+    with FaultProxy(redis_url) as proxy:
+        c = redis.Redis.from_url(proxy.url, socket_timeout=0.4, socket_connect_timeout=0.4)
+        try:
+            broker = Broker(c, namespace=namespace, registry=registry)
+            assert broker.claim(["elsewhere"], 1)[0] == []  # makes the thread's connection
+            sock = broker.scripts._state().conn._sock
+            assert sock.gettimeout() is None  # blocking: Python does not poll
+            tv = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+            assert struct.unpack("@ll", tv) == (0, 400_000)
+            proxy.on_reply("claim", 1, "delay", delay=2.0)
+            start = time.monotonic()
+            (job,), _ = broker.claim(["default"], 1)
+            took = time.monotonic() - start
+            assert proxy.fired() == 1
+            assert took < 1.5, took  # timed out at 0.4 s and resent; not held for 2 s
+        finally:
+            c.close()
+    assert job.id == dag.job_id("w")
+    assert r.zcard(keys.active("default")) == 1 and r.zcard(keys.wait("default")) == 0
+    assert client.job(job.id)["attempts"] == 1  # type: ignore[index]
+
+
+def test_a_tls_or_timeless_socket_keeps_python_s_own_timeout() -> None:
+    a, b = socket.socketpair()
+    try:
+        assert kernel_timeouts(a) is False  # no timeout: nothing to move
+        assert a.gettimeout() is None
+        b.settimeout(2.5)
+
+        class Wrapped(socket.socket):  # as ssl.SSLSocket is
+            pass
+
+        w = Wrapped(fileno=b.detach())
+        w.settimeout(2.5)
+        assert kernel_timeouts(w) is False and w.gettimeout() == 2.5
+        w.close()
+    finally:
+        a.close()
