@@ -19,6 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @dataclass
 class Cli:
     env: dict[str, str]
@@ -45,6 +49,10 @@ class Cli:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # As a terminal starts a command: SIGINT at its default. A suite started in the
+            # background by a non-interactive shell ignores SIGINT, and an ignored signal
+            # is inherited across exec, so a Ctrl-C test would see it ignored.
+            preexec_fn=_default_sigint,
         )
 
     def worker(self, namespace: str, *args: str) -> subprocess.Popen[str]:
