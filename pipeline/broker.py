@@ -24,7 +24,7 @@ from pipeline.jsontext import dumps_strict
 from pipeline.keys import Keys
 from pipeline.model import Dag
 from pipeline.registry import REGISTRY, Registry
-from pipeline.scripts import REQUEST_ID, Scripts
+from pipeline.scripts import REQUEST_ID, SLOT, Prepared, Scripts
 from pipeline.submission import encode_nodes
 
 log = logging.getLogger("mediapipe.broker")
@@ -61,6 +61,7 @@ class Broker:
         self.worker_id = worker_id or new_worker_id()
         self.lease_ms = int(lease * 1000)
         self.registry = registry
+        self._next_calls: dict[tuple[tuple[str, ...], int], Prepared] = {}
 
     def _run(self, name: str, *args: Any) -> Any:
         return self.scripts.run(name, self._prefix, *args)
@@ -160,6 +161,28 @@ class Broker:
                         job.id,
                     )
         return accepted, self._parse_claim(reply, 1 + n)[0] if len(reply) > 1 + n else []
+
+    def complete_next(
+        self, job: ClaimedJob, result: Any, next_from: Sequence[str], count: int = 1
+    ) -> tuple[bool, list[ClaimedJob]]:
+        """``complete_many([(job, result)], next_from=next_from, count=count)``, a busy
+        worker's one call a job, sent as a prepared call (``Scripts.prepare``): the same
+        transition, arguments, request ids and reply."""
+        shape = (tuple(next_from), count)
+        call = self._next_calls.get(shape)
+        if call is None:
+            call = self._next_calls[shape] = self.scripts.prepare(
+                "complete", self._prefix, 1, SLOT, SLOT, SLOT,
+                self.worker_id, REQUEST_ID, self.lease_ms, count, *shape[0],
+            )  # fmt: skip
+        body = result if isinstance(result, RawJSON) else dumps_strict(result)
+        reply = self.scripts.run_prepared(call, job.id, job.token, body)
+        accepted = reply[1] == 1
+        if not accepted:
+            log.warning(
+                "discarded completion of %s: its lease was lost (reclaimed elsewhere)", job.id
+            )
+        return accepted, self._parse_claim(reply, 2)[0] if len(reply) > 2 else []
 
     def fail(self, job: ClaimedJob, exc: BaseException, *, tb: str | None = None) -> str:
         """Record a failure: 'retry', 'dead', 'cancelled' or 'discarded'."""

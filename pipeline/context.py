@@ -41,6 +41,8 @@ class JobContext:
     # is a Redis write plus a stream entry.
     PROGRESS_INTERVAL = 0.25
 
+    __slots__ = ("_last_progress", "_reporter", "_stop_check", "job")
+
     def __init__(
         self,
         job: ClaimedJob,
@@ -113,6 +115,7 @@ class JobContext:
 _current: contextvars.ContextVar[JobContext | None] = contextvars.ContextVar(
     "mediapipe_job", default=None
 )
+current_job = _current  # for a runner that sets and resets it itself (see ``running``)
 
 
 def current() -> JobContext | None:

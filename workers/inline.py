@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pipeline.breaker import ServiceBreakers
 from pipeline.broker import Broker, LeaseStatus
-from pipeline.context import JobContext, JobStopped, running
+from pipeline.context import JobContext, JobStopped, current_job
 from pipeline.jobs import ClaimedJob, RawJSON, encode_result
 from pipeline.outage import REDIS_DOWN, SERVICE_GIVE_UP, Outage
 from pipeline.registry import Registry
@@ -149,7 +149,8 @@ class InlineRunner:
                 if not held and not self._refill(now, next_stall_check):
                     continue
                 self._run_held()
-                if self._done and monotonic() - self._first_done >= self.flush_interval:
+                # With nothing left held, the next turn's claim carries the results at once.
+                if held and self._done and monotonic() - self._first_done >= self.flush_interval:
                     self._flush(fetch=False)
         finally:
             self._flush(fetch=False)
@@ -193,12 +194,18 @@ class InlineRunner:
             return
         done, self._done = self._done, []
         # outage.call itself rather than _redis: one layer less on every job's path
-        _, nxt = self.outage.call(
-            self.broker.complete_many,
-            done,
-            next_from=self.queues if fetch else (),
-            count=self.prefetch,
-        )
+        if fetch and len(done) == 1:  # a busy runner's call, once a job
+            job, body = done[0]
+            _, nxt = self.outage.call(
+                self.broker.complete_next, job, body, self.queues, self.prefetch
+            )
+        else:
+            _, nxt = self.outage.call(
+                self.broker.complete_many,
+                done,
+                next_from=self.queues if fetch else (),
+                count=self.prefetch,
+            )
         self.keeper.swap(done, nxt)
         self._held.extend(nxt)
 
@@ -274,6 +281,10 @@ class InlineRunner:
         spec = self.registry.get(job.stage)
         ctx = JobContext(job, self.broker, lambda: self.keeper.stop_code(job.id) is not None)
         # Encoded once here, where a bad result can still fail the job; the completion
-        # sends this text as it is.
-        with running(ctx):
+        # sends this text as it is. What ``with running(ctx)`` does, without its three
+        # method calls (~4,000 of a no-op job's ~100,000 worker instructions, callgrind).
+        token = current_job.set(ctx)
+        try:
             return encode_result(job.stage, spec.fn(ctx, job.params, job.inputs))
+        finally:
+            current_job.reset(token)

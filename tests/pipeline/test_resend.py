@@ -95,7 +95,13 @@ def test_a_claim_whose_reply_is_lost_hands_out_the_same_job_once(
     assert broker.complete(jobs[0], 1)[0] is True
 
 
+@pytest.mark.parametrize(
+    ("call", "action"),
+    [("complete_many", "drop"), ("complete_next", "drop"), ("complete_next", "delay")],
+)
 def test_complete_and_next_claim_whose_reply_is_lost_record_once_and_hand_over(
+    call: str,
+    action: str,
     proxy: FaultProxy,
     pr: redis.Redis,
     r: redis.Redis,
@@ -103,12 +109,17 @@ def test_complete_and_next_claim_whose_reply_is_lost_record_once_and_hand_over(
     client: Client,
     registry: Registry,
 ) -> None:
+    """Both ways a worker completes a job and claims the next (``complete_next`` is a
+    busy worker's prepared call) leave the resend to the same record."""
     _work(registry)
     _submit(client, 3)
     broker = Broker(pr, namespace=namespace, registry=registry)
     (first,), _ = broker.claim(["default"], 1)
-    proxy.on_reply("complete", 1, "drop")
-    (accepted,), nxt = broker.complete_many([(first, 1)], next_from=["default"], count=1)
+    proxy.on_reply("complete", 1, action, delay=1.5)
+    if call == "complete_many":
+        (accepted,), nxt = broker.complete_many([(first, 1)], next_from=["default"], count=1)
+    else:
+        accepted, nxt = broker.complete_next(first, 1, ["default"])
     assert proxy.fired() == 1
     assert accepted is True  # the first run's answer, not "discarded"
     assert len(nxt) == 1
