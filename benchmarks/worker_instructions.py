@@ -4,6 +4,10 @@ companion of server_instructions.py, and as steady (two runs of one tree agree w
 
     python benchmarks/worker_instructions.py SOURCE_TREE [--n 2000] [--server redis-server]
     e.g. python benchmarks/worker_instructions.py .
+    python benchmarks/worker_instructions.py SOURCE_TREE --canned --n 10000
+
+``--canned`` counts the worker's Python alone: ``worker_loop.py``'s runner answered at
+once with a recorded complete+claim reply, no socket and no timed chores.
 
 Fills a scratch server with one-job DAGs (``SOURCE_TREE``'s ``Client.submit_many``), runs
 ``SOURCE_TREE``'s ``noop_drain.py`` at prefetch 1 under ``valgrind --tool=callgrind`` for
@@ -53,15 +57,41 @@ def _count(tree: str, url: str, r: object, jobs: int) -> int:
     return int(m.group(1))
 
 
+def _count_canned(tree: str, server: str, jobs: int) -> int:
+    """The worker's Python alone: ``worker_loop.py``'s runner on a recorded reply."""
+    loop = str(Path(__file__).resolve().parent / "worker_loop.py")
+    args = ["--n", str(jobs), "--reps", "1", "--server", server]
+    proc = subprocess.run(
+        [*VALGRIND, sys.executable, loop, tree, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    m = re.search(r"Collected : (\d+)", proc.stderr)
+    if not m:
+        raise SystemExit(f"no instruction count from valgrind:\n{proc.stderr[-2000:]}")
+    return int(m.group(1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("tree")
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--server", default="redis-server")
+    ap.add_argument(
+        "--canned",
+        action="store_true",
+        help="no socket: worker_loop.py's runner answered with a recorded reply",
+    )
     a = ap.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     tree = str(Path(a.tree).resolve())
+    if a.canned:
+        server = shutil.which(a.server) or a.server
+        low, high = _count_canned(tree, server, BASE), _count_canned(tree, server, BASE + a.n)
+        print(f"{tree}: {(high - low) / a.n:,.0f} worker instructions a no-op job, canned, N={a.n}")
+        return
     srv = ScratchServer(shutil.which(a.server) or a.server)
     try:
         low = _count(tree, srv.url, srv.r, BASE)
