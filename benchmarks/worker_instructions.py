@@ -39,14 +39,12 @@ BASE = 500
 VALGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
 
 
-def _count(tree: str, url: str, r: object, jobs: int) -> int:
-    r.flushall()  # type: ignore[attr-defined]
-    subprocess.run([sys.executable, "-c", FILL, tree, url, str(jobs)], check=True)
-    drain = str(Path(tree) / "benchmarks" / "noop_drain.py")
+def _callgrind(script: str, *args: str, stdin: str | None = None) -> int:
+    """Instructions of one Python run of ``script``, counted by valgrind."""
     # the interpreter itself, not a launcher script that execs it (pyenv's shims)
     proc = subprocess.run(
-        [*VALGRIND, sys.executable, drain, url, "ab", "1", str(jobs)],
-        input="go\n",
+        [*VALGRIND, sys.executable, script, *args],
+        input=stdin,
         capture_output=True,
         text=True,
         check=True,
@@ -55,22 +53,19 @@ def _count(tree: str, url: str, r: object, jobs: int) -> int:
     if not m:
         raise SystemExit(f"no instruction count from valgrind:\n{proc.stderr[-2000:]}")
     return int(m.group(1))
+
+
+def _count(tree: str, url: str, r: object, jobs: int) -> int:
+    r.flushall()  # type: ignore[attr-defined]
+    subprocess.run([sys.executable, "-c", FILL, tree, url, str(jobs)], check=True)
+    drain = str(Path(tree) / "benchmarks" / "noop_drain.py")
+    return _callgrind(drain, url, "ab", "1", str(jobs), stdin="go\n")
 
 
 def _count_canned(tree: str, server: str, jobs: int) -> int:
     """The worker's Python alone: ``worker_loop.py``'s runner on a recorded reply."""
     loop = str(Path(__file__).resolve().parent / "worker_loop.py")
-    args = ["--n", str(jobs), "--reps", "1", "--server", server]
-    proc = subprocess.run(
-        [*VALGRIND, sys.executable, loop, tree, *args],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    m = re.search(r"Collected : (\d+)", proc.stderr)
-    if not m:
-        raise SystemExit(f"no instruction count from valgrind:\n{proc.stderr[-2000:]}")
-    return int(m.group(1))
+    return _callgrind(loop, tree, "--n", str(jobs), "--reps", "1", "--server", server)
 
 
 def main() -> None:

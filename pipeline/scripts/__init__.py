@@ -413,17 +413,7 @@ class Scripts:
         delay = 0.05
         while True:
             try:
-                packed = call.pack(values, rid, mode)
-                lane = st.lane
-                if lane is not None and st.lane_of is st.conn:  # the usual call: no layers
-                    reply = lane.call(packed)
-                    if isinstance(reply, redis.ResponseError):
-                        if not _function_missing(reply):
-                            raise reply
-                        self._load_library()  # the server restarted without its functions
-                        reply = self._fcall_packed(packed, st)
-                else:
-                    reply = self._send_packed(packed, st)
+                reply = self._send_packed(call.pack(values, rid, mode), st)
             except IN_DOUBT as exc:
                 mode = "r"
                 deadline, delay = self._lost(exc, st, key, seq, rid, deadline, delay)
