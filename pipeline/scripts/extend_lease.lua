@@ -11,7 +11,7 @@ for i = 2, #ARGV, 2 do
   local id, token = ARGV[i], ARGV[i + 1]
   local f = redis.call('HMGET', k_job(id), 'owner', 'queue', 'cancel', 'state')
   if f[1] == token and f[4] == 'active' then
-    redis.call('ZADD', k_active(f[2]), 'XX', now + lease, id)
+    redis.call('ZADD', k_active(f[2]), 'XX', int(now + lease), id)
     if f[3] == '1' then out[#out + 1] = 2 else out[#out + 1] = 1 end
   else
     out[#out + 1] = 0

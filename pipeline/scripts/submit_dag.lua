@@ -48,9 +48,9 @@ if step == 'part' or step == 'seal' then
   local bad = check_jobs(dag, jobs, true)
   if bad then return redis.error_reply('DAG ' .. dag .. ' refused: ' .. bad) end
   local roots = create_jobs(dag, jobs, now, true)
-  redis.call('HINCRBY', k_dag(dag), 'total', #jobs)
-  redis.call('HINCRBY', k_dag(dag), 'open', #jobs)
-  redis.call('HINCRBY', k_dag(dag), 'roots', #roots)
+  redis.call('HINCRBY', k_dag(dag), 'total', int(#jobs))
+  redis.call('HINCRBY', k_dag(dag), 'open', int(#jobs))
+  redis.call('HINCRBY', k_dag(dag), 'roots', int(#roots))
   return {dag, 1, 0}
 end
 
@@ -72,8 +72,9 @@ local function submit_whole(dag, idem, meta, jobs, building, webhook, call)
   local bad = check_jobs(dag, jobs, false, nil, true)
   if bad then return nil, 'DAG ' .. tostring(dag) .. ' refused: ' .. bad end
   -- Counters at 0 are not stored (HINCRBY starts from nothing; readers default them).
-  local args = {'v', SCHEMA, 'state', building and 'building' or 'running', 'total', #jobs,
-    'open', #jobs, 'created', at, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
+  local njobs = int(#jobs)
+  local args = {'v', SCHEMA, 'state', building and 'building' or 'running', 'total', njobs,
+    'open', njobs, 'created', at, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
   put_long(args, 'meta', meta)
   if idem ~= '' then
     args[#args + 1] = 'idem'; args[#args + 1] = idem
@@ -81,7 +82,7 @@ local function submit_whole(dag, idem, meta, jobs, building, webhook, call)
   end
   if req and req ~= '' then args[#args + 1] = 'req'; args[#args + 1] = req end
   if webhook and webhook ~= '' then put_long(args, 'webhook', webhook) end
-  if building then redis.call('ZADD', k_dags_building(), now, dag) end
+  if building then redis.call('ZADD', k_dags_building(), at, dag) end
   local quiet = #jobs == 1 and not building
   if quiet then
     args[#args + 1] = 'quiet'; args[#args + 1] = jobs[1].name
@@ -89,9 +90,9 @@ local function submit_whole(dag, idem, meta, jobs, building, webhook, call)
     quiet = (idem == '' and not (webhook and webhook ~= '')) and 'p' or '1'
   end
   local roots = create_jobs(dag, jobs, now, building, quiet, call, at)
-  args[#args + 1] = 'roots'; args[#args + 1] = #roots
+  args[#args + 1] = 'roots'; args[#args + 1] = int(#roots)
   redis.call('HSET', k_dag(dag), unpack(args))
-  if not building then emit_global(dag, 'submitted', '', 'jobs', #jobs) end
+  if not building then emit_global(dag, 'submitted', '', 'jobs', njobs) end
   return CREATED
 end
 

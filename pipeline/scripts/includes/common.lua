@@ -51,7 +51,7 @@ local IDEM_MS_DEFAULT = 86400000
 
 -- The layout version a submit writes into its DAG hash (`v`); DAGs without it were
 -- written by schema 1, whose layout every script still reads (docs/redis-layout.md).
-local SCHEMA = 2
+local SCHEMA = '2'  -- text: see int
 
 -- A job id is `<dag>/<name>` and a DAG id has no '/', so neither is stored in the job.
 -- (A plain find: these run several times per job on the hot path.)
@@ -176,9 +176,32 @@ local function clock()
   return tonumber(at), at
 end
 
--- A whole number as redis.call's argument: Redis formats a Lua number with "%.17g",
--- thousands of instructions for a time in ms (see EVENTS_PER_DAG); "%d" is a fraction.
-local function int(n) return string.format('%d', n) end
+-- A whole number as redis.call's argument. Redis before 7.2 formats a number argument
+-- with snprintf("%.17g"): ~2,300 instructions for a small count, ~3,700 for a time in ms
+-- (7.0.15, callgrind). Text costs it nothing, string.format('%d') ~1,700, a count taken
+-- from a table ~300: a one-job submit passed nine numbers, 8 % of its instructions there.
+-- Redis 7.2 and Valkey print a whole number with ll2string (~100), where string.format
+-- would be the cost: there `int` hands the number on. The text is the same either way,
+-- so only the speed depends on the version read here.
+local SLOW_NUMBERS = (redis.REDIS_VERSION_NUM or 0) < 0x070200
+local COUNTS = {}  -- 0..99 as text, filled as they are first used (no `string` at load)
+local int
+if SLOW_NUMBERS then
+  int = function(n)
+    local t = COUNTS[n]
+    if t then return t end
+    t = string.format('%d', n)
+    if n >= 0 and n < 100 and n % 1 == 0 then COUNTS[n] = t end
+    return t
+  end
+else
+  int = function(n) return n end
+end
+-- A number the client sent (it may have a fraction: passed on as it is).
+local function num(v)
+  if SLOW_NUMBERS and v % 1 == 0 and v > -1e15 and v < 1e15 then return int(v) end
+  return v
+end
 
 -- A one-job DAG is "quiet" while its run is the plain one (claimed once, completed): its
 -- `active`, `completed` and `dag_completed` events are not written to a stream but read
@@ -282,13 +305,13 @@ local function enqueue(id, now)
   local q, prio, run_at = f[1], tonumber(f[2]) or 0, tonumber(f[3] or '0') or 0
   if run_at > now then
     redis.call('HSET', k_job(id), 'state', 'delayed')
-    redis.call('ZADD', k_delayed(q), run_at, id)
+    redis.call('ZADD', k_delayed(q), num(run_at), id)
     -- The queue's meta keeps the earliest due time (-1: none), so a claim needs no read
     -- of the delayed set until something falls due (see promote_due). Unrecorded stays
     -- unrecorded: the next claim reads the set and records the true earliest.
     local due = tonumber(redis.call('HGET', k_meta(q), 'next_due'))
     if due and (due < 0 or run_at < due) then
-      redis.call('HSET', k_meta(q), 'next_due', run_at)
+      redis.call('HSET', k_meta(q), 'next_due', num(run_at))
     end
   else
     local seq = tonumber(f[4])
@@ -296,9 +319,9 @@ local function enqueue(id, now)
       redis.call('HSET', k_job(id), 'state', 'waiting')
     else
       seq = redis.call('INCR', k_seq()) % PRIO_SPAN
-      redis.call('HSET', k_job(id), 'state', 'waiting', 'seq', seq)
+      redis.call('HSET', k_job(id), 'state', 'waiting', 'seq', int(seq))
     end
-    redis.call('ZADD', k_wait(q), (1000 - prio) * PRIO_SPAN + seq, id)
+    redis.call('ZADD', k_wait(q), int((1000 - prio) * PRIO_SPAN + seq), id)
     wake(q)
   end
 end
@@ -450,11 +473,11 @@ end
 -- A job reached a terminal state other than completed; `as` names the DAG counter it now
 -- counts in: dead, upstream or cancelled.
 local function job_ended(dag, id, as, now)
-  redis.call('HINCRBY', k_dag(dag), as, 1)
+  redis.call('HINCRBY', k_dag(dag), as, '1')
   if redis.call('HGET', k_job(id), 'root') == '1' then
-    redis.call('HINCRBY', k_dag(dag), 'roots_failed', 1)
+    redis.call('HINCRBY', k_dag(dag), 'roots_failed', '1')
   end
-  if redis.call('HINCRBY', k_dag(dag), 'open', -1) <= 0 then settle_dag(dag, now) end
+  if redis.call('HINCRBY', k_dag(dag), 'open', '-1') <= 0 then settle_dag(dag, now) end
 end
 
 -- Undo job_ended: the job is live again (retried from the dead-letter queue, or its

@@ -163,10 +163,10 @@ local function create_jobs(dag, jobs, now, defer, quiet, call, at)
   -- enqueue would do after reading the job back): one INCRBY for all their places.
   local seq
   if call then
-    if not call.seq then call.seq = redis.call('INCRBY', k_seq(), call.njobs) - call.njobs end
+    if not call.seq then call.seq = redis.call('INCRBY', k_seq(), int(call.njobs)) - call.njobs end
     seq, call.seq = call.seq, call.seq + ready
   else
-    seq = ready > 0 and redis.call('INCRBY', k_seq(), ready) - ready or 0
+    seq = ready > 0 and redis.call('INCRBY', k_seq(), int(ready)) - ready or 0
   end
   local woken = call and call.woken or {}
   local roots, queues = {}, {}
@@ -179,31 +179,31 @@ local function create_jobs(dag, jobs, now, defer, quiet, call, at)
     local now_ready = n == 0 and not defer and run_at <= now
     -- (the nils size it for a usual job at once: see complete.lua)
     local args = {'state', now_ready and 'waiting' or 'waiting_children', 'stage', j.stage,
-      'queue', j.queue, 'max_attempts', j.max_attempts, 'timeout_ms', j.timeout_ms,
+      'queue', j.queue, 'max_attempts', num(j.max_attempts), 'timeout_ms', num(j.timeout_ms),
       'created', at, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil, nil}
     if now_ready then
       seq = seq + 1
-      args[#args + 1] = 'seq'; args[#args + 1] = seq % PRIO_SPAN
+      args[#args + 1] = 'seq'; args[#args + 1] = int(seq % PRIO_SPAN)
     end
     put_long(args, 'params', j.params)
     local prio = j.prio or 0
-    if prio ~= 0 then args[#args + 1] = 'prio'; args[#args + 1] = prio end
+    if prio ~= 0 then args[#args + 1] = 'prio'; args[#args + 1] = num(prio) end
     if j.backoff and j.backoff ~= '' then
       args[#args + 1] = 'backoff'; args[#args + 1] = j.backoff
     end
-    if j.cost and j.cost ~= 1 then args[#args + 1] = 'cost'; args[#args + 1] = j.cost end
+    if j.cost and j.cost ~= 1 then args[#args + 1] = 'cost'; args[#args + 1] = num(j.cost) end
     if j.tags and j.tags ~= '' then args[#args + 1] = 'tags'; args[#args + 1] = j.tags end
     if j.max_stalls and j.max_stalls ~= 0 then
-      args[#args + 1] = 'max_stalls'; args[#args + 1] = j.max_stalls
+      args[#args + 1] = 'max_stalls'; args[#args + 1] = num(j.max_stalls)
     end
-    if run_at ~= 0 then args[#args + 1] = 'run_at'; args[#args + 1] = run_at end
+    if run_at ~= 0 then args[#args + 1] = 'run_at'; args[#args + 1] = num(run_at) end
     if j.fallback and j.fallback ~= '' then
       args[#args + 1] = 'fallback'; args[#args + 1] = j.fallback
     end
     if root == '1' then args[#args + 1] = 'root'; args[#args + 1] = '1' end
     if quiet then args[#args + 1] = 'quiet'; args[#args + 1] = quiet end
     if n > 0 then
-      args[#args + 1] = 'pending'; args[#args + 1] = n
+      args[#args + 1] = 'pending'; args[#args + 1] = int(n)
       args[#args + 1] = 'has_deps'; args[#args + 1] = '1'
       for _, edge in ipairs(children) do
         args[#args + 1] = 'd:' .. name_of(edge[1])

@@ -14,7 +14,7 @@ local function release_parents(id, result, now)
     if st == 'pending' then
       redis.call('HSET', key, field, 'done')
       redis.call('HSET', k_results(p), id, result)
-      local left = redis.call('HINCRBY', k_job(p), 'pending', -1)
+      local left = redis.call('HINCRBY', k_job(p), 'pending', '-1')
       if left <= 0 and redis.call('HGET', k_job(p), 'state') == 'waiting_children' then
         enqueue(p, now)
       end
@@ -87,8 +87,9 @@ end
 
 -- Move a job to the dead-letter queue and tell its parents.
 local function kill_job(id, dag, err, now)
-  redis.call('HSET', k_job(id), 'state', 'dead', 'finished', now, 'error', err, 'owner', '')
-  redis.call('ZADD', k_dead(), now, id)
+  local at = int(now)
+  redis.call('HSET', k_job(id), 'state', 'dead', 'finished', at, 'error', err, 'owner', '')
+  redis.call('ZADD', k_dead(), at, id)
   emit(dag, 'dead', id, 'error', err)
   emit_global(dag, 'dead', id)
   fail_parents(id, dag, err, now)
