@@ -8,7 +8,10 @@ ours / best other, so below 1 is the good side there; ``higher_is_better`` says 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
+import shutil
 import signal
 import socket
 import statistics
@@ -81,6 +84,95 @@ class ScratchServer:
             self.proc.kill()
             self.proc.wait()
         self.tmp.cleanup()
+
+
+class CallgrindServer:
+    """A redis-server (or valkey-server) under ``valgrind --tool=callgrind`` with
+    instrumentation off until ``count`` turns it on around a piece of work: server
+    instructions, a figure that does not move with this VM's noise. ``r`` is a client;
+    ``stop()`` ends the server. Needs valgrind (``apt-get install valgrind``)."""
+
+    def __init__(self, binary: str, keep: bool = False) -> None:
+        import redis
+
+        if not shutil.which("valgrind"):
+            raise SystemExit("valgrind is not installed (apt-get install valgrind)")
+        self.work = tempfile.mkdtemp(prefix="callgrind-server-")
+        self.keep = keep
+        self.port = free_port()
+        self._log = open(f"{self.work}/valgrind.log", "w")  # noqa: SIM115 (open while it runs)
+        self.proc = subprocess.Popen(
+            [
+                "valgrind",
+                "--tool=callgrind",
+                "--instr-atstart=no",
+                f"--callgrind-out-file={self.work}/cg.%p",
+                binary,
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=self._log,
+        )
+        self.r = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.r.ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+                time.sleep(0.2)
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(
+            ["callgrind_control", *args, str(self.proc.pid)], check=True, capture_output=True
+        )
+
+    def count(self, work: Callable[[], Any]) -> tuple[int, str]:
+        """Run ``work`` with instrumentation on: (the server's instructions, the profile's
+        path for ``callgrind_annotate``)."""
+        self.on()
+        try:
+            work()
+        finally:
+            counted = self.off()
+        return counted
+
+    def on(self) -> None:
+        self._control("-i", "on")
+
+    def off(self) -> tuple[int, str]:
+        """Instrumentation off: what it counted since ``on``, as ``count`` returns it."""
+        self._control("-i", "off")
+        profiles = f"{self.work}/cg.{self.proc.pid}.*"
+        before = set(glob.glob(profiles))
+        self._control("-d")
+        path = (set(glob.glob(profiles)) - before).pop()
+        out = subprocess.run(["callgrind_annotate", path], capture_output=True, text=True).stdout
+        m = re.search(r"^\s*([\d,]+) .*PROGRAM TOTALS", out, re.MULTILINE)
+        if not m:
+            raise SystemExit(f"no totals in {path}")
+        return int(m.group(1).replace(",", "")), path
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.r.shutdown(nosave=True)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self._log.close()
+        if self.keep:
+            print("kept", self.work)
+        else:
+            shutil.rmtree(self.work, ignore_errors=True)
 
 
 def log(msg: str) -> None:

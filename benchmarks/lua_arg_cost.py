@@ -13,21 +13,13 @@ chooses the form from this. Needs valgrind (``apt-get install valgrind``).
 from __future__ import annotations
 
 import argparse
-import contextlib
-import glob
-import re
-import shutil
-import subprocess
+import functools
 import sys
-import tempfile
-import time
 from pathlib import Path
-
-import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import free_port
+from benchmarks.common import CallgrindServer
 
 SCRIPT = """
 local n, form = tonumber(ARGV[1]), ARGV[2]
@@ -54,78 +46,32 @@ FORMS = [
 ]
 
 
-def _total(path: str) -> int:
-    out = subprocess.run(["callgrind_annotate", path], capture_output=True, text=True).stdout
-    m = re.search(r"^\s*([\d,]+) .*PROGRAM TOTALS", out, re.MULTILINE)
-    if not m:
-        raise SystemExit(f"no totals in {path}")
-    return int(m.group(1).replace(",", ""))
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--server", default="/usr/bin/redis-server")
     ap.add_argument("--n", type=int, default=20000)
     a = ap.parse_args()
-    if not shutil.which("valgrind"):
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
-    work = tempfile.mkdtemp(prefix="lua-arg-")
-    port = free_port()
-    vg = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={work}/cg.%p",
-            a.server,
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    r = redis.Redis(port=port)
+    srv = CallgrindServer(a.server)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        version = r.info("server")
+        info = srv.r.info("server")
         name = (
-            "valkey " + version["valkey_version"]
-            if "valkey_version" in version
-            else ("redis " + version["redis_version"])
+            f"valkey {info['valkey_version']}"
+            if "valkey_version" in info
+            else f"redis {info['redis_version']}"
         )
-        sha = r.script_load(SCRIPT)
+        sha = srv.r.script_load(SCRIPT)
         per: dict[str, float] = {}
         for form in FORMS:
-            r.evalsha(sha, 1, "lua-arg-cost", 10, form)
-            subprocess.run(["callgrind_control", "-i", "on", str(vg.pid)], capture_output=True)
-            r.evalsha(sha, 1, "lua-arg-cost", a.n, form)
-            subprocess.run(["callgrind_control", "-i", "off", str(vg.pid)], capture_output=True)
-            before = set(glob.glob(f"{work}/cg.{vg.pid}.*"))
-            subprocess.run(["callgrind_control", "-d", str(vg.pid)], capture_output=True)
-            per[form] = _total((set(glob.glob(f"{work}/cg.{vg.pid}.*")) - before).pop()) / a.n
+            srv.r.evalsha(sha, 1, "lua-arg-cost", 10, form)
+            total, _ = srv.count(
+                functools.partial(srv.r.evalsha, sha, 1, "lua-arg-cost", a.n, form)
+            )
+            per[form] = total / a.n
         print(f"{name}: server instructions per HSET from a script, N={a.n}")
         for form in FORMS:
             print(f"  {form:28} {per[form]:7,.0f}  ({per[form] - per['text']:+,.0f} against text)")
     finally:
-        with contextlib.suppress(Exception):
-            r.shutdown(nosave=True)
-        try:
-            vg.wait(30)
-        except subprocess.TimeoutExpired:
-            vg.kill()
-        shutil.rmtree(work, ignore_errors=True)
+        srv.stop()
 
 
 if __name__ == "__main__":

@@ -17,32 +17,16 @@ another commit as SOURCE_TREE compares two versions on one machine.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import glob
 import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _total(path: str) -> int:
-    out = subprocess.run(["callgrind_annotate", path], capture_output=True, text=True).stdout
-    m = re.search(r"^\s*([\d,]+) .*PROGRAM TOTALS", out, re.MULTILINE)
-    if not m:
-        raise SystemExit(f"no totals in {path}")
-    return int(m.group(1).replace(",", ""))
+from benchmarks.common import CallgrindServer
 
 
 def main() -> None:
@@ -52,8 +36,6 @@ def main() -> None:
     ap.add_argument("--server", default="redis-server")
     ap.add_argument("--top", type=int, default=0)
     a = ap.parse_args()
-    if not shutil.which("valgrind"):
-        raise SystemExit("valgrind is not installed (apt-get install valgrind)")
     sys.path.insert(0, a.tree)
     import redis
 
@@ -69,53 +51,10 @@ def main() -> None:
     def noop(ctx: Any, params: Any, inputs: Any) -> int:
         return 1
 
-    work = Path(tempfile.mkdtemp(prefix="server-instr-"))
-    port = _free_port()
-    log = open(work / "valgrind.log", "w")  # noqa: SIM115 (open while the server runs)
-    vg = subprocess.Popen(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={work}/cg.%p",
-            a.server,
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-
-    def instr(on: bool) -> None:
-        subprocess.run(
-            ["callgrind_control", "-i", "on" if on else "off", str(vg.pid)],
-            check=True,
-            capture_output=True,
-        )
-
-    def dump() -> str:
-        before = set(glob.glob(f"{work}/cg.{vg.pid}.*"))
-        subprocess.run(["callgrind_control", "-d", str(vg.pid)], check=True, capture_output=True)
-        new = set(glob.glob(f"{work}/cg.{vg.pid}.*")) - before
-        return new.pop()
-
+    srv = CallgrindServer(a.server, keep=bool(os.environ.get("KEEP_CALLGRIND")))
     try:
-        r = redis.Redis(port=port)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
         warm, n = 100, a.n
-        client = Client(r, registry=reg)
+        client = Client(srv.r, registry=reg)
         for i in range(warm):
             d = Dag()
             d.add("a", "noop", {"i": i})
@@ -125,39 +64,38 @@ def main() -> None:
             d = Dag()
             d.add("a", "noop", {"i": warm + i})
             dags.append(d)
-        instr(True)
-        for d in dags:
-            client.submit(d)
-        instr(False)
-        submit_path = dump()
-        submit = _total(submit_path) / n
+
+        def submit_each() -> None:
+            for d in dags:
+                client.submit(d)
+
+        submit, submit_path = srv.count(submit_each)
         bulk_dags = []
         for i in range(n):
             d = Dag()
             d.add("a", "noop", {"i": warm + n + i})
             bulk_dags.append(d)
-        instr(True)
-        for at in range(0, n, 1000):
-            client.submit_many(bulk_dags[at : at + 1000])
-        instr(False)
-        bulk_path = dump()
-        bulk = _total(bulk_path) / n
-        runner = InlineRunner(Broker(redis.Redis(port=port), registry=reg), prefetch=1)
-        state = {"on": False}
 
-        def stop() -> bool:
-            if not state["on"] and runner.processed >= warm:
-                state["on"] = True
-                instr(True)
+        def submit_bulk() -> None:
+            for at in range(0, n, 1000):
+                client.submit_many(bulk_dags[at : at + 1000])
+
+        bulk, bulk_path = srv.count(submit_bulk)
+        runner = InlineRunner(Broker(redis.Redis(port=srv.port), registry=reg), prefetch=1)
+        counting = False
+
+        def stop() -> bool:  # counts from the 101st job on, in one run of the runner
+            nonlocal counting
+            if not counting and runner.processed >= warm:
+                counting = True
+                srv.on()
             return bool(runner.processed >= warm + n)
 
         runner.run(stop)
-        instr(False)
-        path = dump()
-        process = _total(path) / n
+        process, path = srv.off()
         print(
-            f"{a.tree}: {a.server}: {submit:,.0f} server instructions a Client.submit, "
-            f"{bulk:,.0f} a DAG of submit_many, {process:,.0f} a processed job "
+            f"{a.tree}: {a.server}: {submit / n:,.0f} server instructions a Client.submit, "
+            f"{bulk / n:,.0f} a DAG of submit_many, {process / n:,.0f} a processed job "
             f"(complete+claim), N={n}"
         )
         phases = (("submit", submit_path), ("submit_many", bulk_path), ("process", path))
@@ -170,17 +108,7 @@ def main() -> None:
             for ln in rows[: a.top]:
                 print(ln[:140])
     finally:
-        with contextlib.suppress(Exception):
-            redis.Redis(port=port).shutdown(nosave=True)
-        try:
-            vg.wait(30)
-        except subprocess.TimeoutExpired:
-            vg.kill()
-        log.close()
-        if not os.environ.get("KEEP_CALLGRIND"):
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print("kept", work)
+        srv.stop()
 
 
 if __name__ == "__main__":

@@ -6,17 +6,15 @@ server: as text built in Lua where the server would format a number slowly (Redi
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from benchmarks.common import ScratchServer
 from pipeline.broker import Broker
 from pipeline.client import Client
 from pipeline.model import Backoff, Dag
@@ -84,12 +82,6 @@ def test_numbers_are_stored_as_their_digits_either_way(
     assert types == expected_types * 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _old_redis() -> str | None:
     """Debian's redis-server when it is older than 7.2 (the text path); .ci/run installs it."""
     exe = shutil.which("redis-server")
@@ -102,32 +94,15 @@ def _old_redis() -> str | None:
 
 
 @pytest.fixture
-def old_redis(tmp_path: Path) -> Iterator[redis.Redis]:
+def old_redis() -> Iterator[redis.Redis]:
     exe = _old_redis()
     if exe is None:
         pytest.skip("needs a redis-server 7.0 or 7.1 (Debian's)")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    r = redis.Redis(port=port)
+    srv = ScratchServer(exe)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield r
+        yield srv.r
     finally:
-        r.close()
-        proc.terminate()
-        proc.wait(10)
+        srv.stop()
 
 
 def test_a_dag_runs_on_redis_7_0_where_numbers_go_as_text(old_redis: redis.Redis) -> None:
