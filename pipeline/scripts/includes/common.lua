@@ -177,12 +177,12 @@ local function clock()
 end
 
 -- A whole number as redis.call's argument. Redis before 7.2 formats a number argument
--- with snprintf("%.17g"): ~2,300 instructions for a small count, ~3,700 for a time in ms
--- (7.0.15, callgrind). Text costs it nothing, string.format('%d') ~1,700, a count taken
--- from a table ~300: a one-job submit passed nine numbers, 8 % of its instructions there.
--- Redis 7.2 and Valkey print a whole number with ll2string (~100), where string.format
--- would be the cost: there `int` hands the number on. The text is the same either way,
--- so only the speed depends on the version read here.
+-- with snprintf("%.17g"): ~2,400 instructions for a small count, ~4,200 for a time in ms
+-- (7.0.15; benchmarks/lua_arg_cost.py). Text costs it nothing, string.format('%d')
+-- ~1,800-2,600, a count taken from a table ~150: a one-job submit passed nine numbers, 8 %
+-- of its instructions there. Redis 7.2 and Valkey print a whole number with ll2string
+-- (~200-800), where string.format would be the cost: there `int` hands the number on.
+-- The text is the same either way, so only the speed depends on the version read here.
 local SLOW_NUMBERS = (redis.REDIS_VERSION_NUM or 0) < 0x070200
 local COUNTS = {}  -- 0..99 as text, filled as they are first used (no `string` at load)
 local int
