@@ -451,8 +451,15 @@ class Soak:
 
         for dag_id, state in zip(list(self.open), self.call(states), strict=True):
             if state is not None and state.decode() in TERMINAL:
+                final = self.call(lambda c, d=dag_id: self.snapshot(c, d))
+                # A cancelled DAG can still have a job running: it ends on its worker's
+                # next word with Redis, completed or cancelled. The snapshot reads the jobs
+                # and then the events, so a completion between the two would read as an
+                # active job with a completed event: wait until none is active.
+                if any(j["state"] == "active" for j in final["jobs"].values()):
+                    continue
                 self.open.remove(dag_id)
-                self.dags[dag_id].final = self.call(lambda c, d=dag_id: self.snapshot(c, d))
+                self.dags[dag_id].final = final
 
     def snapshot(self, c: Client, dag_id: str) -> dict[str, Any]:
         """What Redis says of a finished DAG, read before retention removes it."""
@@ -659,7 +666,7 @@ class Soak:
                 self.jobs_seen += 1
                 ev = j["completed_events"]
                 if ev > 1 or (j["state"] == "completed") != (ev == 1):
-                    v.append(f"job {job_id}: {j['state']} with {ev} completed events")
+                    v.append(f"job {job_id}: {j['state']} with {ev} completed events (DAG {state})")
                 if j["state"] == "completed" and j["result"] is None:
                     v.append(f"job {job_id}: completed with no result")
                 if t.cancel_returned and j["started"] > t.cancel_returned * 1000 + 1:
