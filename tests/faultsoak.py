@@ -455,8 +455,11 @@ class Soak:
                 # A cancelled DAG can still have a job running: it ends on its worker's
                 # next word with Redis, completed or cancelled. The snapshot reads the jobs
                 # and then the events, so a completion between the two would read as an
-                # active job with a completed event: wait until none is active.
-                if any(j["state"] == "active" for j in final["jobs"].values()):
+                # active job with a completed event: wait until none is active. (A
+                # completed or failed DAG has none open: check() holds it to that.)
+                if final["state"] == "cancelled" and any(
+                    j["state"] == "active" for j in final["jobs"].values()
+                ):
                     continue
                 self.open.remove(dag_id)
                 self.dags[dag_id].final = final
@@ -665,6 +668,8 @@ class Soak:
             for job_id, j in final["jobs"].items():
                 self.jobs_seen += 1
                 ev = j["completed_events"]
+                if state in ("completed", "failed") and j["state"] == "active":
+                    v.append(f"job {job_id}: active in a {state} DAG")
                 if ev > 1 or (j["state"] == "completed") != (ev == 1):
                     v.append(f"job {job_id}: {j['state']} with {ev} completed events (DAG {state})")
                 if j["state"] == "completed" and j["result"] is None:
