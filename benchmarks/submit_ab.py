@@ -85,6 +85,7 @@ def main() -> None:
         print(f"huey left out: no {a.peer_python} or {a.peers_dir}/tasks_huey.py", flush=True)
     srv = ScratchServer(a.server)
     env = dict(os.environ, PEERBENCH_REDIS_URL=srv.url, PYTHONPATH=a.peers_dir)
+    # (submits/s, client CPU us a call) per repetition; paired() compares the first
     results: dict[str, list[tuple[float, float]]] = {who: [] for who, _ in runners}
     try:
         for rep in range(a.reps):
@@ -92,14 +93,18 @@ def main() -> None:
             for who, python in order:
                 srv.r.flushall()
                 x = loop(python, who, a.n, env)
-                results[who].append((x["rate"], 0.0))
+                results[who].append((x["rate"], x["user_us"] + x["sys_us"]))
                 print(
                     f"rep {rep} {who}: {x['rate']:,.0f} submits/s, client CPU "
                     f"{x['user_us']:.0f} us user + {x['sys_us']:.0f} us system a call",
                     flush=True,
                 )
         for who, _ in runners:
-            print(f"{who}: median {statistics.median(x[0] for x in results[who]):,.0f} submits/s")
+            rates, cpu = zip(*results[who], strict=True)
+            print(
+                f"{who}: median {statistics.median(rates):,.0f} submits/s, "
+                f"{statistics.median(cpu):.0f} us of client CPU a call"
+            )
         print(paired(results[trees[0]], results[trees[1]], ("A", "B")))
         if "huey" in results:
             for t, name in zip(trees, ("A", "B"), strict=True):
