@@ -21,7 +21,9 @@ like the peer harness.
 - mediapipe (``benchmarks/mediapipe_proc.py``, each step its own process):
   ``mediapipe-submit``: N DAGs of one no-op job through ``Client.submit``, enqueue only;
   ``mediapipe-submit_many-w2``: N through ``Client.submit_many``, then, with the queue
-  full, 2 worker processes each running ``workers.inline.InlineRunner``.
+  full, 2 worker processes each running ``workers.inline.InlineRunner``. Each case has a
+  ``-nospin`` twin run with ``MEDIAPIPE_SPIN_US=0``: replies waited for blocking, as the
+  peers wait.
   Process rate = N / (last completion - first completion) over all workers, counted by
   the harness's mmap counter in the no-op stage; worker start-up is excluded.
 
@@ -88,6 +90,15 @@ MP_CASES: dict[str, tuple[str, bool, str, int]] = {
         32,
     ),
 }
+# The same cases with MEDIAPIPE_SPIN_US=0: every reply waited for blocking, as the peers
+# wait (pipeline/rawlane.py), so a run shows what the spin-wait adds beside the rest.
+NOSPIN = "-nospin"
+MP_CASES.update(
+    {
+        name + NOSPIN: (mode, process, note + "; MEDIAPIPE_SPIN_US=0 (never spins)", prefetch)
+        for name, (mode, process, note, prefetch) in list(MP_CASES.items())
+    }
+)
 # BullMQ on Node.js: package.json (pinned bullmq and ioredis), package-lock.json, and the
 # harness's enqueue.js and worker.js; node_modules is made by `npm ci` on first use.
 NODE_DIR = HERE / "bullmq_node"
@@ -627,6 +638,8 @@ def run_mediapipe(
     out: dict[str, Any] = {"case": name, "n": n}
     count_dir = tempfile.mkdtemp(prefix="cnt-", dir=workdir)
     env = mp_env(srv.url, count_dir, peers)
+    if name.endswith(NOSPIN):
+        env["MEDIAPIPE_SPIN_US"] = "0"
     srv.r.flushall()
     if not enqueue_step(out, [sys.executable, str(MP_PROC), "enqueue", mode, str(n)], env, timeout):
         return out
@@ -765,6 +778,8 @@ def compare(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     single = summary.get(MP_SUBMIT, {})
     bulk = summary.get(MP_BULK, {})
     pre = summary.get(MP_PREFETCH, {})
+    single_ns = summary.get(MP_SUBMIT + NOSPIN, {})
+    bulk_ns = summary.get(MP_BULK + NOSPIN, {})
     return {
         "enqueue_single": figure(
             single.get("enqueue_rate_median"),
@@ -795,6 +810,16 @@ def compare(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         ),
         "process_prefetch32_redis_side": figure(
             pre.get("process_rate_redis_median"),
+            rates("process_rate_median"),
+            floor.get("process_rate_median"),
+        ),
+        "enqueue_single_nospin": figure(
+            single_ns.get("enqueue_rate_median"),
+            rates("enqueue_rate_median", only_single=True),
+            floor.get("enqueue_rate_median"),
+        ),
+        "process_nospin": figure(
+            bulk_ns.get("process_rate_median"),
             rates("process_rate_median"),
             floor.get("process_rate_median"),
         ),

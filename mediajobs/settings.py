@@ -268,6 +268,13 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
         int,
     ),
     EnvSetting(
+        "MEDIAPIPE_SPIN_US",
+        "250",
+        "microseconds a call waits for its reply by spinning before it blocks, where "
+        "spinning is measured to answer sooner (0: never spin)",
+        float,
+    ),
+    EnvSetting(
         "MEDIAPIPE_RETENTION",
         "on",
         "off: workers prune nothing (`mediapipe prune` still does)",

@@ -22,6 +22,21 @@ The lane does the same work on the same objects with none of the layers:
   same timeout, as a ``ConnectionError`` (EAGAIN) rather than a ``TimeoutError``: both
   leave a transition in doubt alike.
 
+A reply is waited for by spinning on a non-blocking receive (yielding the CPU to any
+other runnable task between tries) for up to ``MEDIAPIPE_SPIN_US`` (250 us), then
+blocking as before. Blocking lets the CPU go idle, and a reply that arrives then waits
+for the CPU to wake: on this project's VM, a guest whose idle vCPU halts at once
+(``haltpoll.guest_halt_poll_ns=0``), that wake-up was ~55 us of an 85 us PING round trip,
+as long as a one-job submit's whole FCALL. Spinning costs CPU only while a reply is due,
+and never more than the budget a call; but where the CPU is short (more busy processes
+than cores, a Redis on the same core) a spinner takes turns from the very server it waits
+for, and where Redis is far away the budget is burnt for nothing. So each lane measures:
+every ``PROBE_EVERY`` calls it times ``PROBE`` replies waited for each way, and spins
+until the next probe only if the spun replies came sooner (medians) and within the
+budget; a yield that another task kept for a time slice stops the spinning at once; each
+lost probe puts the next one twice as far off. Nothing spins on one CPU, and
+``MEDIAPIPE_SPIN_US=0`` never spins. Figures: docs/benchmarks.md.
+
 Only plain TCP, TLS and Unix-socket connections with the hiredis parser take the lane
 (``RawLane.of`` answers None otherwise): a Sentinel-managed connection turns a READONLY
 reply into a failover in its own ``read_response``, and a caching proxy keeps state
@@ -30,7 +45,9 @@ around each call.
 
 from __future__ import annotations
 
+import os
 import socket
+import statistics
 import struct
 import time
 from typing import Any
@@ -69,8 +86,64 @@ def kernel_timeouts(sock: Any) -> bool:
     return True
 
 
+ENV_SPIN = "MEDIAPIPE_SPIN_US"
+SPIN_US = 250
+PROBE = 16  # replies timed each way per probe
+# Calls from one probe to the next: doubled each time spinning loses, up to the most (a
+# spun probe on a contended CPU costs a time slice a call), and back to the least when
+# it wins.
+PROBE_EVERY, PROBE_EVERY_MOST = 1024, 65536
+# A yield that came back this late gave the CPU to a task that kept it for a time slice
+# (Linux's is milliseconds): the CPU is contended, where a spinner only slows the others.
+# Then spinning stops until the next probe. (A yield to the very server it waits for
+# comes back within a call's time, well under this. A thread of this process that held
+# the GIL for its switch interval, 5 ms, ends the spinning the same way.)
+LONG_YIELD = 0.0005
+_DONTWAIT = socket.MSG_DONTWAIT
+_sched_yield = os.sched_yield
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on (macOS has no affinity: all of them)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def spin_budget() -> float:
+    """Seconds a call may spin for its reply (``MEDIAPIPE_SPIN_US``; 0: never). Never on
+    one CPU: the reply of a server there needs the very CPU a spinner holds."""
+    raw = os.environ.get(ENV_SPIN, "").strip()
+    try:
+        us = float(raw) if raw else SPIN_US
+    except ValueError:
+        raise ValueError(f"{ENV_SPIN}={raw!r} is not a number of microseconds") from None
+    if _cpus() < 2:
+        return 0.0
+    return max(0.0, us) / 1e6
+
+
+def spin_wins(blocked: list[float], spun: list[float], budget: float) -> bool:
+    """Whether to spin until the next probe: the spun replies (their waits, in seconds)
+    came sooner than the blocked ones and within the budget. Medians, so one preempted
+    call does not decide."""
+    mid = statistics.median(spun)
+    return mid < budget and mid < statistics.median(blocked)
+
+
 class RawLane:
-    __slots__ = ("buf", "conn", "interval", "last", "reader", "sock")
+    __slots__ = (
+        "budget",
+        "buf",
+        "calls",
+        "conn",
+        "every",
+        "interval",
+        "last",
+        "reader",
+        "sock",
+        "spin",
+        "waits",
+    )
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
@@ -80,6 +153,12 @@ class RawLane:
         self.buf = bytearray(65536)
         self.interval = float(conn.health_check_interval or 0)
         self.last = time.monotonic()
+        # Spinning needs a non-blocking receive on the socket itself (not TLS's layer).
+        self.budget = spin_budget() if type(self.sock) is socket.socket else 0.0
+        self.spin = False  # until the first probe has measured both ways
+        self.calls = -1
+        self.every = PROBE_EVERY
+        self.waits: tuple[list[float], list[float]] = ([], [])  # (blocked, spun) of a probe
 
     @staticmethod
     def of(conn: Any) -> RawLane | None:
@@ -102,9 +181,20 @@ class RawLane:
             self._refresh()
         self.last = now
         sock, reader = self.sock, self.reader
+        spin, probe, sent = self.spin, -1, 0.0
+        if self.budget:
+            self.calls = probe = self.calls + 1
+            if probe >= self.every:
+                self.calls = probe = 0
+            if probe < 2 * PROBE:  # a probe: PROBE calls blocking, then PROBE spinning
+                spin, sent = probe >= PROBE, time.perf_counter()
+            else:
+                probe = -1
         try:
             sock.sendall(packed)
             reply = reader.gets()
+            if spin and reply is NOT_ENOUGH_DATA:
+                reply = self._spin(sock, reader)
             while reply is NOT_ENOUGH_DATA:
                 n = sock.recv_into(self.buf)
                 if not n:
@@ -120,6 +210,8 @@ class RawLane:
         except BaseException:
             self.conn.disconnect()
             raise
+        if probe >= 0:
+            self._probed(probe, time.perf_counter() - sent)
         if type(reply) is list:
             if reply and isinstance(reply[0], redis.ConnectionError):
                 self.conn.disconnect()
@@ -133,6 +225,48 @@ class RawLane:
             self.conn.disconnect()
             raise redis.ConnectionError("unexpected push message on a transition's connection")
         return reply
+
+    def _spin(self, sock: Any, reader: Any) -> Any:
+        """The reply, or NOT_ENOUGH_DATA once the budget is spent: receive without
+        blocking, and between tries let any runnable task have the CPU."""
+        buf, clock = self.buf, time.perf_counter
+        until = clock() + self.budget
+        reply = NOT_ENOUGH_DATA
+        while reply is NOT_ENOUGH_DATA:
+            try:
+                n = sock.recv_into(buf, 0, _DONTWAIT)
+            except BlockingIOError:
+                t = clock()
+                if t > until:
+                    break
+                _sched_yield()
+                if clock() - t > LONG_YIELD:  # a busy task had the CPU: stop spinning
+                    self._lost()
+                    break
+                continue
+            if not n:
+                raise redis.ConnectionError(_CLOSED)
+            reader.feed(buf, 0, n)
+            reply = reader.gets()
+        return reply
+
+    def _probed(self, call: int, waited: float) -> None:
+        """Record the wait of a probe's call (its number in the probe); decide at the end."""
+        if call == 0:
+            self.waits = ([], [])  # a call that raised left a sample out: start afresh
+        blocked, spun = self.waits
+        (spun if call >= PROBE else blocked).append(waited)
+        if call == 2 * PROBE - 1 and blocked:
+            if spin_wins(blocked, spun, self.budget):
+                self.spin, self.every = True, PROBE_EVERY
+            else:
+                self._lost()
+
+    def _lost(self) -> None:
+        """Spinning lost: stop until the next probe, which comes later each time."""
+        self.spin = False
+        self.every = min(self.every * 2, PROBE_EVERY_MOST)
+        self.calls = max(self.calls, 2 * PROBE)  # a probe still spinning ends here
 
     def _check_health(self) -> None:
         # redis-py's own check (PING, reconnecting on failure) may replace the socket

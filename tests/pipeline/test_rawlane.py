@@ -9,12 +9,18 @@ not take. Lost and late replies through the lane are test_resend.py's cases.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import struct
+import subprocess
+import sys
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import hiredis
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -24,7 +30,17 @@ from pipeline.broker import Broker
 from pipeline.client import Client
 from pipeline.keys import Keys
 from pipeline.model import Dag
-from pipeline.rawlane import RawLane, kernel_timeouts
+from pipeline.rawlane import (
+    ENV_SPIN,
+    NOT_ENOUGH_DATA,
+    PROBE,
+    PROBE_EVERY,
+    PROBE_EVERY_MOST,
+    RawLane,
+    kernel_timeouts,
+    spin_budget,
+    spin_wins,
+)
 from pipeline.registry import Registry, stage
 from pipeline.scripts import Scripts
 from tests.faultproxy import FaultProxy
@@ -185,3 +201,201 @@ def test_a_tls_or_timeless_socket_keeps_python_s_own_timeout() -> None:
         w.close()
     finally:
         a.close()
+
+
+# -- waiting for a reply by spinning ------------------------------------------------------
+
+# A reply the server works ARGV[1] loop turns for: ~1-5 ms for 300,000 on this VM, later
+# than the spin budget, as a Redis far away or a long transition would be. (Counted, not
+# timed: a script sees one frozen TIME.)
+SLOW = """
+local x = 0
+for i = 1, tonumber(ARGV[1]) do x = x + i end
+return ARGV[2]
+"""
+
+
+def _lane(url: str, **kwargs: Any) -> RawLane:
+    conn = redis.Redis.from_url(url, **kwargs).connection_pool.make_connection()
+    conn.connect()
+    lane = RawLane.of(conn)
+    assert lane is not None
+    return lane
+
+
+def _slow(turns: int = 300_000, answer: str = "done") -> bytes:
+    return hiredis.pack_command(("EVAL", SLOW, 0, str(turns), answer))  # type: ignore[arg-type,no-any-return]
+
+
+def _spinning(lane: RawLane) -> RawLane:
+    """Spin on every call from now on, with no probe to decide otherwise."""
+    assert lane.budget > 0, "this machine gave the lane no spin budget"
+    lane.spin, lane.calls, lane.every = True, 2 * PROBE, 10**9
+    return lane
+
+
+@pytest.fixture
+def spins(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The replies RawLane._spin handed back (NOT_ENOUGH_DATA: it gave up), in order."""
+    seen: list[Any] = []
+    real = RawLane._spin
+
+    def counted(self: RawLane, sock: Any, reader: Any) -> Any:
+        reply = real(self, sock, reader)
+        seen.append(reply)
+        return reply
+
+    monkeypatch.setattr(RawLane, "_spin", counted)
+    return seen
+
+
+def test_a_spinning_lane_gets_long_replies_errors_and_late_replies_whole(
+    r: redis.Redis, namespace: str, client: Client, registry: Registry, spins: list[Any]
+) -> None:
+    _work(registry)
+    big = {"blob": "".join(chr(ord("a") + i % 26) for i in range(300_000)), "n": 7}
+    dag = Dag()
+    dag.add("w", "work", big)
+    client.submit(dag)
+    broker = Broker(r, namespace=namespace, registry=registry)
+    broker.claim(["elsewhere"], 1)  # makes the thread's lane
+    lane = _spinning(broker.scripts._state().lane)
+    lane.budget = 2.0  # long enough for every read of the reply to be a spun one
+    (job,), _ = broker.claim(["default"], 1)
+    assert job.params == big  # 300 KB in many reads, all of them spun for
+    assert len(spins) == 1 and spins[0] is not NOT_ENOUGH_DATA
+    with pytest.raises(redis.ResponseError):
+        broker.scripts.run("complete", Keys(namespace).prefix, "not a count")
+    assert len(spins) == 2 and isinstance(spins[1], redis.ResponseError)
+    # A reply later than the budget: the spin gives up and the blocking read gets it.
+    spins.clear()
+    lane.budget = 0.0005
+    assert lane.call(_slow()) == b"done"
+    assert spins == [NOT_ENOUGH_DATA]
+    assert lane.call(b"*1\r\n$4\r\nPING\r\n") == b"PONG"  # still in step
+
+
+def test_a_spinning_lane_still_times_out_in_the_kernel(redis_url: str) -> None:
+    lane = _spinning(_lane(redis_url, socket_timeout=0.3))
+    start = time.monotonic()
+    with pytest.raises(redis.TimeoutError):  # a reply 1 s away
+        lane.call(hiredis.pack_command(("BLPOP", "spin:nothing:" + uuid.uuid4().hex, 1)))
+    assert time.monotonic() - start < 0.9  # at the timeout, not when the reply came
+    assert lane.conn._sock is None  # dropped: its late reply is never read as another's
+
+
+def test_a_connection_closed_while_spinning_raises_connection_error(
+    redis_url: str, r: redis.Redis
+) -> None:
+    lane = _spinning(_lane(redis_url))
+    lane.budget = 5.0  # spin for the whole wait: the close must end it
+    name = "spin-" + uuid.uuid4().hex[:8]
+    assert lane.call(hiredis.pack_command(("CLIENT", "SETNAME", name))) == b"OK"
+    raised: list[BaseException] = []
+
+    def wait() -> None:
+        try:
+            lane.call(hiredis.pack_command(("BLPOP", "spin:nothing:" + name, 5)))
+        except BaseException as exc:
+            raised.append(exc)
+
+    # Killed from another process: a thread of this one would take the GIL from the
+    # spinner, whose yield would then come back late and end the spin on its own.
+    killer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, redis\n"
+            "time.sleep(0.3)\n"
+            "r = redis.Redis.from_url(sys.argv[1])\n"
+            "assert r.client_kill_filter(_id=next("
+            "c['id'] for c in r.client_list() if c.get('name') == sys.argv[2])) == 1",
+            redis_url,
+            name,
+        ]
+    )
+    waiter = threading.Thread(target=wait, daemon=True)  # a spin that never ends stays
+    waiter.start()
+    assert killer.wait(30) == 0
+    waiter.join(2.0)  # when it closed, not once the spin or the BLPOP gave up
+    assert not waiter.is_alive(), "the spin did not see the connection close"
+    assert len(raised) == 1 and isinstance(raised[0], redis.ConnectionError), raised
+
+
+def test_a_lane_whose_replies_come_later_than_the_budget_stops_spinning(
+    redis_url: str, spins: list[Any]
+) -> None:
+    """A probe times PROBE replies blocking and PROBE spinning; replies slower than the
+    budget (a Redis far away) make spinning lose, and the next probe comes twice as
+    late: the budget is not burnt on every call."""
+    lane = _lane(redis_url)
+    assert lane.budget > 0 and lane.spin is False
+    for _ in range(2 * PROBE):
+        lane.call(_slow())
+    # The probe's second half spun and gave up each time (or ended early, when a busy
+    # CPU kept one of its yields: under a loaded test run).
+    assert 1 <= len(spins) <= PROBE and set(spins) == {NOT_ENOUGH_DATA}
+    assert lane.spin is False
+    assert lane.every == 2 * PROBE_EVERY
+    spins.clear()
+    for _ in range(50):
+        lane.call(b"*1\r\n$4\r\nPING\r\n")
+    assert spins == []  # no spinning until the next probe
+
+
+def test_a_lane_whose_replies_come_sooner_spun_keeps_spinning(redis_url: str) -> None:
+    assert spin_wins([90e-6] * PROBE, [30e-6] * PROBE, 250e-6)
+    assert not spin_wins([90e-6] * PROBE, [95e-6] * PROBE, 250e-6)  # no sooner
+    assert not spin_wins([900e-6] * PROBE, [300e-6] * PROBE, 250e-6)  # past the budget
+    # one preempted call does not decide
+    assert spin_wins([90e-6] * PROBE, [30e-6] * (PROBE - 1) + [0.01], 250e-6)
+
+
+def test_a_yield_another_task_kept_stops_spinning_at_once(redis_url: str) -> None:
+    """A spinner yields between tries. A CPU-bound task on the same CPU then keeps the
+    CPU for a time slice: the spinner would only take turns from the others, so the
+    lane stops spinning within that call and puts its next probe further off."""
+    lane = _spinning(_lane(redis_url))
+    cpus = os.sched_getaffinity(0)
+    cpu = min(cpus)
+    hog = subprocess.Popen(
+        [sys.executable, "-c", f"import os; os.sched_setaffinity(0, {{{cpu}}})\nwhile True: pass"]
+    )
+    try:
+        os.sched_setaffinity(0, {cpu})
+        time.sleep(0.2)  # the hog is running
+        for _ in range(20):
+            assert lane.call(_slow(1_000_000)) == b"done"
+            if not lane.spin:
+                break
+    finally:
+        os.sched_setaffinity(0, cpus)
+        hog.kill()
+        hog.wait()
+    assert lane.spin is False
+    assert lane.every == 2 * 10**9 or lane.every == PROBE_EVERY_MOST
+
+
+def test_the_spin_budget_comes_from_the_environment_and_is_none_on_one_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_SPIN, "0")
+    assert spin_budget() == 0.0
+    monkeypatch.setenv(ENV_SPIN, "100")
+    assert spin_budget() == pytest.approx(100e-6)
+    monkeypatch.setenv(ENV_SPIN, "fast")
+    with pytest.raises(ValueError, match="MEDIAPIPE_SPIN_US='fast'"):
+        spin_budget()
+    monkeypatch.delenv(ENV_SPIN)
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})\n"
+            "from pipeline.rawlane import spin_budget; print(spin_budget())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert float(one.stdout) == 0.0
