@@ -125,6 +125,9 @@ NODE_CASES: dict[str, tuple[bool, int, int, str]] = {
     ),
 }
 FLOOR_CASE = "floor-brpop-2c"  # the harness's reference for every ratio
+# The same floor read through mediapipe's transport, which spins for replies
+# (benchmarks/floor_lane.py): the ceiling for workers that wait as ours do.
+FLOOR_LANE_CASE = "floor-brpop-2c-lane"
 QUICK_CASES = [
     FLOOR_CASE,
     "huey-process-w2",
@@ -349,6 +352,15 @@ def load_peers(peers_dir: Path, peer_py: str, arq_py: str) -> Peers:
         floor_py = sys.executable
         fallback = run_peers.build_cases(floor_py, arq_py)
         cases.update({k: c for k, c in fallback.items() if c[0] == "floor"})
+    lane = [sys.executable, str(HERE / "floor_lane.py")]
+    cases[FLOOR_LANE_CASE] = (
+        "floor",
+        cases[FLOOR_CASE][1],
+        sys.executable,
+        [lane, lane],
+        {"env": {"PYTHONPATH": os.pathsep.join([str(peers_dir), str(REPO)])}},
+        "2 consumers, BRPOP per job, sent and read by mediapipe's RawLane (spins for replies)",
+    )
     return Peers(run_peers, counter, cases, python=floor_py, arq_python=arq_py)
 
 
@@ -779,6 +791,7 @@ def compare(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     bulk = summary.get(MP_BULK, {})
     pre = summary.get(MP_PREFETCH, {})
     single_ns = summary.get(MP_SUBMIT + NOSPIN, {})
+    lane_floor = summary.get(FLOOR_LANE_CASE, {})
     bulk_ns = summary.get(MP_BULK + NOSPIN, {})
     return {
         "enqueue_single": figure(
@@ -822,6 +835,10 @@ def compare(summary: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             bulk_ns.get("process_rate_median"),
             rates("process_rate_median"),
             floor.get("process_rate_median"),
+        ),
+        # against the floor that waits for replies as ours do (its "floor" is that one)
+        "process_vs_lane_floor": figure(
+            bulk.get("process_rate_median"), {}, lane_floor.get("process_rate_median")
         ),
     }
 
@@ -869,6 +886,9 @@ def markdown(
         "process_redis_side": "process, same runs timed by Redis (dags:done first..last)",
         "process_prefetch32": f"process, {MP_WORKERS} InlineRunner processes, prefetch 32",
         "process_prefetch32_redis_side": "process, prefetch 32, timed by Redis",
+        "enqueue_single_nospin": "enqueue, Client.submit, MEDIAPIPE_SPIN_US=0",
+        "process_nospin": "process, 1 job per round trip, MEDIAPIPE_SPIN_US=0",
+        "process_vs_lane_floor": f"process, 1 job per round trip; floor: {FLOOR_LANE_CASE}",
     }
     out += [
         "",

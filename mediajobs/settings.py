@@ -269,7 +269,7 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     ),
     EnvSetting(
         "MEDIAPIPE_SPIN_US",
-        "250",
+        "1000",
         "microseconds a call waits for its reply by spinning before it blocks, where "
         "spinning is measured to answer sooner (0: never spin)",
         float,

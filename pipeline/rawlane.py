@@ -23,7 +23,7 @@ The lane does the same work on the same objects with none of the layers:
   leave a transition in doubt alike.
 
 A reply is waited for by spinning on a non-blocking receive (yielding the CPU to any
-other runnable task between tries) for up to ``MEDIAPIPE_SPIN_US`` (250 us), then
+other runnable task between tries) for up to ``MEDIAPIPE_SPIN_US`` (1,000 us), then
 blocking as before. Blocking lets the CPU go idle, and a reply that arrives then waits
 for the CPU to wake: on this project's VM, a guest whose idle vCPU halts at once
 (``haltpoll.guest_halt_poll_ns=0``), that wake-up was ~55 us of an 85 us PING round trip,
@@ -87,7 +87,10 @@ def kernel_timeouts(sock: Any) -> bool:
 
 
 ENV_SPIN = "MEDIAPIPE_SPIN_US"
-SPIN_US = 250
+# A busy worker's replies, queued behind the other worker's calls, took 60-290 us (probe
+# medians); 2-worker drains (benchmarks/drain_ab.py) read 1.11-1.15x with 250-500 us of
+# budget, 1.44x with 1,000.
+SPIN_US = 1000
 PROBE = 16  # replies timed each way per probe
 # Calls from one probe to the next: doubled each time spinning loses, up to the most (a
 # spun probe on a contended CPU costs a time slice a call), and back to the least when
