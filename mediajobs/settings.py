@@ -270,8 +270,8 @@ ENV_SETTINGS: tuple[EnvSetting, ...] = (
     EnvSetting(
         "MEDIAPIPE_SPIN_US",
         "1000",
-        "microseconds a call waits for its reply by spinning before it blocks, where "
-        "spinning is measured to answer sooner (0: never spin)",
+        "microseconds (0 to 100000) a call waits for its reply by spinning before it "
+        "blocks, where spinning is measured to answer sooner (0: never spin)",
         float,
     ),
     EnvSetting(

@@ -91,6 +91,7 @@ ENV_SPIN = "MEDIAPIPE_SPIN_US"
 # medians); 2-worker drains (benchmarks/drain_ab.py) read 1.11-1.15x with 250-500 us of
 # budget, 1.44x with 1,000.
 SPIN_US = 1000
+SPIN_US_MOST = 100_000
 PROBE = 16  # replies timed each way per probe
 # Calls from one probe to the next: doubled each time spinning loses, up to the most (a
 # spun probe on a contended CPU costs a time slice a call), and back to the least when
@@ -114,15 +115,23 @@ def _cpus() -> int:
 
 def spin_budget() -> float:
     """Seconds a call may spin for its reply (``MEDIAPIPE_SPIN_US``; 0: never). Never on
-    one CPU: the reply of a server there needs the very CPU a spinner holds."""
+    one CPU: the reply of a server there needs the very CPU a spinner holds. (A container
+    held to one CPU's worth by a cgroup quota on a larger host still counts its host's
+    CPUs; there the probes and the late-yield check are what stop the spinning.)"""
     raw = os.environ.get(ENV_SPIN, "").strip()
     try:
         us = float(raw) if raw else SPIN_US
     except ValueError:
-        raise ValueError(f"{ENV_SPIN}={raw!r} is not a number of microseconds") from None
+        us = float("nan")
+    # The blocking read's socket timeout starts after the spin: a spin of seconds would
+    # put off the timeout, and with it the resend of a call in doubt.
+    if not 0 <= us <= SPIN_US_MOST:
+        raise ValueError(
+            f"{ENV_SPIN}={raw!r} is not a number of microseconds from 0 to {SPIN_US_MOST:,}"
+        )
     if _cpus() < 2:
         return 0.0
-    return max(0.0, us) / 1e6
+    return us / 1e6
 
 
 def spin_wins(blocked: list[float], spun: list[float], budget: float) -> bool:
@@ -190,6 +199,8 @@ class RawLane:
             if probe >= self.every:
                 self.calls = probe = 0
             if probe < 2 * PROBE:  # a probe: PROBE calls blocking, then PROBE spinning
+                if probe == 0:
+                    self.waits = ([], [])  # nothing from a call that raised, or another socket
                 spin, sent = probe >= PROBE, time.perf_counter()
             else:
                 probe = -1
@@ -254,12 +265,11 @@ class RawLane:
         return reply
 
     def _probed(self, call: int, waited: float) -> None:
-        """Record the wait of a probe's call (its number in the probe); decide at the end."""
-        if call == 0:
-            self.waits = ([], [])  # a call that raised left a sample out: start afresh
+        """Record the wait of a probe's call (its number in the probe); decide at the end,
+        unless a late yield has decided already (``_lost`` moved ``calls`` past it)."""
         blocked, spun = self.waits
         (spun if call >= PROBE else blocked).append(waited)
-        if call == 2 * PROBE - 1 and blocked:
+        if call == 2 * PROBE - 1 == self.calls and blocked:
             if spin_wins(blocked, spun, self.budget):
                 self.spin, self.every = True, PROBE_EVERY
             else:
