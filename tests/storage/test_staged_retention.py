@@ -95,9 +95,11 @@ def test_an_object_two_dags_share_goes_when_the_second_ended(
     staging_cli.worker(namespace, "--concurrency", "2", "--no-adaptive")
     wait_for(lambda: stage_client.dag_state(second["dag_id"]) == "completed", 180, "the DAG")
     wait_for(lambda: not _exists(here, uri), 30, "the worker to delete the staged input")
+    # The sweep reports the deletion to Redis (staged_deleted) after the store's DELETE
+    # returned: the record goes a moment after the object.
+    wait_for(lambda: _users(stage_client, uri) == {}, 30, "the staged record to go")
     deletes = [p for m, p in here.proxy.lines if m == "DELETE"]
     assert len(deletes) == 1 and deletes[0].endswith(uri.split("/", 3)[3])
-    assert _users(stage_client, uri) == {}
     assert not stage_client.redis.hlen(stage_client.keys.staged)
 
     # Submitted again: uploaded again, as the stage no longer has it.
