@@ -43,6 +43,11 @@ STEP_JOBS = 200
 # Jobs per call of a bulk submit: small calls let the server write one while the client
 # encodes the next (about 1 ms of Redis time each here).
 STREAM_JOBS = 50
+# A one-job DAG whose job has no more than these fields (its options at their usual
+# values, see encode_node) is sent as arguments to submit_one, not as JSON to submit_dag.
+PLAIN_JOB = frozenset(
+    {"id", "name", "stage", "queue", "params", "max_attempts", "timeout_ms", "root"}
+)
 
 
 @dataclass(frozen=True)
@@ -81,6 +86,15 @@ class Client:
         idem = dag.idempotency_key or ""
         hook = encode_webhook(dag, jobs, self.registry)
         try:
+            if len(jobs) == 1 and jobs[0].keys() <= PLAIN_JOB:
+                j = jobs[0]
+                reply = self._run(
+                    "submit_one", dag.id, idem, meta, REQUEST_ID, hook, j["name"], j["stage"],
+                    j["queue"], j["params"], str(j["max_attempts"]), str(j["timeout_ms"]),
+                )  # fmt: skip
+                if reply == 1:  # written under its own id (see submit_one.lua)
+                    return Submitted(dag.id, True)
+                return Submitted(as_str(reply[0]), bool(reply[1]))
             if len(jobs) <= STEP_JOBS:
                 batch = encode_batch(jobs)
                 extra = ("", hook) if hook else ()  # ARGV[6] step, ARGV[7] the webhook

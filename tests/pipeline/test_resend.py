@@ -181,6 +181,33 @@ def test_a_submit_whose_reply_is_lost_returns_its_dag(
     assert info is not None and info["total"] == 50
 
 
+@pytest.mark.parametrize("action", ["drop", "delay"])
+@pytest.mark.parametrize("key", [None, "upload-1"])
+def test_a_one_job_submit_whose_reply_is_lost_is_written_once(
+    action: str,
+    key: str | None,
+    proxy: FaultProxy,
+    pr: redis.Redis,
+    r: redis.Redis,
+    namespace: str,
+    registry: Registry,
+) -> None:
+    """submit_one: the resend finds the DAG its first send wrote (by its request id,
+    before the idempotency key, which names that same DAG by then)."""
+    _work(registry)
+    client = Client(pr, namespace=namespace, registry=registry)
+    dag = Dag(idempotency_key=key)
+    dag.add("w", "work", {"i": 1})
+    proxy.on_reply("submit_one", 1, action, delay=1.5)
+    sub = client.submit(dag)
+    assert proxy.fired() == 1
+    assert sub.dag_id == dag.id and sub.created
+    keys = Keys(namespace)
+    assert r.zcard(keys.wait("default")) == 1
+    assert r.xlen(keys.events) == 1  # one `submitted` event
+    assert client.queue_counts("default")["waiting"] == 1
+
+
 @pytest.mark.parametrize("jobs", [3, 450])  # one call; a large DAG's first step of three
 def test_a_submit_with_an_idempotency_key_whose_reply_is_lost_is_created_and_whole(
     jobs: int, proxy: FaultProxy, pr: redis.Redis, namespace: str, registry: Registry

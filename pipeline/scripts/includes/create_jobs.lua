@@ -35,6 +35,20 @@ local function is_num(v, min)
   return type(v) == 'number' and v == v and (min == nil or v >= min)
 end
 
+-- The checks of a job's own fields, which submit_one's arguments get too (as strings
+-- and numbers: the types are checked all the same, for check_job's JSON).
+local function check_own(id, stage, queue, max_attempts, timeout_ms)
+  if type(stage) ~= 'string' or stage == '' then return 'job ' .. id .. ': no stage' end
+  if type(queue) ~= 'string' or queue == '' then return 'job ' .. id .. ': no queue' end
+  if #queue > QUEUE_MAX or not string.find(queue, QUEUE_PATTERN) then
+    local shown = string.gsub(string.sub(queue, 1, 80), '[%c"\\]', '?')  -- one line
+    return 'job ' .. id .. ': invalid queue "' .. shown .. '"' ..
+      ' (letters, digits, ".", "_", "-", then "@tag+tag")'
+  end
+  if not is_num(max_attempts, 1) then return 'job ' .. id .. ': bad max_attempts' end
+  if not is_num(timeout_ms, 0) then return 'job ' .. id .. ': bad timeout_ms' end
+end
+
 -- Straight-line, each field read once: the same checks as loops over field lists took
 -- twice as long a job (an iterator call and a table read per field).
 -- `earlier`: children may also be jobs an earlier step of this DAG wrote.
@@ -46,16 +60,10 @@ local function check_job(dag, j, seen, earlier)
     return 'job ' .. tostring(id) .. ' is not ' .. dag .. '/' .. name
   end
   if seen[id] then return 'job ' .. id .. ' is listed twice' end
-  local v = j.stage
-  if type(v) ~= 'string' or v == '' then return 'job ' .. id .. ': no stage' end
-  if type(queue) ~= 'string' or queue == '' then return 'job ' .. id .. ': no queue' end
-  if #queue > QUEUE_MAX or not string.find(queue, QUEUE_PATTERN) then
-    local shown = string.gsub(string.sub(queue, 1, 80), '[%c"\\]', '?')  -- one line
-    return 'job ' .. id .. ': invalid queue "' .. shown .. '"' ..
-      ' (letters, digits, ".", "_", "-", then "@tag+tag")'
-  end
+  local bad = check_own(id, j.stage, queue, j.max_attempts, j.timeout_ms)
+  if bad then return bad end
   if type(j.params) ~= 'string' then return 'job ' .. id .. ': params is not a string' end
-  v = j.backoff
+  local v = j.backoff
   if v ~= nil and type(v) ~= 'string' then return 'job ' .. id .. ': backoff is not a string' end
   v = j.tags
   if v ~= nil and type(v) ~= 'string' then return 'job ' .. id .. ': tags is not a string' end
@@ -63,8 +71,6 @@ local function check_job(dag, j, seen, earlier)
   if v ~= nil and type(v) ~= 'string' then return 'job ' .. id .. ': fallback is not a string' end
   v = j.prio
   if v ~= nil and (not is_num(v, -1000) or v > 1000) then return 'job ' .. id .. ': bad prio' end
-  if not is_num(j.max_attempts, 1) then return 'job ' .. id .. ': bad max_attempts' end
-  if not is_num(j.timeout_ms, 0) then return 'job ' .. id .. ': bad timeout_ms' end
   v = j.cost
   if v ~= nil and not is_num(v, 1) then return 'job ' .. id .. ': bad cost' end
   v = j.max_stalls
