@@ -7,8 +7,10 @@ and write nothing when it refuses.
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,8 +24,10 @@ from pipeline.keys import Keys
 from pipeline.model import Backoff, Dag
 from pipeline.registry import Registry, stage
 from pipeline.scripts import REQUEST_ID
+from pipeline.server import server_binary
 from pipeline.submission import encode_jobs
-from tests.helpers import run_dag
+from tests.helpers import run_dag, wait_until_serving
+from tests.sentinel_cell import free_port
 
 HOOK = "https://hooks.example.com/mediapipe?token=abc"
 
@@ -277,3 +281,33 @@ def test_a_one_job_dag_sent_twice_with_one_request_id_is_written_once(
     assert r.zcard(keys.wait("default")) == 1
     assert [e.type for e in client.events(dag.id)] == ["submitted"]
     assert r.xlen(keys.events) == 1
+
+
+def test_submit_one_runs_as_a_script_where_the_server_has_no_functions(
+    tmp_path: Path, registry: Registry
+) -> None:
+    """Redis 6.2 (here: FUNCTION renamed away) runs each transition as its own script
+    through EVALSHA: submit_one's includes must be whole there too."""
+    _stages(registry)
+    port = free_port()
+    proc = subprocess.Popen(
+        [server_binary(), "--port", str(port), "--save", "", "--rename-command", "FUNCTION", ""],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        r = redis.Redis(port=port)
+        wait_until_serving(r, "the server")
+        client = Client(r, registry=registry)
+        assert not client.scripts._functions
+        dag = Dag(idempotency_key="once")
+        dag.add("a", "work", {"n": 2})
+        assert client.submit(dag).created
+        broker = Broker(r, registry=registry, lease=5.0)
+        assert run_dag(client, broker, dag.id) == "completed"
+        done = client.job(dag.job_id("a"))
+        assert done is not None and done["result"] == {"got": {"n": 2}}
+    finally:
+        proc.kill()
+        proc.wait(10)
