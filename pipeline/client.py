@@ -86,8 +86,13 @@ class Client:
         idem = dag.idempotency_key or ""
         hook = encode_webhook(dag, jobs, self.registry)
         try:
-            if len(jobs) == 1 and jobs[0].keys() <= PLAIN_JOB:
-                j = jobs[0]
+            j = jobs[0]
+            if (
+                len(jobs) == 1
+                and j.keys() <= PLAIN_JOB
+                and type(j["max_attempts"]) is int
+                and type(j["timeout_ms"]) is int
+            ):  # as JSON would write them: a bool or another number type goes as JSON
                 reply = self._run(
                     "submit_one", dag.id, idem, meta, REQUEST_ID, hook, j["name"], j["stage"],
                     j["queue"], j["params"], str(j["max_attempts"]), str(j["timeout_ms"]),

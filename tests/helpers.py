@@ -18,6 +18,7 @@ import redis
 
 from pipeline.broker import Broker
 from pipeline.client import TERMINAL_DAG_STATES, Client
+from pipeline.server import server_binary
 from workers.inline import InlineRunner
 
 
@@ -75,6 +76,29 @@ def small_disk(where: Path, size: str) -> Iterator[Path]:
         yield where
     finally:
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@contextlib.contextmanager
+def server_without_functions(folder: Path) -> Iterator[redis.Redis]:
+    """A server of its own with FUNCTION renamed away, as on Redis 6.2, which has no
+    functions: the transitions run as scripts through EVALSHA."""
+    from tests.sentinel_cell import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [server_binary(), "--port", str(port), "--save", "", "--rename-command", "FUNCTION", ""],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        r = redis.Redis(port=port)
+        wait_until_serving(r, "the server")
+        yield r
+        r.close()
+    finally:
+        proc.kill()
+        proc.wait(10)
 
 
 def wait_until_serving(r: redis.Redis, what: str, timeout: float = 15.0) -> None:

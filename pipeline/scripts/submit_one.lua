@@ -3,14 +3,17 @@
 -- simplest case, and what a service that enqueues one upload at a time sends. It writes
 -- what submit_dag writes for that DAG, field for field (tests/pipeline/test_submit_one.py
 -- compares the two), from its arguments instead of a JSON list: the decode, the general
--- walk of create_jobs and its tables were a third of a one-job submit's server
--- instructions (benchmarks/server_instructions.py). A DAG with anything else goes through
+-- walk of create_jobs and its tables, and check_job's checks of fields such a job cannot
+-- have, were a fifth of a one-job submit's server instructions on Redis 7.0 and Valkey
+-- (benchmarks/server_instructions.py, docs/benchmarks.md). Any other DAG goes through
 -- submit_dag.
 -- KEYS[1] namespace prefix
 -- ARGV[1] dag id, ARGV[2] idempotency key ('' for none), ARGV[3] dag meta (JSON),
 -- ARGV[4] request id (kept with the DAG: a resent submit finds its own DAG),
 -- ARGV[5] webhook (pipeline/webhooks.py; '' for none), ARGV[6] job name, ARGV[7] stage,
--- ARGV[8] queue, ARGV[9] params (JSON text), ARGV[10] max_attempts, ARGV[11] timeout_ms.
+-- ARGV[8] queue, ARGV[9] params (JSON text), ARGV[10] max_attempts, ARGV[11] timeout_ms
+-- (both decimal digits: the client sends whole numbers here, and tonumber alone would
+-- also take "0x10" or " 3", which no JSON number is).
 -- Returns 1 (written, or found written by this very request), {existing dag, 0, 0} (its
 -- idempotency key named that DAG), or an error reply (nothing written).
 --@include common.lua
@@ -26,7 +29,7 @@ end
 if seen[2] then return redis.error_reply('DAG ' .. dag .. ' already exists') end
 -- The same checks as submit_dag's, on the same fields, before the first write.
 local id = dag .. '/' .. tostring(name)
-local attempts, timeout = tonumber(ARGV[10]), tonumber(ARGV[11])
+local attempts, timeout = whole_number(ARGV[10]), whole_number(ARGV[11])
 local bad
 if not valid_id(dag, DAG_ID_MAX) then
   bad = 'invalid DAG id ' .. dag

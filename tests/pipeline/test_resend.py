@@ -7,7 +7,6 @@ delayed past the client's socket timeout.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,8 @@ from pipeline.model import Dag
 from pipeline.registry import Registry, stage
 from pipeline.schedules import Schedules
 from pipeline.scripts import Scripts
-from pipeline.server import server_binary
 from tests.faultproxy import FaultProxy
-from tests.helpers import wait_until_serving
-from tests.sentinel_cell import free_port
+from tests.helpers import server_without_functions
 
 
 @pytest.fixture
@@ -422,20 +419,8 @@ def test_durable_calls_are_refused_on_a_server_without_functions(
     """Redis 6.2 (here: FUNCTION renamed away) runs the transitions as EVALSHA through the
     client's pool, where no WAIT can vouch for them: MEDIAPIPE_DURABLE says so at once
     instead of acknowledging what no replica was asked to hold."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [server_binary(), "--port", str(port), "--save", "", "--rename-command", "FUNCTION", ""],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        r = redis.Redis(port=port)
-        wait_until_serving(r, "the server")
+    with server_without_functions(tmp_path) as r:
         assert Scripts(r).durable == 0  # without the setting: scripts, as before
         monkeypatch.setenv("MEDIAPIPE_DURABLE", "1")
         with pytest.raises(ValueError, match="MEDIAPIPE_DURABLE=1 needs a server with functions"):
             Scripts(r)
-    finally:
-        proc.kill()
-        proc.wait(10)

@@ -7,7 +7,6 @@ and write nothing when it refuses.
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,10 +23,8 @@ from pipeline.keys import Keys
 from pipeline.model import Backoff, Dag
 from pipeline.registry import Registry, stage
 from pipeline.scripts import REQUEST_ID
-from pipeline.server import server_binary
 from pipeline.submission import encode_jobs
-from tests.helpers import run_dag, wait_until_serving
-from tests.sentinel_cell import free_port
+from tests.helpers import run_dag, server_without_functions
 
 HOOK = "https://hooks.example.com/mediapipe?token=abc"
 
@@ -39,6 +36,10 @@ def _stages(registry: Registry) -> None:
 
     @stage("stalls", registry=registry, max_stalls=2)
     def stalls(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+        return 1
+
+    @stage("prefers_gpu", registry=registry, prefers=("gpu",))
+    def prefers_gpu(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
         return 1
 
 
@@ -80,7 +81,7 @@ def _dump(r: redis.Redis, namespace: str, dag_id: str) -> dict[str, Any]:
             value = [{norm(f): norm(v) for f, v in e.items()} for _, e in r.xrange(key)]
         else:
             value = norm(r.get(key) or b"")
-        out[norm(key.removeprefix(prefix))] = (kind, value)
+        out[norm(key.removeprefix(prefix))] = (kind, value, r.pttl(key) > 0)
     return out
 
 
@@ -160,14 +161,21 @@ def test_submit_one_stores_what_submit_dag_stores(
         ({"tags": ("nvenc",)}, "submit_dag"),
         ({"backoff": Backoff(base=0.5)}, "submit_dag"),
         ({"stage": "stalls"}, "submit_dag"),  # a stall limit from its stage
+        ({"stage": "prefers_gpu"}, "submit_one"),  # no live worker has the capability
+        ({"stage": "prefers_gpu", "gpu worker": True}, "submit_dag"),  # `fallback` set
+        ({"attempts": True}, "submit_dag"),  # JSON's true, which submit_dag refuses
         ({"second job": True}, "submit_dag"),
     ],
 )
 def test_only_a_job_at_its_usual_options_goes_to_submit_one(
-    how: dict[str, Any], path: str, client: Client, registry: Registry
+    how: dict[str, Any], path: str, r: redis.Redis, client: Client, registry: Registry
 ) -> None:
     _stages(registry)
     how = dict(how)
+    if how.pop("gpu worker", False):  # a live worker's registration, as its beat writes it
+        keys = client.keys
+        r.zadd(keys.workers, {"w1": 4102444800000})
+        r.hset(keys.worker("w1"), "queues", "default@gpu")
     dag = Dag()
     name = how.pop("stage", "work")
     second = how.pop("second job", False)
@@ -177,6 +185,11 @@ def test_only_a_job_at_its_usual_options_goes_to_submit_one(
     sent: list[str] = []
     run = client.scripts.run
     client.scripts.run = lambda n, *a: sent.append(n) or run(n, *a)  # type: ignore[method-assign]
+    if how.get("attempts") is True:
+        with pytest.raises(SubmissionError, match="bad max_attempts"):
+            client.submit(dag)
+        assert sent == [path]
+        return
     assert client.submit(dag).created
     assert sent == [path]
     job = client.job(dag.job_id("a"))
@@ -213,6 +226,7 @@ CRAFTED = [
     ("d" * 65, {}),
     ("ok", {"name": "a:deps"}),
     ("ok", {"name": ""}),
+    ("ok", {"name": "n" * 129}),
     ("ok", {"stage": ""}),
     ("ok", {"queue": ""}),
     ("ok", {"queue": "a b"}),
@@ -237,12 +251,26 @@ def test_a_crafted_submit_one_is_refused_as_submit_dag_refuses_it_and_leaves_no_
     assert "refused" in str(one.value)
 
 
-@pytest.mark.parametrize("fields", [{"attempts": "many"}, {"timeout": "soon"}])
-def test_numbers_that_are_not_numbers_are_refused_and_leave_no_key(
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"attempts": "many"},
+        {"attempts": "0x10"},  # tonumber would take these three; no JSON number is one
+        {"attempts": " 3"},
+        {"attempts": "3e0"},
+        {"attempts": "2.5"},  # the client sends whole numbers only (else: submit_dag)
+        {"attempts": ""},
+        {"timeout": "soon"},
+        {"timeout": "-5"},
+    ],
+)
+def test_numbers_that_are_not_whole_numbers_are_refused_and_leave_no_key(
     fields: dict[str, str], r: redis.Redis, namespace: str, client: Client
 ) -> None:
-    with pytest.raises(redis.ResponseError, match=r"bad (max_attempts|timeout_ms)"):
+    field = "max_attempts" if "attempts" in fields else "timeout_ms"
+    with pytest.raises(redis.ResponseError) as refused:
         _send_one(client, "ok", **fields)
+    assert str(refused.value) == f"DAG ok refused: job ok/a: bad {field}"
     assert list(r.scan_iter(match=Keys(namespace).pattern())) == []
 
 
@@ -289,16 +317,7 @@ def test_submit_one_runs_as_a_script_where_the_server_has_no_functions(
     """Redis 6.2 (here: FUNCTION renamed away) runs each transition as its own script
     through EVALSHA: submit_one's includes must be whole there too."""
     _stages(registry)
-    port = free_port()
-    proc = subprocess.Popen(
-        [server_binary(), "--port", str(port), "--save", "", "--rename-command", "FUNCTION", ""],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        r = redis.Redis(port=port)
-        wait_until_serving(r, "the server")
+    with server_without_functions(tmp_path) as r:
         client = Client(r, registry=registry)
         assert not client.scripts._functions
         dag = Dag(idempotency_key="once")
@@ -308,6 +327,3 @@ def test_submit_one_runs_as_a_script_where_the_server_has_no_functions(
         assert run_dag(client, broker, dag.id) == "completed"
         done = client.job(dag.job_id("a"))
         assert done is not None and done["result"] == {"got": {"n": 2}}
-    finally:
-        proc.kill()
-        proc.wait(10)

@@ -35,6 +35,13 @@ local function is_num(v, min)
   return type(v) == 'number' and v == v and (min == nil or v >= min)
 end
 
+-- A whole number sent as text (submit_one's arguments): nil unless all decimal digits.
+-- tonumber alone would also take "0x10", " 3" or "1e3", which no JSON number the client
+-- sends is, and which Python's int() refuses where a reader parses the stored field.
+local function whole_number(text)
+  if type(text) == 'string' and string.find(text, '^%d+$') then return tonumber(text) end
+end
+
 -- The checks of a job's own fields, which submit_one's arguments get too (as strings
 -- and numbers: the types are checked all the same, for check_job's JSON).
 local function check_own(id, stage, queue, max_attempts, timeout_ms)
