@@ -21,7 +21,7 @@
 local dag, idem, meta, req, webhook = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local name, queue = ARGV[6], ARGV[8]
 local seen = redis.call('HMGET', k_dag(dag), 'req', 'state')
-if req ~= '' and seen[1] == req then return 1 end
+if req and req ~= '' and seen[1] == req then return 1 end  -- (a call cut short: refused below)
 if idem ~= '' then
   local existing = redis.call('GET', k_idem(idem))
   if existing and redis.call('EXISTS', k_dag(existing)) == 1 then return {existing, 0, 0} end

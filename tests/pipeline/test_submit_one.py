@@ -274,6 +274,14 @@ def test_numbers_that_are_not_whole_numbers_are_refused_and_leave_no_key(
     assert list(r.scan_iter(match=Keys(namespace).pattern())) == []
 
 
+def test_a_call_cut_short_is_refused_not_answered_as_written(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    with pytest.raises(redis.ResponseError, match="DAG d refused: invalid job name nil"):
+        client.scripts.run("submit_one", client.keys.prefix, "d", "", "{}")
+    assert list(r.scan_iter(match=Keys(namespace).pattern())) == []
+
+
 def test_the_same_dag_twice_is_refused_and_an_idempotent_one_is_found(
     client: Client, registry: Registry
 ) -> None:
