@@ -1,11 +1,17 @@
-"""A one-job ``Client.submit`` through its two server paths, side by side on one server:
-``submit_one`` (the job's fields as arguments, what the client sends for a job at its
-usual options) and ``submit_dag`` (a JSON list, what it sends for any other DAG), the
-same DAGs alternating, repetition by repetition. Prints the FCALL's server microseconds
-a call (INFO commandstats) and the wall microseconds a call, with medians and the
-paired ratio.
+"""A one-job ``Client.submit`` through its three paths, side by side on one server, the
+same DAGs in turn, repetition by repetition:
 
-    python benchmarks/submit_paths.py [--n 1000] [--reps 20] [--server /usr/bin/redis-server]
+- ``plain``: ``PlainJobs`` takes the job's queue, attempts and timeout from what it worked
+  out once for its stage, and sends the job's fields as arguments to ``submit_one`` (what
+  the client does for a lone job without options or webhook);
+- ``submit_one``: the job encoded as ``encode_jobs`` encodes any job, then sent to
+  ``submit_one`` (what the client does for a lone job with a webhook, say);
+- ``submit_dag``: the job encoded and sent as a JSON list (any other DAG).
+
+Prints the FCALL's server microseconds a call (INFO commandstats) and the wall
+microseconds a call, with medians and the paired ratios.
+
+    python benchmarks/submit_paths.py [--n 1000] [--reps 21] [--server /usr/bin/redis-server]
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from pipeline import client as client_module
 from pipeline.client import Client
 from pipeline.model import Dag
 
-PATHS = ("submit_one", "submit_dag")
+PATHS = ("plain", "submit_one", "submit_dag")
 
 
 def _fcall(r: redis.Redis) -> tuple[int, int]:
@@ -38,7 +44,7 @@ def _fcall(r: redis.Redis) -> tuple[int, int]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1000)
-    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--reps", type=int, default=21)
     ap.add_argument("--server", default="/usr/bin/redis-server")
     a = ap.parse_args()
     plain = client_module.PLAIN_JOB
@@ -48,9 +54,12 @@ def main() -> None:
         client = Client(r, registry=noop_registry())
         server_us: dict[str, list[float]] = {p: [] for p in PATHS}
         wall_us: dict[str, list[float]] = {p: [] for p in PATHS}
+        plain_of = client._plain.of
         for rep in range(a.reps):
-            for path in PATHS if rep % 2 == 0 else PATHS[::-1]:
-                client_module.PLAIN_JOB = plain if path == "submit_one" else frozenset()
+            k = rep % len(PATHS)
+            for path in PATHS[k:] + PATHS[:k]:
+                client_module.PLAIN_JOB = plain if path != "submit_dag" else frozenset()
+                client._plain.of = plain_of if path == "plain" else (lambda dag: None)  # type: ignore[method-assign]
                 dags = []
                 for i in range(a.n):
                     d = Dag()
@@ -76,13 +85,15 @@ def main() -> None:
                 f"{statistics.median(wall_us[path]):.1f} us a call"
             )
         for what, per in (("server time", server_us), ("wall time", wall_us)):
-            pairs = [x / y for x, y in zip(per["submit_one"], per["submit_dag"], strict=True)]
-            q = statistics.quantiles(pairs, n=4)
-            print(
-                f"paired ({a.reps} reps): submit_one / submit_dag {what} median "
-                f"{statistics.median(pairs):.3f} (quartiles {q[0]:.3f}..{q[2]:.3f}); "
-                f"less in {sum(p < 1 for p in pairs)} of {a.reps}"
-            )
+            for one, other in (("plain", "submit_one"), ("submit_one", "submit_dag"),
+                               ("plain", "submit_dag")):  # fmt: skip
+                pairs = [x / y for x, y in zip(per[one], per[other], strict=True)]
+                q = statistics.quantiles(pairs, n=4)
+                print(
+                    f"paired ({a.reps} reps): {one} / {other} {what} median "
+                    f"{statistics.median(pairs):.3f} (quartiles {q[0]:.3f}..{q[2]:.3f}); "
+                    f"less in {sum(p < 1 for p in pairs)} of {a.reps}"
+                )
     finally:
         client_module.PLAIN_JOB = plain
         srv.stop()

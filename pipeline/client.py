@@ -33,7 +33,14 @@ from pipeline.retention import Pruned, Retention, prune
 from pipeline.rollup import DagRollup
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import REQUEST_ID, Scripts
-from pipeline.submission import encode_batch, encode_jobs, encode_meta, encode_webhook
+from pipeline.submission import (
+    PLAIN_JOB,
+    PlainJobs,
+    encode_batch,
+    encode_jobs,
+    encode_meta,
+    encode_webhook,
+)
 from pipeline.worker_beat import WorkerBeat
 
 TERMINAL_DAG_STATES = frozenset({"completed", "failed", "cancelled"})
@@ -43,11 +50,6 @@ STEP_JOBS = 200
 # Jobs per call of a bulk submit: small calls let the server write one while the client
 # encodes the next (about 1 ms of Redis time each here).
 STREAM_JOBS = 50
-# A one-job DAG whose job has no more than these fields (its options at their usual
-# values, see encode_node) is sent as arguments to submit_one, not as JSON to submit_dag.
-PLAIN_JOB = frozenset(
-    {"id", "name", "stage", "queue", "params", "max_attempts", "timeout_ms", "root"}
-)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Client:
         self.keys = Keys(namespace)
         self.scripts = Scripts(client)
         self.registry = registry
+        self._plain = PlainJobs(registry)
 
     @classmethod
     def connect(cls, url: str | None = None, **kwargs: Any) -> Client:
@@ -81,6 +84,14 @@ class Client:
         holds Redis for seconds) while it is `building`, and runs once it is whole. A
         submit that fails part-way cancels what it wrote.
         """
+        plain = self._plain.of(dag)
+        if plain is not None:  # the commonest DAG, and what a burst of uploads submits
+            node, queue, attempts, timeout = plain
+            params = self._plain.params(dag, node)
+            return self._submit_one(
+                dag.id, dag.idempotency_key or "", encode_meta(dag.meta), "",
+                node.name, node.stage, queue, params, attempts, timeout,
+            )  # fmt: skip
         jobs = encode_jobs(dag, self.registry, live=self._live_if_needed([dag]))
         meta = encode_meta(dag.meta)
         idem = dag.idempotency_key or ""
@@ -93,13 +104,10 @@ class Client:
                 and type(j["max_attempts"]) is int
                 and type(j["timeout_ms"]) is int
             ):  # as JSON would write them: a bool or another number type goes as JSON
-                reply = self._run(
-                    "submit_one", dag.id, idem, meta, REQUEST_ID, hook, j["name"], j["stage"],
-                    j["queue"], j["params"], str(j["max_attempts"]), str(j["timeout_ms"]),
+                return self._submit_one(
+                    dag.id, idem, meta, hook, j["name"], j["stage"], j["queue"], j["params"],
+                    str(j["max_attempts"]), str(j["timeout_ms"]),
                 )  # fmt: skip
-                if reply == 1:  # written under its own id (see submit_one.lua)
-                    return Submitted(dag.id, True)
-                return Submitted(as_str(reply[0]), bool(reply[1]))
             if len(jobs) <= STEP_JOBS:
                 batch = encode_batch(jobs)
                 extra = ("", hook) if hook else ()  # ARGV[6] step, ARGV[7] the webhook
@@ -126,6 +134,16 @@ class Client:
                 self.cancel(dag.id)
             raise
         return Submitted(dag.id, True)
+
+    def _submit_one(self, dag_id: str, idem: str, meta: str, hook: str, *job: str) -> Submitted:
+        """submit_one.lua; ``job``: name, stage, queue, params, max_attempts, timeout_ms."""
+        try:
+            reply = self._run("submit_one", dag_id, idem, meta, REQUEST_ID, hook, *job)
+        except redis.ResponseError as exc:
+            raise SubmissionError(str(exc)) from None
+        if reply == 1:  # written under its own id (see submit_one.lua)
+            return Submitted(dag_id, True)
+        return Submitted(as_str(reply[0]), bool(reply[1]))
 
     def submit_many(self, dags: list[Dag], *, chunk: int = 1000) -> list[Submitted]:
         """Submit many DAGs; each DAG is atomic on its own (one refused writes nothing and

@@ -98,7 +98,7 @@ class Node:
     children: dict[str, EdgePolicy] = field(default_factory=dict)
 
 
-_DEFAULT_OPTIONS = JobOptions()  # frozen: shared by every job added without options
+DEFAULT_OPTIONS = JobOptions()  # frozen: shared by every job added without options
 
 
 def new_id() -> str:
@@ -142,7 +142,7 @@ class Dag:
         if name in self.nodes:
             raise SubmissionError(f"duplicate job name {name!r} in DAG {self.id}")
         check_identifier(name, "job name", JOB_NAME_MAX)
-        opts = options or _DEFAULT_OPTIONS
+        opts = options or DEFAULT_OPTIONS
         if option_fields:
             opts = replace(opts, **option_fields)
         if isinstance(after, Mapping):

@@ -71,6 +71,9 @@ class Registry:
         except KeyError:
             raise SubmissionError(f"unknown stage {name!r}") from None
 
+    def find(self, name: str) -> StageSpec | None:
+        return self._stages.get(name)
+
     def __contains__(self, name: object) -> bool:
         return name in self._stages
 

@@ -8,12 +8,18 @@ from typing import Any
 
 from pipeline.errors import SubmissionError
 from pipeline.jsontext import dumps_compact
-from pipeline.model import Backoff, Dag, Node, check_json
-from pipeline.registry import Registry
+from pipeline.keys import DAG_ID_MAX, check_identifier
+from pipeline.model import DEFAULT_OPTIONS, Backoff, Dag, Node, check_json
+from pipeline.registry import Registry, StageSpec
 from pipeline.routing import routed_queue
 from pipeline.webhooks import DELIVERY, WEBHOOK_STAGE, Delivery, encode_spec
 
 DEFAULT_BACKOFF = Backoff()
+# A one-job DAG whose job has no more than these fields (its options at their usual
+# values, see encode_node) is sent as arguments to submit_one, not as JSON to submit_dag.
+PLAIN_JOB = frozenset(
+    {"id", "name", "stage", "queue", "params", "max_attempts", "timeout_ms", "root"}
+)
 
 
 def encode_nodes(
@@ -126,3 +132,59 @@ def encode_webhook(dag: Dag, jobs: list[dict[str, Any]], registry: Registry) -> 
         delivery = Delivery(queue, spec.attempts, spec.backoff, spec.timeout)
     roots = [j["name"] for j in jobs if j.get("root") == 1]
     return encode_spec(dag.webhook, roots, delivery)
+
+
+def plain_stage(spec: StageSpec) -> tuple[str, str, str] | None:
+    """submit_one's (queue, max_attempts, timeout_ms) for a job of ``spec`` added without
+    options, as ``encode_node`` itself writes them; None where it writes more fields than
+    PLAIN_JOB for such a job (or refuses it), or where the queue depends on live workers."""
+    if spec.prefers:
+        return None
+    one = Registry()
+    one.add(spec)
+    try:
+        j = encode_node(_PROBE, Node("a", spec.name), one)
+    except SubmissionError:
+        return None
+    attempts, timeout = j["max_attempts"], j["timeout_ms"]
+    if not j.keys() <= PLAIN_JOB or type(attempts) is not int or type(timeout) is not int:
+        return None  # a bool or another number type goes as JSON (submit_dag)
+    return j["queue"], str(attempts), str(timeout)
+
+
+_PROBE = Dag("probe")
+
+
+class PlainJobs:
+    """Which DAGs ``Client.submit`` can send to submit_one without encoding them as a
+    list of job dicts first: one job, no webhook, no options, a stage ``plain_stage``
+    accepts. Its arguments are worked out once per stage declaration (a tenth of a
+    one-job submit's Python time went to encoding what is the same for every such job)."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._stages: dict[str, tuple[StageSpec, tuple[str, str, str] | None]] = {}
+
+    def of(self, dag: Dag) -> tuple[Node, str, str, str] | None:
+        """The DAG's job and its queue, max_attempts and timeout_ms, or None: not plain."""
+        if dag.webhook or len(dag.nodes) != 1:
+            return None
+        (node,) = dag.nodes.values()
+        o = node.options
+        if node.children or (o is not DEFAULT_OPTIONS and o != DEFAULT_OPTIONS):
+            return None
+        spec = self.registry.find(node.stage)
+        if spec is None:
+            return None  # the general path says why
+        known = self._stages.get(node.stage)
+        if known is None or known[0] is not spec:  # first seen, or declared again since
+            known = self._stages[node.stage] = (spec, plain_stage(spec))
+        if known[1] is None:
+            return None
+        return (node, *known[1])
+
+    @staticmethod
+    def params(dag: Dag, node: Node) -> str:
+        """The checks ``encode_jobs`` makes of such a DAG, in its order, and the params."""
+        check_identifier(dag.id, "DAG id", DAG_ID_MAX)
+        return check_json(node.params, f"job {node.name!r} params")

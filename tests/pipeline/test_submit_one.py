@@ -20,10 +20,10 @@ from pipeline.broker import Broker
 from pipeline.client import Client
 from pipeline.errors import SubmissionError
 from pipeline.keys import Keys
-from pipeline.model import Backoff, Dag
+from pipeline.model import Backoff, Dag, EdgePolicy, JobOptions
 from pipeline.registry import Registry, stage
 from pipeline.scripts import REQUEST_ID
-from pipeline.submission import encode_jobs
+from pipeline.submission import PLAIN_JOB, PlainJobs, encode_jobs
 from tests.helpers import run_dag, server_without_functions
 
 HOOK = "https://hooks.example.com/mediapipe?token=abc"
@@ -41,6 +41,12 @@ def _stages(registry: Registry) -> None:
     @stage("prefers_gpu", registry=registry, prefers=("gpu",))
     def prefers_gpu(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
         return 1
+
+
+def _general_only(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every DAG this client submits goes to submit_dag, as JSON."""
+    monkeypatch.setattr(client_module, "PLAIN_JOB", frozenset())
+    monkeypatch.setattr(client._plain, "of", lambda dag: None)
 
 
 @pytest.fixture
@@ -125,7 +131,7 @@ def test_submit_one_stores_what_submit_dag_stores(
     a, b = _one_job(variant), _one_job(variant)
     b.idempotency_key = a.idempotency_key and a.idempotency_key + "-b"
     assert fast.submit(a).created
-    monkeypatch.setattr(client_module, "PLAIN_JOB", frozenset())
+    _general_only(general, monkeypatch)
     assert general.submit(b).created
     assert sent == ["submit_one", "submit_dag"]
     mine, theirs = _dump(r, namespace, a.id), _dump(r, other_namespace, b.id)
@@ -335,3 +341,136 @@ def test_submit_one_runs_as_a_script_where_the_server_has_no_functions(
         assert run_dag(client, broker, dag.id) == "completed"
         done = client.job(dag.job_id("a"))
         assert done is not None and done["result"] == {"got": {"n": 2}}
+
+
+def _noop(ctx: Any, params: dict[str, Any], inputs: dict[str, Any]) -> int:
+    return 1
+
+
+DECLARED: list[dict[str, Any]] = [
+    {},
+    {"queue": "fast.lane", "attempts": 7, "timeout": 12.5},
+    {"timeout": 0.0015},  # 1.5 ms: int() takes it to 1, as encode_node does
+    {"timeout": 0},
+    {"attempts": 0},  # refused by encode_node: the general path says why
+    {"attempts": True},  # a bool: JSON's true, not a number
+    {"cost": 2},
+    {"cost": 0},
+    {"tags": ("nvenc",)},
+    {"backoff": Backoff(base=0.5)},
+    {"max_stalls": 1},
+    {"prefers": ("gpu",)},  # where it goes depends on live workers
+]
+
+
+@pytest.mark.parametrize("declared", DECLARED)
+def test_the_plain_path_takes_from_a_declaration_what_encode_node_writes(
+    declared: dict[str, Any],
+) -> None:
+    """PlainJobs.of sends a one-job DAG to submit_one with the queue, attempts and timeout
+    that encode_jobs would have written, and only where that job has nothing else."""
+    reg = Registry()
+    stage("s", registry=reg, **declared)(_noop)
+    dag = Dag()
+    dag.add("a", "s", {"x": 1})
+    got = PlainJobs(reg).of(dag)
+    try:
+        (job,) = encode_jobs(dag, reg)
+    except SubmissionError:
+        assert got is None
+        return
+    plain = (
+        job.keys() <= PLAIN_JOB
+        and type(job["max_attempts"]) is int
+        and type(job["timeout_ms"]) is int
+        and not declared.get("prefers")
+    )
+    if not plain:
+        assert got is None
+        return
+    assert got is not None
+    node, queue, attempts, timeout = got
+    assert node is dag.nodes["a"]
+    assert (queue, attempts, timeout) == (
+        job["queue"], str(job["max_attempts"]), str(job["timeout_ms"])
+    )  # fmt: skip
+
+
+def test_only_a_lone_job_without_options_or_webhook_takes_the_plain_path(
+    registry: Registry,
+) -> None:
+    _stages(registry)
+    plain = PlainJobs(registry)
+
+    def one(**options: Any) -> Dag:
+        dag = Dag()
+        dag.add("a", "work", **options)
+        return dag
+
+    assert plain.of(one()) is not None
+    assert plain.of(one(options=JobOptions())) is not None  # equal to the defaults
+    assert plain.of(one(priority=0, delay=0.0)) is not None
+    assert plain.of(one(priority=1)) is None
+    assert plain.of(one(queue="default")) is None  # an option set, even to its value
+    hooked = one()
+    hooked.webhook = HOOK
+    assert plain.of(hooked) is None
+    two = one()
+    two.add("b", "work", after=["a"])
+    assert plain.of(two) is None
+    looped = one()
+    looped.nodes["a"].children["a"] = EdgePolicy.FAIL
+    assert plain.of(looped) is None  # the general path refuses the cycle
+    unknown = Dag()
+    unknown.add("a", "no-such-stage")
+    assert plain.of(unknown) is None
+
+
+def test_a_stage_declared_again_is_read_again(
+    r: redis.Redis, client: Client, registry: Registry
+) -> None:
+    """The plain path keeps what it worked out per declaration, not per stage name."""
+    stage("s", registry=registry, attempts=3)(_noop)
+    sent: list[str] = []
+    run = client.scripts.run
+    client.scripts.run = lambda n, *a: sent.append(n) or run(n, *a)  # type: ignore[method-assign]
+    read = []
+    for declared in ({"attempts": 3}, {"attempts": 5, "timeout": 2.0}, {"tags": ("nvenc",)}):
+        stage("s", registry=registry, **declared)(_noop)
+        dag = Dag()
+        dag.add("a", "s")
+        assert client.submit(dag).created
+        job = client.job(dag.job_id("a"))
+        assert job is not None
+        read.append((int(job["max_attempts"]), int(job["timeout_ms"]), job["queue"]))
+    assert read == [(3, 3600000, "default"), (5, 2000, "default"), (3, 3600000, "default@nvenc")]
+    assert sent == ["submit_one", "submit_one", "submit_dag"]
+
+
+@pytest.mark.parametrize("bad", ["params", "dag id", "meta"])
+def test_the_plain_path_refuses_what_the_general_path_refuses_with_its_message(
+    bad: str,
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _stages(registry)
+
+    def refusal(c: Client, plain: bool) -> str:
+        dag = Dag("d1", meta={"when": {1, 2}} if bad == "meta" else None)
+        dag.add("a", "work", {"frames": {1, 2}} if bad == "params" else {})
+        if bad == "dag id":
+            dag.id = "no spaces here"
+        assert (c._plain.of(dag) is not None) is plain
+        with pytest.raises(SubmissionError) as err:
+            c.submit(dag)
+        return str(err.value)
+
+    general = Client(r, namespace=namespace, registry=registry)
+    _general_only(general, monkeypatch)
+    said = refusal(client, True)
+    assert said == refusal(general, False)
+    assert ("DAG id" if bad == "dag id" else f"{bad} are not JSON-serialisable") in said
+    assert not list(r.scan_iter(match=client.keys.pattern()))
