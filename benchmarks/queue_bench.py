@@ -541,11 +541,23 @@ def wait_for_count(
         time.sleep(POLL_S)
 
 
-def redis_work(stats: dict[str, Any], cmdstats: dict[str, Any], done: int) -> dict[str, float]:
-    """Redis work per job over the process phase, computed as the harness does."""
+def server_cpu_s(r: Any) -> float:
+    """The server process's CPU seconds so far, user and system (INFO cpu)."""
+    info = r.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def redis_work(
+    stats: dict[str, Any], cmdstats: dict[str, Any], done: int, cpu_s: float
+) -> dict[str, float]:
+    """Redis work per job over the process phase, computed as the harness does; ``cpu_s``:
+    the server's CPU seconds over the phase (its idle ticks while the workers start and
+    stop included, a few ms)."""
     d = max(1, done)
     scripts = ("cmdstat_evalsha", "cmdstat_eval", "cmdstat_fcall")
     return {
+        "redis_cpu_us_per_job": cpu_s * 1e6 / d,
+        "script_us_per_job": sum(v["usec"] for k, v in cmdstats.items() if k in scripts) / d,
         "redis_cmds_per_job": stats["total_commands_processed"] / d,
         "redis_calls_per_job_incl_scripts": sum(v["calls"] for v in cmdstats.values()) / d,
         "script_calls_per_job": sum(v["calls"] for k, v in cmdstats.items() if k in scripts) / d,
@@ -576,6 +588,7 @@ def drain(
     """
     out: dict[str, Any] = {"redis_mem_after_enqueue": srv.r.info("memory")["used_memory"]}
     srv.r.config_resetstat()
+    cpu0 = server_cpu_s(srv.r)
     procs: list[subprocess.Popen[Any]] = []
     handles: list[IO[str]] = []
     t_launch = time.time()
@@ -600,6 +613,7 @@ def drain(
         t_stop = time.time()
         try:
             stats, cmdstats = srv.r.info("stats"), srv.r.info("commandstats")
+            cpu_s = server_cpu_s(srv.r) - cpu0
         finally:
             out["worker_exit_codes"] = stop_groups(procs)
             for h in handles:
@@ -623,7 +637,7 @@ def drain(
             first_job_skew_s=max(r[2] for r in rows) - first,
             detect_lag_s=t_stop - last,
         )
-    out.update(redis_work(stats, cmdstats, done))
+    out.update(redis_work(stats, cmdstats, done, cpu_s))
     return out
 
 
@@ -751,6 +765,8 @@ def summarize(
         "startup_s_median": med([r.get("startup_s") for r in ok]),
         "redis_cmds_per_job_median": med([r.get("redis_cmds_per_job") for r in ok]),
         "script_calls_per_job_median": med([r.get("script_calls_per_job") for r in ok]),
+        "redis_cpu_us_per_job_median": med([r.get("redis_cpu_us_per_job") for r in ok]),
+        "script_us_per_job_median": med([r.get("script_us_per_job") for r in ok]),
     }
 
 
@@ -857,15 +873,18 @@ def markdown(
         f"({meta['git']}).",
         "",
         "| case | N | enqueue jobs/s | process jobs/s | all reps (process) | process / floor "
-        "| enqueue / floor LPUSH | Redis cmds/job | script calls/job | status | setup |",
-        "|---|---:|---:|---:|---|---:|---:|---:|---:|---|---|",
+        "| enqueue / floor LPUSH | Redis cmds/job | script calls/job | Redis CPU us/job "
+        "| script us/job | status | setup |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for name, s in summary.items():
         if s["status"].startswith("not installed"):
-            out.append(f"| {name} | - | - | - | - | - | - | - | - | {s['status']} | {s['note']} |")
+            out.append(
+                f"| {name} | - | - | - | - | - | - | - | - | - | - | {s['status']} | {s['note']} |"
+            )
             continue
         out.append(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 name,
                 s["n"],
                 _f(s["enqueue_rate_median"], "%.0f"),
@@ -875,6 +894,8 @@ def markdown(
                 _f(_ratio(s["enqueue_rate_median"], floor.get("enqueue_rate_median")), "%.3f"),
                 _f(s["redis_cmds_per_job_median"], "%.2f"),
                 _f(s["script_calls_per_job_median"], "%.2f"),
+                _f(s["redis_cpu_us_per_job_median"], "%.1f"),
+                _f(s["script_us_per_job_median"], "%.1f"),
                 s["status"],
                 s["note"],
             )
