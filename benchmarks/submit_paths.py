@@ -59,7 +59,7 @@ def main() -> None:
             k = rep % len(PATHS)
             for path in PATHS[k:] + PATHS[:k]:
                 client_module.PLAIN_JOB = plain if path != "submit_dag" else frozenset()
-                client._plain.of = plain_of if path == "plain" else (lambda dag: None)  # type: ignore[method-assign]
+                client._plain.of = plain_of if path == "plain" else (lambda dag, registry: None)  # type: ignore[method-assign]
                 dags = []
                 for i in range(a.n):
                     d = Dag()

@@ -66,7 +66,7 @@ class Client:
         self.keys = Keys(namespace)
         self.scripts = Scripts(client)
         self.registry = registry
-        self._plain = PlainJobs(registry)
+        self._plain = PlainJobs()
 
     @classmethod
     def connect(cls, url: str | None = None, **kwargs: Any) -> Client:
@@ -84,7 +84,7 @@ class Client:
         holds Redis for seconds) while it is `building`, and runs once it is whole. A
         submit that fails part-way cancels what it wrote.
         """
-        plain = self._plain.of(dag)
+        plain = self._plain.of(dag, self.registry)
         if plain is not None:  # the commonest DAG, and what a burst of uploads submits
             node, queue, attempts, timeout = plain
             params = self._plain.params(dag, node)

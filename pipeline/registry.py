@@ -112,9 +112,9 @@ def stage(
                 timeout,
                 attempts,
                 backoff or Backoff(),
-                tags,
+                tuple(tags),  # a list given here could change under a spec that is frozen
                 max_stalls,
-                prefers,
+                tuple(prefers),
             )
         )
         return fn

@@ -144,7 +144,7 @@ def plain_stage(spec: StageSpec) -> tuple[str, str, str] | None:
     one.add(spec)
     try:
         j = encode_node(_PROBE, Node("a", spec.name), one)
-    except SubmissionError:
+    except Exception:  # a declaration the general path refuses, in its order
         return None
     attempts, timeout = j["max_attempts"], j["timeout_ms"]
     if not j.keys() <= PLAIN_JOB or type(attempts) is not int or type(timeout) is not int:
@@ -161,19 +161,19 @@ class PlainJobs:
     accepts. Its arguments are worked out once per stage declaration (a tenth of a
     one-job submit's Python time went to encoding what is the same for every such job)."""
 
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+    def __init__(self) -> None:
         self._stages: dict[str, tuple[StageSpec, tuple[str, str, str] | None]] = {}
 
-    def of(self, dag: Dag) -> tuple[Node, str, str, str] | None:
-        """The DAG's job and its queue, max_attempts and timeout_ms, or None: not plain."""
+    def of(self, dag: Dag, registry: Registry) -> tuple[Node, str, str, str] | None:
+        """The DAG's job and its queue, max_attempts and timeout_ms, or None: not plain.
+        ``registry``: the caller's as it is now (a client's may be replaced)."""
         if dag.webhook or len(dag.nodes) != 1:
             return None
         (node,) = dag.nodes.values()
         o = node.options
         if node.children or (o is not DEFAULT_OPTIONS and o != DEFAULT_OPTIONS):
             return None
-        spec = self.registry.find(node.stage)
+        spec = registry.find(node.stage)
         if spec is None:
             return None  # the general path says why
         known = self._stages.get(node.stage)

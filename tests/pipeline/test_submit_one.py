@@ -46,7 +46,7 @@ def _stages(registry: Registry) -> None:
 def _general_only(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every DAG this client submits goes to submit_dag, as JSON."""
     monkeypatch.setattr(client_module, "PLAIN_JOB", frozenset())
-    monkeypatch.setattr(client._plain, "of", lambda dag: None)
+    monkeypatch.setattr(client._plain, "of", lambda dag, registry: None)
 
 
 @pytest.fixture
@@ -373,7 +373,7 @@ def test_the_plain_path_takes_from_a_declaration_what_encode_node_writes(
     stage("s", registry=reg, **declared)(_noop)
     dag = Dag()
     dag.add("a", "s", {"x": 1})
-    got = PlainJobs(reg).of(dag)
+    got = PlainJobs().of(dag, reg)
     try:
         (job,) = encode_jobs(dag, reg)
     except SubmissionError:
@@ -400,30 +400,30 @@ def test_only_a_lone_job_without_options_or_webhook_takes_the_plain_path(
     registry: Registry,
 ) -> None:
     _stages(registry)
-    plain = PlainJobs(registry)
+    plain = PlainJobs()
 
     def one(**options: Any) -> Dag:
         dag = Dag()
         dag.add("a", "work", **options)
         return dag
 
-    assert plain.of(one()) is not None
-    assert plain.of(one(options=JobOptions())) is not None  # equal to the defaults
-    assert plain.of(one(priority=0, delay=0.0)) is not None
-    assert plain.of(one(priority=1)) is None
-    assert plain.of(one(queue="default")) is None  # an option set, even to its value
+    assert plain.of(one(), registry) is not None
+    assert plain.of(one(options=JobOptions()), registry) is not None  # equal to the defaults
+    assert plain.of(one(priority=0, delay=0.0), registry) is not None
+    assert plain.of(one(priority=1), registry) is None
+    assert plain.of(one(queue="default"), registry) is None  # an option set, even to its value
     hooked = one()
     hooked.webhook = HOOK
-    assert plain.of(hooked) is None
+    assert plain.of(hooked, registry) is None
     two = one()
     two.add("b", "work", after=["a"])
-    assert plain.of(two) is None
+    assert plain.of(two, registry) is None
     looped = one()
     looped.nodes["a"].children["a"] = EdgePolicy.FAIL
-    assert plain.of(looped) is None  # the general path refuses the cycle
+    assert plain.of(looped, registry) is None  # the general path refuses the cycle
     unknown = Dag()
     unknown.add("a", "no-such-stage")
-    assert plain.of(unknown) is None
+    assert plain.of(unknown, registry) is None
 
 
 def test_a_stage_declared_again_is_read_again(
@@ -463,7 +463,7 @@ def test_the_plain_path_refuses_what_the_general_path_refuses_with_its_message(
         dag.add("a", "work", {"frames": {1, 2}} if bad == "params" else {})
         if bad == "dag id":
             dag.id = "no spaces here"
-        assert (c._plain.of(dag) is not None) is plain
+        assert (c._plain.of(dag, c.registry) is not None) is plain
         with pytest.raises(SubmissionError) as err:
             c.submit(dag)
         return str(err.value)
@@ -474,3 +474,75 @@ def test_the_plain_path_refuses_what_the_general_path_refuses_with_its_message(
     assert said == refusal(general, False)
     assert ("DAG id" if bad == "dag id" else f"{bad} are not JSON-serialisable") in said
     assert not list(r.scan_iter(match=client.keys.pattern()))
+
+
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), None])
+@pytest.mark.parametrize("bad", ["dag id", "params"])
+def test_a_declaration_encode_node_cannot_take_leaves_the_refusal_to_the_general_path(
+    timeout: Any,
+    bad: str,
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    registry: Registry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A timeout int() cannot take fails in encode_node after the DAG id's and the params'
+    checks: the plain path must not raise it first."""
+    stage("s", registry=registry, timeout=timeout)(_noop)
+
+    def refusal(c: Client) -> str:
+        dag = Dag("d1")
+        dag.add("a", "s", {"frames": {1, 2}} if bad == "params" else {})
+        if bad == "dag id":
+            dag.id = "no spaces here"
+        with pytest.raises(SubmissionError) as err:
+            c.submit(dag)
+        return str(err.value)
+
+    general = Client(r, namespace=namespace, registry=registry)
+    _general_only(general, monkeypatch)
+    assert refusal(client) == refusal(general)
+
+
+def test_what_redis_refuses_on_the_plain_path_is_a_submission_error(
+    r: redis.Redis, client: Client, registry: Registry
+) -> None:
+    stage("s", registry=registry, queue="no spaces")(_noop)
+    dag = Dag()
+    dag.add("a", "s")
+    assert client._plain.of(dag, registry) is not None
+    with pytest.raises(SubmissionError, match='invalid queue "no spaces"'):
+        client.submit(dag)
+    assert not list(r.scan_iter(match=client.keys.pattern()))
+
+
+def test_a_list_of_tags_changed_after_the_declaration_changes_nothing(
+    client: Client, registry: Registry
+) -> None:
+    tags: list[str] = []
+    stage("s", registry=registry, tags=tags, prefers=tags)(_noop)  # type: ignore[arg-type]
+    tags.append("nvenc")
+    assert registry.get("s").tags == () and registry.get("s").prefers == ()
+    dag = Dag()
+    dag.add("a", "s")
+    assert client.submit(dag).created
+    job = client.job(dag.job_id("a"))
+    assert job is not None and job["queue"] == "default"
+
+
+def test_the_plain_path_reads_the_registry_the_client_has_now(
+    client: Client, registry: Registry
+) -> None:
+    stage("s", registry=registry, queue="q1")(_noop)
+    first = Dag()
+    first.add("a", "s")
+    client.submit(first)
+    other = Registry()
+    stage("s", registry=other, queue="q2")(_noop)
+    client.registry = other
+    dag = Dag()
+    dag.add("a", "s")
+    assert client.submit(dag).created
+    job = client.job(dag.job_id("a"))
+    assert job is not None and job["queue"] == "q2"
