@@ -34,12 +34,12 @@ from pipeline.rollup import DagRollup
 from pipeline.routing import live_queues, orphan_queues
 from pipeline.scripts import REQUEST_ID, Scripts
 from pipeline.submission import (
-    PLAIN_JOB,
     PlainJobs,
     encode_batch,
     encode_jobs,
     encode_meta,
     encode_webhook,
+    submit_one_fields,
 )
 from pipeline.worker_beat import WorkerBeat
 
@@ -97,16 +97,12 @@ class Client:
         idem = dag.idempotency_key or ""
         hook = encode_webhook(dag, jobs, self.registry)
         try:
-            j = jobs[0]
-            if (
-                len(jobs) == 1
-                and j.keys() <= PLAIN_JOB
-                and type(j["max_attempts"]) is int
-                and type(j["timeout_ms"]) is int
-            ):  # as JSON would write them: a bool or another number type goes as JSON
+            one = submit_one_fields(jobs[0]) if len(jobs) == 1 else None
+            if one is not None:
+                j, (queue, attempts, timeout) = jobs[0], one
                 return self._submit_one(
-                    dag.id, idem, meta, hook, j["name"], j["stage"], j["queue"], j["params"],
-                    str(j["max_attempts"]), str(j["timeout_ms"]),
+                    dag.id, idem, meta, hook, j["name"], j["stage"], queue, j["params"],
+                    attempts, timeout,
                 )  # fmt: skip
             if len(jobs) <= STEP_JOBS:
                 batch = encode_batch(jobs)

@@ -45,7 +45,7 @@ def _stages(registry: Registry) -> None:
 
 def _general_only(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every DAG this client submits goes to submit_dag, as JSON."""
-    monkeypatch.setattr(client_module, "PLAIN_JOB", frozenset())
+    monkeypatch.setattr(client_module, "submit_one_fields", lambda job: None)
     monkeypatch.setattr(client._plain, "of", lambda dag, registry: None)
 
 
