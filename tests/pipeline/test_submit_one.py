@@ -447,6 +447,19 @@ def test_a_stage_declared_again_is_read_again(
     assert sent == ["submit_one", "submit_one", "submit_dag"]
 
 
+def _refusal(c: Client, stage_name: str, bad: str, *, plain: bool) -> str:
+    """What ``c`` says of a one-job DAG with a bad DAG id, params or meta; ``plain``:
+    whether the plain path takes the DAG."""
+    dag = Dag("d1", meta={"when": {1, 2}} if bad == "meta" else None)
+    dag.add("a", stage_name, {"frames": {1, 2}} if bad == "params" else {})
+    if bad == "dag id":
+        dag.id = "no spaces here"
+    assert (c._plain.of(dag, c.registry) is not None) is plain
+    with pytest.raises(SubmissionError) as err:
+        c.submit(dag)
+    return str(err.value)
+
+
 @pytest.mark.parametrize("bad", ["params", "dag id", "meta"])
 def test_the_plain_path_refuses_what_the_general_path_refuses_with_its_message(
     bad: str,
@@ -457,21 +470,10 @@ def test_the_plain_path_refuses_what_the_general_path_refuses_with_its_message(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     _stages(registry)
-
-    def refusal(c: Client, plain: bool) -> str:
-        dag = Dag("d1", meta={"when": {1, 2}} if bad == "meta" else None)
-        dag.add("a", "work", {"frames": {1, 2}} if bad == "params" else {})
-        if bad == "dag id":
-            dag.id = "no spaces here"
-        assert (c._plain.of(dag, c.registry) is not None) is plain
-        with pytest.raises(SubmissionError) as err:
-            c.submit(dag)
-        return str(err.value)
-
     general = Client(r, namespace=namespace, registry=registry)
     _general_only(general, monkeypatch)
-    said = refusal(client, True)
-    assert said == refusal(general, False)
+    said = _refusal(client, "work", bad, plain=True)
+    assert said == _refusal(general, "work", bad, plain=False)
     assert ("DAG id" if bad == "dag id" else f"{bad} are not JSON-serialisable") in said
     assert not list(r.scan_iter(match=client.keys.pattern()))
 
@@ -490,19 +492,9 @@ def test_a_declaration_encode_node_cannot_take_leaves_the_refusal_to_the_general
     """A timeout int() cannot take fails in encode_node after the DAG id's and the params'
     checks: the plain path must not raise it first."""
     stage("s", registry=registry, timeout=timeout)(_noop)
-
-    def refusal(c: Client) -> str:
-        dag = Dag("d1")
-        dag.add("a", "s", {"frames": {1, 2}} if bad == "params" else {})
-        if bad == "dag id":
-            dag.id = "no spaces here"
-        with pytest.raises(SubmissionError) as err:
-            c.submit(dag)
-        return str(err.value)
-
     general = Client(r, namespace=namespace, registry=registry)
     _general_only(general, monkeypatch)
-    assert refusal(client) == refusal(general)
+    assert _refusal(client, "s", bad, plain=False) == _refusal(general, "s", bad, plain=False)
 
 
 def test_what_redis_refuses_on_the_plain_path_is_a_submission_error(
